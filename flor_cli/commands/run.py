@@ -1,0 +1,28 @@
+"""``flor run SCRIPT [ARGS...] [--kwargs k=v ...]``"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+
+@click.command("run", context_settings={"ignore_unknown_options": True,
+                                        "allow_interspersed_args": False})
+@click.argument("script")
+@click.argument("script_args", nargs=-1, type=click.UNPROCESSED)
+def command(script: str, script_args: tuple[str, ...]) -> None:
+    """Run SCRIPT with this Python, in this directory, and record the run.
+
+    Code (a snapshot on flor.shadow, uncommitted and untracked files included), args,
+    logs, timings and checkpoints are recorded as a git note; your branch, index and
+    worktree are never touched. ARGS pass through to the script; `--kwargs k=v ...`
+    sets what flor.arg returns. The script's output and exit status pass through.
+    """
+    from flor_cli.runtime.args import split_kwargs
+    from flor_cli.services import record
+    from flor_cli.storage.git import Git
+
+    args, kwargs = split_kwargs(list(script_args))
+    git = Git.discover(".")
+    sys.exit(record.run(git, script, args, kwargs))

@@ -1,0 +1,46 @@
+"""``flor show RUN``"""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from flor_cli.output import chosen_format, output_options, render
+
+
+@click.command("show")
+@click.argument("run", default="latest")
+@output_options
+def command(run: str, fmt_name, as_csv, as_json, as_markdown, tablefmt) -> None:
+    """Show one run in full: metadata, args, every record, timings and checkpoints.
+
+    RUN is a run id, a unique prefix of one, a shadow commit prefix, or `latest`.
+    """
+    from flor_cli.services import query
+    from flor_cli.services.show import load
+
+    from flor_cli.storage.git import Git
+
+    git = Git.discover(".")
+    note = load(git, query.resolve_run(git, run))
+    fmt = chosen_format(fmt_name, as_csv, as_json, as_markdown)
+    if fmt == "json":
+        click.echo(json.dumps({"commit": note.commit, "header": note.header,
+                               "records": note.records, "replays": note.replays}, indent=2))
+        return
+    sections = [
+        ("run", ["field", "value"], [(k, _text(v)) for k, v in note.header.items() if k != "t"]
+         + [("commit", note.commit)]),
+        ("records", ["seq", "kind", "name", "value", "context", "replay"],
+         [(r.get("s"), r.get("t"), r.get("n") or r.get("k"), _text(r.get("v", r.get("sec"))),
+           _text(r.get("c", "")), r.get("rp") or "") for r in note.records]),
+    ]
+    for title, columns, rows in sections:
+        if fmt == "table":
+            click.echo(f"\n== {title} ==")
+        click.echo(render(columns, rows, fmt, tablefmt))
+
+
+def _text(value) -> str:
+    return value if isinstance(value, str) else json.dumps(value)

@@ -1,0 +1,226 @@
+"""The in-script API, with FlorDB's names: arg, log, loop, checkpointing, commit, and the
+read side (dataframe, query, replay) for notebooks.
+
+A run starts lazily, at the first call that needs one, so that ``import flor`` costs
+nothing in a notebook. Which kind of run depends on how the script was started:
+
+* under ``flor run`` (``FLOR_JOURNAL`` set): continue the journal the CLI created; the
+  CLI folds it into a note with the script's exit status;
+* under ``flor replay`` (``FLOR_REPLAY`` set): a replay session (see replay_mode);
+* plain ``python train.py --kwargs ...``: snapshot and journal here, fold at exit.
+
+The ``FLOR_*`` variables are removed once read, so subprocesses the script starts do not
+write into this run; forked children (DataLoader workers) stop recording.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+from flor_cli.errors import UserError
+from flor_cli.runtime.args import split_kwargs
+from flor_cli.runtime.session import Session
+
+_session: Session | None = None
+_disabled = False
+_owner = None  # the Git of a run this process started itself (plain `python train.py`)
+_failure: dict = {}
+_argv_kwargs: dict[str, str] = {}
+
+
+def _fail(message: str) -> None:
+    print(f"flor: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+if "--kwargs" in sys.argv and "FLOR_JOURNAL" not in os.environ and "FLOR_REPLAY" not in os.environ:
+    try:
+        sys.argv[1:], _argv_kwargs = split_kwargs(sys.argv[1:])
+    except UserError as e:
+        _fail(str(e))
+
+
+def _current() -> Session | None:
+    global _session
+    if _session is None and not _disabled:
+        _session = _start()
+    return _session
+
+
+def _start() -> Session | None:
+    global _disabled, _owner
+    env = os.environ
+    from flor_cli.storage.objects import ObjectStore
+
+    if "FLOR_REPLAY" in env:
+        from flor_cli.runtime.replay_mode import ReplaySession
+
+        config = json.loads(env.pop("FLOR_REPLAY"))
+        session: Session = ReplaySession(config, ObjectStore(Path(config["store"])))
+    elif "FLOR_JOURNAL" in env:
+        session = Session(Path(env.pop("FLOR_JOURNAL")), ObjectStore(Path(env.pop("FLOR_STORE"))),
+                          json.loads(env.pop("FLOR_KWARGS", "{}")),
+                          float(env.pop("FLOR_T0", time.time())))
+    else:
+        from flor_cli.errors import NotARepo
+        from flor_cli.storage import journal
+        from flor_cli.storage.git import Git
+        from flor_cli.storage.objects import store_for
+
+        t0 = time.time()
+        try:
+            git = Git.discover(Path.cwd())
+        except NotARepo as e:
+            print(f"flor: {e}; this run is not recorded", file=sys.stderr)
+            _disabled = True
+            return None
+        path = journal.begin(git, sys.argv[0], sys.argv[1:], _argv_kwargs)
+        configured = git.cli("config", "--get", "flor.store", check=False).strip()
+        session = Session(path, store_for(git.flor_dir, configured), _argv_kwargs, t0)
+        _owner = git
+        _watch_exceptions()
+    atexit.register(_finish)
+    return session
+
+
+def _finish() -> None:
+    """Flush and close the run at interpreter exit; fold it if this process owns it."""
+    global _session, _owner
+    session, _session = _session, None
+    if session is None:
+        return
+    end: dict[str, Any] = {"end": time.time()}
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        end["torch"] = torch.__version__
+    if _owner is not None:
+        end.update(_failure or {"status": "ok", "exit": 0})
+    session.close(end)
+    if _owner is not None:
+        from flor_cli.storage.journal import fold
+
+        fold(_owner, session.journal_path)
+        _owner = None
+
+
+def _watch_exceptions() -> None:
+    """A plain ``python train.py`` run has no supervisor to report its exit status."""
+    previous = sys.excepthook
+
+    def hook(kind, value, tb):
+        interrupted = issubclass(kind, KeyboardInterrupt)
+        _failure.update(status="interrupted" if interrupted else "failed",
+                        exit=130 if interrupted else 1, error=f"{kind.__name__}: {value}"[:500])
+        previous(kind, value, tb)
+
+    sys.excepthook = hook
+
+
+def _after_fork_in_child() -> None:
+    global _session, _disabled
+    _session, _disabled = None, True
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _check_name(api: str, name: Any) -> None:
+    if type(name) is not str or not name:
+        raise TypeError(f"flor.{api}: name must be a non-empty string, got {name!r}")
+
+
+# -- recording -------------------------------------------------------------------------
+
+def log(name: str, value: Any) -> Any:
+    """Record ``value`` under ``name`` in the current loop context; returns ``value``."""
+    session = _session or _current()
+    if type(name) is not str or not name:
+        _check_name("log", name)
+    if session is not None:
+        session.log(name, value)
+    return value
+
+
+def arg(name: str, default: Any) -> Any:
+    """A hyper-parameter: ``--kwargs name=value`` cast to ``type(default)``, else default."""
+    _check_name("arg", name)
+    session = _current()
+    if session is None:
+        return default
+    try:
+        return session.arg(name, default)
+    except UserError as e:
+        session.emit({"t": "end", "aborted": True})
+        _fail(str(e))
+
+
+def loop(name: str, iterable: Iterable) -> Iterator:
+    """Yield from ``iterable``; records inside carry ``{name: index}`` in their context."""
+    _check_name("loop", name)
+    session = _current()
+    return iter(iterable) if session is None else session.loop(name, iterable)
+
+
+class checkpointing:
+    """``with flor.checkpointing(model=net, optimizer=opt):`` — what replay restores."""
+
+    def __init__(self, **objects: Any):
+        self.objects = objects
+        self.session: Session | None = None
+
+    def __enter__(self) -> "checkpointing":
+        self.session = _current()
+        if self.session is not None:
+            self.session.enter_checkpointing(self.objects)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.session is not None:
+            self.session.exit_checkpointing()
+
+
+def commit() -> None:
+    """End the current run now (notebooks); the next flor call starts a new one."""
+    global _owner
+    if _session is None:
+        return
+    if _owner is None:
+        from flor_cli.storage.git import Git
+
+        _owner = Git.discover(Path.cwd())
+    _failure.clear()
+    _finish()
+
+
+# -- reading ---------------------------------------------------------------------------
+
+def dataframe(*names: str):
+    """FlorDB's pivot as a pandas DataFrame: one row per run x loop iteration."""
+    from flor_cli.services import query
+    from flor_cli.storage.git import Git
+
+    return query.pivot_frame(Git.discover(Path.cwd()), list(names))
+
+
+def query(sql: str):
+    """Read-only SQL over the cache's tables and views, as a pandas DataFrame."""
+    from flor_cli.services import query as service
+    from flor_cli.storage.git import Git
+
+    return service.sql_frame(Git.discover(Path.cwd()), sql)
+
+
+def replay(names: str | Sequence[str], where: str | None = None, yes: bool = False):
+    """Backfill ``names`` into past runs by replay; returns the new values as a DataFrame."""
+    from flor_cli.services.replay import api as service
+    from flor_cli.storage.git import Git
+
+    if isinstance(names, str):
+        names = [n for n in names.split(",") if n]
+    return service.replay(Git.discover(Path.cwd()), list(names), where=where, yes=yes)

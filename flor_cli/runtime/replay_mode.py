@@ -1,0 +1,80 @@
+"""The runtime when a script is replayed: same loops, different side effects.
+
+``flor replay`` runs the transplanted old script with ``FLOR_REPLAY`` describing the job.
+Three modes follow from the level of the requested statements:
+
+* ``prefix``: stop as soon as the main loop starts;
+* ``skip`` (outer-loop and suffix statements): every nested loop whose checkpoint exists
+  is skipped by restoring that checkpoint (RNG state included), and the rest of the
+  outer iteration runs as it did originally; a thinned-out iteration re-executes;
+* ``nested``: nested loops run for real in the epochs ``[lo, hi)`` given to this worker;
+  earlier epochs are fast-forwarded as in ``skip`` and the script stops at ``hi``.
+
+Only the requested names are recorded, and in ``nested`` mode only inside this worker's
+epochs, so that workers never record the same value twice. ``flor.arg`` returns the
+values the original run resolved.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from flor_cli.runtime.checkpoint import restore
+from flor_cli.runtime.session import Ctx, Session
+from flor_cli.storage.objects import ObjectStore
+
+
+def ckpt_key(ctx: dict, ordinal: int) -> tuple[str, int]:
+    return json.dumps(ctx, sort_keys=True), ordinal
+
+
+class ReplaySession(Session):
+    def __init__(self, config: dict, store: ObjectStore):
+        super().__init__(Path(config["journal"]), store, kwargs={}, t0=time.time())
+        self.names = set(config["names"])
+        self.mode = config["mode"]
+        self.recorded_args = config.get("args", {})
+        self.lo, self.hi = config.get("range") or (0, None)
+        self.ckpts = {ckpt_key(c["c"], c["i"]): c for c in config.get("ckpts", [])}
+        self.active = self.lo == 0
+
+    def log(self, name: str, value: Any) -> None:
+        if self.active and name in self.names:
+            super().log(name, value)
+
+    def arg(self, name: str, default: Any) -> Any:
+        return self.recorded_args.get(name, default)
+
+    def on_main_start(self) -> None:
+        super().on_main_start()
+        if self.mode == "prefix":
+            self.stop()
+
+    def on_outer_iteration(self, index: int) -> None:
+        if self.hi is not None and index >= self.hi:
+            self.stop()
+        if self.mode == "nested":
+            self.active = index >= self.lo
+
+    def skip_nested(self, outer_ctx: Ctx, ordinal: int) -> bool:
+        if self.mode == "nested" and self.active:
+            return False
+        entry = self.ckpts.get(ckpt_key(dict(outer_ctx), ordinal))
+        if entry is None:
+            return False  # thinned out or never taken: re-execute, which is exact too
+        started = time.perf_counter()
+        restore(self.objects, entry, self.store)
+        self.emit({"t": "time", "k": "ckpt_load", "c": dict(outer_ctx), "i": ordinal,
+                   "sec": round(time.perf_counter() - started, 6)})
+        return True
+
+    def enter_checkpointing(self, objects: dict[str, Any]) -> None:
+        self.objects = objects
+        self.base_depth = self.depth
+
+    def stop(self) -> None:
+        """End the replayed script here; the atexit hook flushes what it recorded."""
+        raise SystemExit(0)

@@ -1,0 +1,169 @@
+"""Reading runs back: the runs table, FlorDB's pivot, and user SQL — all over the cache.
+
+User SQL (``--where``, ``--sort``, ``flor query``) only ever runs on read-only, guarded
+connections (see :func:`cache.guard`), and any SQLite error becomes one line for the user.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import Any, Sequence
+
+from flor_cli.errors import UserError
+from flor_cli.storage import cache
+from flor_cli.storage.git import Git
+
+Table = tuple[list[str], list[tuple]]
+
+
+def runs(git: Git, where: str | None = None, sort: str | None = None,
+         limit: int | None = None) -> Table:
+    """``flor log``: one row per run — fixed columns, args, run-level (final) values."""
+    db = cache.readonly(git)
+    try:
+        sql = "SELECT * FROM runs_wide" + _clauses(where, sort or "time, run", limit)
+        return _user_sql(db, sql, "--where/--sort")
+    finally:
+        db.close()
+
+
+def pivot(git: Git, names: Sequence[str], where: str | None = None, sort: str | None = None,
+          limit: int | None = None) -> Table:
+    """FlorDB's pivot: a row per run x loop iteration, a column per loop, arg and name.
+
+    Run-level values (args, values logged outside any loop) repeat on every iteration row
+    of their run; a run with only run-level values gets one row with empty loop columns.
+    """
+    db = cache.connect(git)
+    try:
+        table = _pivot(db, list(names))
+    finally:
+        db.close()
+    if where is None and sort is None:
+        return table[0], table[1][:limit] if limit is not None else table[1]
+    return filter_rows(table, where, sort, limit)
+
+
+def _pivot(db: sqlite3.Connection, names: list[str]) -> Table:
+    if not names:
+        names = list(dict.fromkeys(cache.names_of(db, "loop") + cache.names_of(db, "run")))
+    unknown = [n for n in names if not db.execute(
+        "SELECT 1 FROM names WHERE name=? AND kind IN ('loop','run')", (n,)).fetchone()]
+    if unknown:
+        raise UserError(f"nothing logged under {', '.join(map(repr, unknown))}")
+    marks = ",".join("?" * len(names))
+    iteration: dict[tuple[str, str], dict[str, Any]] = {}
+    run_level: dict[str, dict[str, Any]] = {}
+    for run, ctx, lvl, name, value in db.execute(
+            f"SELECT run, ctx, lvl, name, value FROM logs WHERE name IN ({marks}) "
+            "ORDER BY rowid", names):
+        target = run_level.setdefault(run, {}) if lvl == 0 else iteration.setdefault((run, ctx), {})
+        target[name] = value  # later records (replays are appended) win
+    with_iterations = {run for run, _ in iteration}
+    included = set(run_level) | with_iterations
+    order = {run: i for i, (run,) in enumerate(db.execute("SELECT run FROM runs ORDER BY start, run"))}
+    args: dict[str, dict[str, Any]] = {}
+    arg_names: dict[str, None] = {}
+    for run, name, value in db.execute("SELECT run, name, value FROM args ORDER BY rowid"):
+        if run in included:
+            args.setdefault(run, {})[name] = value
+            arg_names[name] = None
+    contexts = {ctx: json.loads(ctx) for _, ctx in iteration}
+    loop_names: dict[str, None] = {}
+    for parsed in contexts.values():
+        loop_names.update(dict.fromkeys(parsed))
+    loops = list(loop_names)
+    keyed = [((run, ctx), values) for (run, ctx), values in iteration.items()]
+    keyed += [((run, None), {}) for run in run_level if run not in with_iterations]
+    keyed.sort(key=lambda item: (order.get(item[0][0], len(order)), item[0][0],
+                                 _index_key(contexts.get(item[0][1]), loops)))
+    columns = ["run", *loops]
+    columns += [a for a in arg_names if a not in columns]
+    columns += [n for n in names if n not in columns]
+    rows = []
+    for (run, ctx), values in keyed:
+        loop_ctx = contexts.get(ctx, {})
+        merged = {**args.get(run, {}), **run_level.get(run, {}), **values}
+        rows.append((run, *(loop_ctx.get(l) for l in loops),
+                     *(merged.get(c) for c in columns[1 + len(loops):])))
+    return columns, rows
+
+
+def _index_key(ctx: dict | None, loops: list[str]) -> tuple:
+    ctx = ctx or {}
+    return tuple(ctx.get(l, -1) for l in loops)
+
+
+def pivot_frame(git: Git, names: Sequence[str]):
+    import pandas as pd
+
+    columns, rows = pivot(git, names)
+    return pd.DataFrame(rows, columns=columns)
+
+
+def sql(git: Git, text: str) -> Table:
+    """``flor query``: the user's SQL, read-only, over the documented tables and views."""
+    db = cache.readonly(git)
+    try:
+        return _user_sql(db, text, "query")
+    finally:
+        db.close()
+
+
+def sql_frame(git: Git, text: str):
+    import pandas as pd
+
+    columns, rows = sql(git, text)
+    return pd.DataFrame(rows, columns=columns)
+
+
+def filter_rows(table: Table, where: str | None, sort: str | None, limit: int | None) -> Table:
+    """Apply ``--where``/``--sort``/``--limit`` to computed rows with SQLite's own semantics."""
+    columns, rows = table
+    mem = sqlite3.connect(":memory:")
+    try:
+        mem.execute(f"CREATE TABLE t ({', '.join(map(cache.quote_ident, columns))})")
+        mem.executemany(f"INSERT INTO t VALUES ({','.join('?' * len(columns))})", rows)
+        cache.guard(mem)
+        return _user_sql(mem, "SELECT * FROM t" + _clauses(where, sort, limit), "--where/--sort")
+    finally:
+        mem.close()
+
+
+def _clauses(where: str | None, sort: str | None, limit: int | None) -> str:
+    text = f" WHERE {where}" if where else ""
+    text += f" ORDER BY {sort}" if sort else ""
+    return text + (f" LIMIT {int(limit)}" if limit is not None else "")
+
+
+def _user_sql(db: sqlite3.Connection, text: str, what: str) -> Table:
+    try:
+        return cache.rows(db, text)
+    except sqlite3.Error as e:
+        reason = "not allowed: flor runs SQL read-only" if "not authorized" in str(e) or \
+            "readonly" in str(e) or "read-only" in str(e) else str(e)
+        raise UserError(f"{what}: {reason}") from None
+    except sqlite3.Warning as e:  # e.g. more than one statement
+        raise UserError(f"{what}: {e}") from None
+
+
+def resolve_run(git: Git, ref: str) -> str:
+    """A run id from ``latest``, a run id or its unique prefix, or a shadow commit prefix."""
+    db = cache.connect(git)
+    try:
+        if ref == "latest":
+            row = db.execute("SELECT run FROM runs ORDER BY start DESC, run DESC LIMIT 1").fetchone()
+            if row is None:
+                raise UserError("no runs recorded in this repository yet")
+            return row[0]
+        matches = [r for (r,) in db.execute(
+            "SELECT run FROM runs WHERE run LIKE ? OR commit_id LIKE ?",
+            (ref.replace("%", "") + "%", ref.replace("%", "") + "%"))]
+    finally:
+        db.close()
+    if not matches:
+        raise UserError(f"no run matches {ref!r}")
+    if len(matches) > 1:
+        raise UserError(f"{ref!r} is ambiguous: {', '.join(matches[:5])}")
+    return matches[0]

@@ -1,0 +1,51 @@
+"""``flor run``: record a script's run under a supervisor that outlives it.
+
+The supervisor (this process) snapshots the code and writes the journal header before
+the script starts, runs the script with the current interpreter in the current directory
+(stdout, stderr and exit status pass straight through), then folds the journal into a
+note with the exit status, whatever way the script ended.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from flor_cli.errors import UserError
+from flor_cli.storage import journal
+from flor_cli.storage.git import Git
+from flor_cli.storage.objects import store_for
+
+
+def run(git: Git, script: str, script_args: list[str], kwargs: dict[str, str]) -> int:
+    if not Path(script).is_file():
+        raise UserError(f"no such script: {script}")
+    t0 = time.time()
+    path = journal.begin(git, script, script_args, kwargs, supervisor=os.getpid())
+    store = store_for(git.flor_dir, git.cli("config", "--get", "flor.store", check=False).strip())
+    env = {**os.environ, "FLOR_JOURNAL": str(path), "FLOR_STORE": str(store.root),
+           "FLOR_KWARGS": json.dumps(kwargs), "FLOR_T0": repr(t0)}
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the script's to handle
+    try:
+        proc = subprocess.Popen([sys.executable, script, *script_args], env=env,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        code = proc.wait()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    journal.fold(git, path, status=_status(code))
+    return code if code >= 0 else 128 - code
+
+
+def _status(code: int) -> dict:
+    if code == 0:
+        return {"status": "ok", "exit": 0}
+    if code in (-signal.SIGINT, 130):
+        return {"status": "interrupted", "exit": code}
+    if code < 0:
+        return {"status": "killed", "exit": code}
+    return {"status": "failed", "exit": code}

@@ -1,0 +1,1 @@
+"""Replay: hindsight logging by re-running old versions of a script."""

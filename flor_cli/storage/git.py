@@ -1,0 +1,285 @@
+"""All of flor's git plumbing: one place that knows refs, notes trees and the git CLI.
+
+Two tools, each where it is strongest:
+
+* the git CLI for what must behave exactly like git (ignore rules, attributes and
+  filters when snapshotting the worktree; atomic compare-and-swap of refs; worktrees;
+  push and fetch with the user's credentials; ``git notes merge``), and
+* pygit2 for fast object access (reading thousands of notes, writing trees).
+
+Notes are written by flor itself, not by libgit2's ``create_note``: libgit2 writes a flat
+notes tree, and git reads a flat tree of thousands of notes far slower than a fanned-out
+one. flor writes ``ab/cdef...`` (git's own 2/38 fan-out) and reads any fan-out git wrote.
+
+Nothing here touches the user's index, HEAD or branches: snapshots use a temporary index
+and every ref flor moves lives under ``refs/heads/flor.shadow`` or ``refs/notes/``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from flor_cli.errors import NotARepo, UserError
+
+SHADOW_REF = "refs/heads/flor.shadow"
+NOTES_REF = "refs/notes/flor"
+ZERO = "0" * 40
+_BLOB = 0o100644
+_TREE = 0o040000
+_CAS_TRIES = 50
+
+
+class GitError(UserError):
+    """A git command failed; its own message is the most useful thing to show."""
+
+
+@dataclass(frozen=True)
+class HeadInfo:
+    branch: str | None  # None when HEAD is detached
+    commit: str | None  # None in a repository with no commits yet
+
+
+def find_root(start: str | os.PathLike = ".") -> Path:
+    """The top of the worktree containing ``start``; NotARepo outside of one."""
+    proc = subprocess.run(
+        ["git", "rev-parse", "--show-toplevel"],
+        cwd=start, capture_output=True, text=True,
+    )
+    if proc.returncode != 0:
+        raise NotARepo(f"not a git repository: {os.path.abspath(start)}")
+    return Path(proc.stdout.strip())
+
+
+class Git:
+    """A repository as flor sees it: its worktree root, its git dirs and flor's own dir."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root).resolve()
+        out = self.cli("rev-parse", "--absolute-git-dir", "--git-common-dir").splitlines()
+        self.git_dir = Path(out[0])
+        common = Path(out[1])
+        self.common_dir = (common if common.is_absolute() else self.root / common).resolve()
+        # Shared by every worktree of the repo, so replays in linked worktrees write
+        # journals and checkpoints where the main checkout finds them.
+        self.flor_dir = self.common_dir / "flor"
+        self._repo = None
+
+    @classmethod
+    def discover(cls, start: str | os.PathLike = ".") -> "Git":
+        return cls(find_root(start))
+
+    @property
+    def repo(self):
+        """pygit2 is imported only by the commands that read objects, to keep start-up fast."""
+        if self._repo is None:
+            import pygit2
+
+            self._repo = pygit2.Repository(str(self.git_dir))
+        return self._repo
+
+    # -- git CLI ---------------------------------------------------------------------
+
+    def cli(self, *args: str, env: dict | None = None, input: str | None = None,
+            check: bool = True, cwd: Path | None = None) -> str:
+        proc = subprocess.run(
+            ["git", *args], cwd=cwd or self.root, env=env, input=input,
+            capture_output=True, text=True,
+        )
+        if check and proc.returncode != 0:
+            msg = (proc.stderr.strip() or proc.stdout.strip()).splitlines()
+            raise GitError(f"git {args[0]}: {msg[-1] if msg else 'failed'}")
+        return proc.stdout
+
+    def head(self) -> HeadInfo:
+        branch = self.cli("symbolic-ref", "-q", "--short", "HEAD", check=False).strip()
+        commit = self.cli("rev-parse", "-q", "--verify", "HEAD^{commit}", check=False).strip()
+        return HeadInfo(branch or None, commit or None)
+
+    def snapshot_tree(self) -> str:
+        """The tree of the worktree as it is now, untracked-not-ignored files included.
+
+        Built in a copy of the user's index (its stat cache makes ``add -A`` cheap), so
+        the real index is never written.
+        """
+        tmp_root = self.flor_dir / "tmp"
+        tmp_root.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=tmp_root) as tmp:
+            index = Path(tmp) / "index"
+            if (self.git_dir / "index").exists():
+                shutil.copyfile(self.git_dir / "index", index)
+            env = {**os.environ, "GIT_INDEX_FILE": str(index)}
+            self.cli("add", "-A", "--", ".", env=env)
+            return self.cli("write-tree", env=env).strip()
+
+    def ref(self, name: str) -> str | None:
+        out = self.cli("rev-parse", "-q", "--verify", f"{name}^{{commit}}", check=False)
+        return out.strip() or None
+
+    def cas_ref(self, name: str, new: str, old: str | None, message: str) -> bool:
+        """Move ``name`` from ``old`` to ``new`` only if nobody moved it meanwhile."""
+        proc = subprocess.run(
+            ["git", "update-ref", "-m", message, name, new, old or ZERO],
+            cwd=self.root, capture_output=True, text=True,
+        )
+        return proc.returncode == 0
+
+    def commit(self, tree: str, parents: Iterable[str], message: str) -> str:
+        import pygit2
+
+        repo = self.repo
+        try:
+            sig = repo.default_signature
+        except (KeyError, pygit2.GitError):
+            sig = pygit2.Signature("flor", "flor@localhost")
+        return str(repo.create_commit(None, sig, sig, message, pygit2.Oid(hex=tree),
+                                      [pygit2.Oid(hex=p) for p in parents]))
+
+    def append_to_branch(self, ref: str, tree: str, message: str) -> str:
+        """Commit ``tree`` on top of ``ref``, retrying when a concurrent writer wins."""
+        for _ in range(_CAS_TRIES):
+            tip = self.ref(ref)
+            commit = self.commit(tree, [tip] if tip else [], message)
+            if self.cas_ref(ref, commit, tip, message):
+                return commit
+            time.sleep(0.01)
+        raise GitError(f"could not update {ref}: too many concurrent writers")
+
+    # -- notes -----------------------------------------------------------------------
+
+    def notes_tree(self, notes_commit: str | None = None):
+        commit = notes_commit or self.ref(NOTES_REF)
+        return self.repo[commit].peel(_tree_type()) if commit else None
+
+    def read_note(self, annotated: str, notes_commit: str | None = None) -> str | None:
+        tree = self.notes_tree(notes_commit)
+        path = _find_note_path(tree, annotated) if tree is not None else None
+        return self.repo[_lookup(tree, path).id].data.decode() if path else None
+
+    def iter_notes(self, notes_commit: str | None = None) -> Iterator[tuple[str, str]]:
+        """(annotated object id, note blob id) for every note, whatever the fan-out."""
+        tree = self.notes_tree(notes_commit)
+        if tree is not None:
+            yield from _walk_notes(self.repo, tree, "")
+
+    def changed_notes(self, old_commit: str | None, new_commit: str | None
+                      ) -> Iterator[tuple[str, str | None]]:
+        """Notes added, changed or deleted between two notes commits: (annotated, blob|None).
+
+        Diffing trees touches only the fan-out subtrees that changed, which is what keeps
+        the cache's incremental sync cheap at 10,000 runs.
+        """
+        if old_commit is None:
+            yield from self.iter_notes(new_commit)
+            return
+        old = self.notes_tree(old_commit)
+        new = self.notes_tree(new_commit) if new_commit else None
+        if new is None:
+            for annotated, _ in _walk_notes(self.repo, old, ""):
+                yield annotated, None
+            return
+        for delta in old.diff_to_tree(new).deltas:
+            path = delta.new_file.path if delta.status_char() != "D" else delta.old_file.path
+            annotated = path.replace("/", "")
+            blob = None if delta.status_char() == "D" else str(delta.new_file.id)
+            yield annotated, blob
+
+    def blob_text(self, blob_id: str) -> str:
+        return self.repo[blob_id].data.decode()
+
+    def append_notes(self, additions: dict[str, str], message: str) -> str:
+        """Append text to the notes of several objects in one notes commit (CAS, retried).
+
+        Appending keeps every line already there: notes only ever grow, so concurrent
+        writers and ``git notes merge -s cat_sort_uniq`` can never lose a record.
+        """
+        repo = self.repo
+        for _ in range(_CAS_TRIES):
+            tip = self.ref(NOTES_REF)
+            tree = self.notes_tree(tip)
+            new_tree = tree.id if tree is not None else None
+            for annotated, text in additions.items():
+                current = tree_path = None
+                if tree is not None:
+                    tree_path = _find_note_path(tree, annotated)
+                    if tree_path:
+                        current = repo[_lookup(tree, tree_path).id].data.decode()
+                body = _join_jsonl(current, text)
+                blob = repo.create_blob(body.encode())
+                path = tree_path or [annotated[:2], annotated[2:]]
+                new_tree = _tree_put(repo, repo[new_tree] if new_tree else None, path, blob)
+            commit = self.commit(str(new_tree), [tip] if tip else [], message)
+            if self.cas_ref(NOTES_REF, commit, tip, message):
+                return commit
+            time.sleep(0.01)
+        raise GitError(f"could not update {NOTES_REF}: too many concurrent writers")
+
+    # -- worktrees -------------------------------------------------------------------
+
+    def add_worktree(self, path: Path, commit: str) -> None:
+        self.cli("worktree", "add", "--detach", "--force", str(path), commit)
+
+    def remove_worktree(self, path: Path) -> None:
+        self.cli("worktree", "remove", "--force", str(path), check=False)
+        shutil.rmtree(path, ignore_errors=True)
+        self.cli("worktree", "prune", check=False)
+
+
+def _tree_type():
+    import pygit2
+
+    return pygit2.Tree
+
+
+def _join_jsonl(current: str | None, text: str) -> str:
+    if not current:
+        return text if text.endswith("\n") else text + "\n"
+    if not current.endswith("\n"):
+        current += "\n"
+    return current + (text if text.endswith("\n") else text + "\n")
+
+
+def _lookup(tree, path: list[str]):
+    obj = tree
+    for part in path:
+        obj = obj[part]
+    return obj
+
+
+def _find_note_path(tree, annotated: str) -> list[str] | None:
+    """Where git may have put the note of ``annotated``: flat, 2/38 or 2/2/36."""
+    for path in ([annotated[:2], annotated[2:]], [annotated],
+                 [annotated[:2], annotated[2:4], annotated[4:]]):
+        try:
+            _lookup(tree, path)
+            return path
+        except KeyError:
+            continue
+    return None
+
+
+def _walk_notes(repo, tree, prefix: str) -> Iterator[tuple[str, str]]:
+    for entry in tree:
+        if entry.type_str == "tree":
+            yield from _walk_notes(repo, repo[entry.id], prefix + entry.name)
+        else:
+            yield prefix + entry.name, str(entry.id)
+
+
+def _tree_put(repo, tree, path: list[str], blob) -> "object":
+    """A copy of ``tree`` with ``blob`` at ``path``, rewriting only the subtrees on the path."""
+    builder = repo.TreeBuilder(tree) if tree is not None else repo.TreeBuilder()
+    head, rest = path[0], path[1:]
+    if not rest:
+        builder.insert(head, blob, _BLOB)
+    else:
+        sub = tree[head] if tree is not None and head in tree else None
+        sub_tree = repo[sub.id] if sub is not None else None
+        builder.insert(head, _tree_put(repo, sub_tree, rest, blob), _TREE)
+    return builder.write()

@@ -1,0 +1,205 @@
+"""Run journals: what a running script has recorded, on disk, before it becomes a note.
+
+A run appends its records to ``.git/flor/journals/<run>.jsonl`` as it goes (flushed at
+least every half second) and holds an exclusive ``flock`` on the file while it lives. When
+the run ends, the journal is *folded*: its tree becomes a commit on ``flor.shadow`` and its
+lines become that commit's note. A journal whose lock can be taken and whose supervisor
+(``flor run``) is gone belongs to a dead run (crash, SIGKILL): any flor command folds it,
+so at most the last unflushed half second is lost.
+
+The journal's first line is the run header; an ``end`` line (written on a clean exit)
+and ``commit`` lines (written during folding, so a fold interrupted half-way resumes on
+the same shadow commit) are folded into the header rather than copied to the note.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from pathlib import Path
+from typing import Iterable
+
+from flor_cli.storage import notes
+from flor_cli.storage.git import SHADOW_REF, Git
+
+
+def journal_dir(flor_dir: Path) -> Path:
+    return flor_dir / "journals"
+
+
+class JournalWriter:
+    """Append-only writer holding the journal's lock for as long as the run lives."""
+
+    def __init__(self, path: Path, header: dict | None = None):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        if header is not None:
+            self.write([json.dumps(header)])
+
+    def write(self, lines: Iterable[str]) -> None:
+        data = "".join(line + "\n" for line in lines).encode()
+        if data:
+            os.write(self.fd, data)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)  # releases the lock
+            self.fd = -1
+
+
+def create(flor_dir: Path, header: dict) -> Path:
+    """Write a journal holding only its header, for a child process to continue."""
+    path = journal_dir(flor_dir) / f"{header['run']}.jsonl"
+    JournalWriter(path, header).close()
+    return path
+
+
+def read(path: Path) -> tuple[dict, list[dict]]:
+    """The header (with end/commit lines merged in) and the records, skipping a torn tail."""
+    header: dict = {}
+    records: list[dict] = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue  # the last line of a killed run may be half-written
+            kind = rec.get("t")
+            if kind == "run":
+                header.update(rec)
+            elif kind in ("end", "commit"):
+                header.update({k: v for k, v in rec.items() if k not in ("t", "s")})
+            else:
+                records.append(rec)
+    return header, records
+
+
+def fold(git: Git, path: Path, status: dict | None = None) -> str | None:
+    """Turn a finished run's journal into a shadow commit and its note; delete the journal.
+
+    Returns the shadow commit, or None when the journal was already folded by another
+    process or the run was aborted by bad input (which must leave nothing behind).
+    The caller must not hold the journal's lock; this takes it, so two processes can
+    race to fold the same orphan and exactly one wins.
+    """
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_APPEND)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        if not _same_file(fd, path):
+            return None  # folded and removed while we waited for the lock
+        header, records = read(path)
+        if status:
+            header.update(status)
+        if header.get("aborted") or "tree" not in header:
+            os.unlink(path)
+            return None
+        header.setdefault("status", "killed")
+        commit = header.get("commit")
+        if not commit:
+            message = f"flor run {header['run']}: {header.get('script', '')}"
+            commit = git.append_to_branch(SHADOW_REF, header["tree"], message)
+            os.write(fd, (json.dumps({"t": "commit", "commit": commit}) + "\n").encode())
+        header.pop("commit", None)
+        header.pop("tree", None)
+        header.pop("supervisor", None)
+        git.append_notes({commit: notes.render(header, records)},
+                         f"flor: record run {header['run']}")
+        os.unlink(path)
+        return commit
+    finally:
+        os.close(fd)
+
+
+def fold_orphans(git: Git) -> list[str]:
+    """Fold the journals of runs that died without folding their own (crash, SIGKILL)."""
+    folded = []
+    directory = journal_dir(git.flor_dir)
+    if not directory.is_dir():
+        return folded
+    for path in sorted(directory.glob("*.jsonl")):
+        if _is_orphan(path):
+            commit = fold(git, path)
+            if commit:
+                folded.append(commit)
+    return folded
+
+
+def _is_orphan(path: Path) -> bool:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False  # its run is alive and writing
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        header, _ = read(path)
+        return not _alive(header.get("supervisor"))
+    finally:
+        os.close(fd)
+
+
+def _alive(pid: int | None) -> bool:
+    """Whether the ``flor run`` that will fold this journal with its exit status lives."""
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        return os.fstat(fd).st_ino == os.stat(path).st_ino
+    except FileNotFoundError:
+        return False
+
+
+def begin(git: Git, script: str, argv: list[str], kwargs: dict[str, str],
+          supervisor: int | None = None) -> Path:
+    """Start a run: snapshot the code that is about to run and write the journal header.
+
+    The snapshot is only a tree here; it becomes a commit on ``flor.shadow`` when the run
+    is folded, so a run aborted by bad input leaves no trace on the branch.
+    """
+    import getpass
+    import platform
+    import secrets
+    import time
+
+    head = git.head()
+    started = time.time()
+    script_path = Path(script).resolve()
+    try:
+        rel_script = str(script_path.relative_to(git.root))
+    except ValueError:
+        rel_script = script
+    header = {
+        "t": "run",
+        "run": time.strftime("%Y%m%d-%H%M%S", time.localtime(started)) + "-" + secrets.token_hex(3),
+        "tree": git.snapshot_tree(),
+        "script": rel_script,
+        "cwd": os.path.relpath(os.getcwd(), git.root),
+        "argv": argv,
+        "kwargs": kwargs,
+        "branch": head.branch,
+        "head": head.commit,
+        "start": started,
+        "python": platform.python_version(),
+        "host": platform.node(),
+        "user": getpass.getuser(),
+        "supervisor": supervisor,
+    }
+    return create(git.flor_dir, header)

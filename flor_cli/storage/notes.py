@@ -1,0 +1,69 @@
+"""The note format: one run per note, JSON Lines, order carried by sequence numbers.
+
+A note is the whole record of one run, attached to the run's shadow commit::
+
+    {"t":"run","run":"20261124-011530-a3f9c2","v":1,"script":"train.py",...}   header
+    {"t":"arg","s":0,"n":"lr","v":0.0005}                                     flor.arg
+    {"t":"log","s":7,"n":"loss","v":0.41,"c":{"epoch":0,"step":3}}             flor.log
+    {"t":"log","s":9,"n":"w","v":[1,2],"ty":"torch.Tensor","c":{}}            non-JSON value
+    {"t":"time","s":8,"k":"nested","c":{"epoch":0},"i":0,"sec":2.01}           timings
+    {"t":"ckpt","s":10,"c":{"epoch":0},"i":0,"objs":{...},"bytes":..,"sec":..} checkpoint
+    {"t":"replay","rp":"<id>","names":[..],"src":{..},...}                     replay header
+    {"t":"log","rp":"<id>","s":0,"n":"grad_norm","v":..,"c":{..}}              replayed
+
+Every line is self-describing and unique, so ``git notes merge -s cat_sort_uniq`` (which
+concatenates, sorts and de-duplicates lines) yields a valid note; readers restore order
+from ``(rp, s)`` and never depend on line position.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Iterable
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class RunNote:
+    commit: str
+    header: dict
+    records: list[dict] = field(default_factory=list)
+    replays: list[dict] = field(default_factory=list)
+
+    @property
+    def run(self) -> str:
+        return self.header.get("run", self.commit[:12])
+
+
+def render(header: dict, records: Iterable[dict]) -> str:
+    lines = [json.dumps({"t": "run", "v": FORMAT_VERSION, **header}, separators=(",", ":"))]
+    lines += [json.dumps(r, separators=(",", ":")) for r in records]
+    return "\n".join(lines) + "\n"
+
+
+def parse(commit: str, text: str) -> RunNote | None:
+    """The run in a note, or None for a note that is not a flor run."""
+    header: dict | None = None
+    records: list[dict] = []
+    replays: list[dict] = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        kind = rec.get("t") if isinstance(rec, dict) else None
+        if kind == "run":
+            header = rec if header is None else {**header, **rec}
+        elif kind == "replay":
+            replays.append(rec)
+        elif kind is not None:
+            records.append(rec)
+    if header is None:
+        return None
+    records.sort(key=lambda r: (r.get("rp") or "", r.get("s", -1)))
+    replays.sort(key=lambda r: r.get("start", 0))
+    return RunNote(commit, header, records, replays)
