@@ -151,12 +151,15 @@ def arg(name: str, default: Any) -> Any:
     """A hyper-parameter: ``--kwargs name=value`` cast to ``type(default)``, else default."""
     _check_name("arg", name)
     session = _current()
-    if session is None:
-        return default
     try:
+        if session is None:  # not recording, but --kwargs still apply
+            from flor_cli.runtime.args import cast
+
+            return cast(name, _argv_kwargs[name], default) if name in _argv_kwargs else default
         return session.arg(name, default)
     except UserError as e:
-        session.emit({"t": "end", "aborted": True})
+        if session is not None:
+            session.emit({"t": "end", "aborted": True})
         _fail(str(e))
 
 

@@ -1,0 +1,66 @@
+"""Shared test fixtures: real git repositories in temporary directories, real flor runs.
+
+Tests run the `flor` executable and training scripts as subprocesses, exactly as a user
+would, so that exit statuses, stderr and crash behaviour are the real ones.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "fixtures"
+FLOR = [sys.executable, "-m", "flor_cli.main"]
+
+
+def git(repo: Path, *args: str, check: bool = True) -> str:
+    proc = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"git {' '.join(args)} failed: {proc.stderr}")
+    return proc.stdout
+
+
+def flor(repo: Path, *args: str, check: bool = True, env: dict | None = None,
+         input: str | None = None) -> subprocess.CompletedProcess:
+    proc = subprocess.run([*FLOR, *args], cwd=repo, capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, input=input)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"flor {' '.join(args)} exited {proc.returncode}:\n"
+                             f"{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def flor_json(repo: Path, *args: str) -> list[dict]:
+    return json.loads(flor(repo, *args, "--format", "json").stdout)
+
+
+def make_repo(path: Path, commit: bool = True, files: dict[str, str] | None = None) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    git(path, "init", "-q", "-b", "main")
+    git(path, "config", "user.email", "tester@example.com")
+    git(path, "config", "user.name", "Tester")
+    for name, text in (files or {}).items():
+        (path / name).parent.mkdir(parents=True, exist_ok=True)
+        (path / name).write_text(text)
+    if commit and files:
+        git(path, "add", "-A")
+        git(path, "commit", "-qm", "initial")
+    return path
+
+
+def fixture_script(name: str) -> str:
+    return (FIXTURES / "scripts" / name).read_text()
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    """A git repository holding the deterministic torch training fixture, committed."""
+    return make_repo(tmp_path / "repo", files={"train.py": fixture_script("train.py"),
+                                               ".gitignore": "data/\n*.log\n"})
