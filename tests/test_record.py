@@ -176,7 +176,7 @@ def test_sigkill_mid_run_is_recovered_by_next_command(tmp_path: Path) -> None:
 
 
 def test_no_torch_script(tmp_path: Path) -> None:
-    repo = make_repo(tmp_path / "r", files={"sweep.py": fixture_script("sklearn_sweep_tiny.py")})
+    repo = make_repo(tmp_path / "r", files={"sweep.py": fixture_script("sklearn_sweep.py")})
     for c in ("0.1", "10"):
         flor(repo, "run", "sweep.py", "--kwargs", f"C={c}")
     runs = flor_json(repo, "log", "--sort", "C")
