@@ -78,7 +78,7 @@ def test_push_then_pull_shares_runs_and_checkpoints(repo: Path, tmp_path: Path) 
     assert f"copied {len(shas)} checkpoint objects" in out
     assert "copied 0 checkpoint objects" in flor(a, "push").stdout  # idempotent
 
-    assert "1 runs added or updated from origin" in flor(b, "pull").stdout
+    assert "1 run added or updated from origin" in flor(b, "pull").stdout
     assert [r["run"] for r in flor_json(b, "log")] == [run]
     assert records(b, run) == records(a, run)
     assert ref(b, "refs/heads/flor.shadow") == ref(a, "refs/heads/flor.shadow")

@@ -220,6 +220,118 @@ class Git:
             time.sleep(0.01)
         raise GitError(f"could not update {NOTES_REF}: too many concurrent writers")
 
+    def merge_notes(self, theirs: str, message: str) -> str:
+        """Union the notes commit ``theirs`` (a fetched one) into ``refs/notes/flor``.
+
+        What ``git notes merge -s cat_sort_uniq`` does, without its worktree under
+        ``.git/NOTES_MERGE_*`` that an interrupted merge leaves behind: a note changed on
+        both sides becomes the sorted set of both sides' lines, which is valid JSONL
+        because every flor line is self-describing and unique. Only the notes their side
+        changed since the merge base are read, so merging stays cheap at 10,000 runs.
+        Notes only grow, so a deletion on their side is not taken.
+        """
+        repo = self.repo
+
+        def union_tree(ours: str) -> str:
+            base = repo.merge_base(ours, theirs)
+            tree = self.notes_tree(ours)
+            merged = tree.id
+            for annotated, blob in self.changed_notes(str(base) if base else None, theirs):
+                if blob is None:
+                    continue
+                path = _find_note_path(tree, annotated)
+                if path is None:
+                    path, new_blob = [annotated[:2], annotated[2:]], repo[blob].id
+                else:
+                    mine = _lookup(tree, path).id
+                    if str(mine) == blob:
+                        continue
+                    new_blob = repo.create_blob(
+                        _union_lines(repo[mine].data, repo[blob].data))
+                merged = _tree_put(repo, repo[merged], path, new_blob)
+            return str(merged)
+
+        return self._merge_ref(NOTES_REF, theirs, message, union_tree)
+
+    def merge_branch(self, ref: str, theirs: str, message: str) -> str:
+        """Bring ``theirs`` into ``ref``: fast-forward when possible, else a merge commit.
+
+        The merge commit keeps our tree: each shadow commit is a self-contained snapshot
+        reached through its note, so the tip's tree means nothing and only reachability
+        of both histories matters.
+        """
+        return self._merge_ref(ref, theirs, message,
+                               lambda ours: str(self.repo[ours].peel(_tree_type()).id))
+
+    def _merge_ref(self, ref: str, theirs: str, message: str, merged_tree) -> str:
+        """Move ``ref`` to include ``theirs`` by compare-and-swap; never drops a commit."""
+        for _ in range(_CAS_TRIES):
+            ours = self.ref(ref)
+            if ours == theirs or (ours and self.is_ancestor(theirs, ours)):
+                return ours
+            if ours is None or self.is_ancestor(ours, theirs):
+                new = theirs
+            else:
+                new = self.commit(merged_tree(ours), [ours, theirs], message)
+            if self.cas_ref(ref, new, ours, message):
+                return new
+            time.sleep(0.01)
+        raise GitError(f"could not update {ref}: too many concurrent writers")
+
+    def is_ancestor(self, ancestor: str, descendant: str) -> bool:
+        return ancestor == descendant or self.repo.descendant_of(descendant, ancestor)
+
+    # -- remotes ---------------------------------------------------------------------
+
+    def config(self, key: str) -> str | None:
+        return self.cli("config", "--get", key, check=False).strip() or None
+
+    def remotes(self) -> list[str]:
+        return self.cli("remote").split()
+
+    def upstream_remote(self) -> str | None:
+        """The remote the current branch pulls from, if it has one."""
+        branch = self.head().branch
+        return self.config(f"branch.{branch}.remote") if branch else None
+
+    def remote_refs(self, remote: str, refs: Iterable[str]) -> dict[str, str]:
+        """Which of ``refs`` the remote has, and where they point (``git ls-remote``)."""
+        wanted = set(refs)
+        out = self.cli("ls-remote", "--refs", remote, *wanted)
+        found = (line.split("\t") for line in out.splitlines() if "\t" in line)
+        return {name: sha for sha, name in found if name in wanted}
+
+    def fetch_refs(self, remote: str, refspecs: Iterable[str]) -> None:
+        """Fetch exactly ``refspecs``; FETCH_HEAD, tags and the user's refs stay as they are."""
+        self.cli("fetch", "--quiet", "--no-tags", "--no-write-fetch-head", remote, *refspecs)
+
+    def push_refs(self, remote: str, refspecs: Iterable[str]) -> list[str]:
+        """Push without force and without running the pre-push hook (flor's own hook calls
+        this: running it again would recurse). Returns the refs the remote rejected for
+        having moved (pull, merge and push again); any other failure raises GitError.
+        """
+        proc = subprocess.run(
+            ["git", "push", "--porcelain", "--no-verify", remote, *refspecs],
+            cwd=self.root, capture_output=True, text=True,
+        )
+        rejected, failures = [], []
+        for line in proc.stdout.splitlines():
+            parts = line.split("\t")
+            if len(parts) == 3 and parts[0] == "!":
+                target = parts[1].split(":")[-1]
+                if parts[2].startswith("[rejected]"):
+                    rejected.append(target)
+                else:
+                    failures.append(f"{target} {parts[2]}")
+        if failures or (proc.returncode != 0 and not rejected):
+            msg = failures or (proc.stderr.strip() or "failed").splitlines()[-1:]
+            raise GitError(f"git push: {msg[0]}")
+        return rejected
+
+    def hooks_dir(self) -> Path:
+        """Where git runs hooks from, ``core.hooksPath`` honoured."""
+        return (self.root / self.cli("rev-parse", "--git-path", "hooks").strip()).resolve()
+
     # -- worktrees -------------------------------------------------------------------
 
     def add_worktree(self, path: Path, commit: str) -> None:
@@ -243,6 +355,12 @@ def _join_jsonl(current: str | None, text: str) -> str:
     if not current.endswith("\n"):
         current += "\n"
     return current + (text if text.endswith("\n") else text + "\n")
+
+
+def _union_lines(ours: bytes, theirs: bytes) -> bytes:
+    """Both notes' lines, sorted and de-duplicated: git's ``cat_sort_uniq``."""
+    lines = {line for line in (ours + b"\n" + theirs).split(b"\n") if line.strip()}
+    return b"".join(line + b"\n" for line in sorted(lines))
 
 
 def _lookup(tree, path: list[str]):

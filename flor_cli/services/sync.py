@@ -1,0 +1,167 @@
+"""``flor push`` / ``flor pull``: share runs through any git remote.
+
+What travels is git's own: the shadow branch (the code of every run) and the notes (every
+run's records). Pushing never forces: a remote that moved is pulled, merged and pushed
+again. Pulling fetches into flor's mirrors of the remote (``refs/remotes/<remote>/
+flor.shadow`` and ``refs/notes/remotes/<remote>/flor``, which only ever mirror the remote)
+and merges them into the local refs, so no local record can be lost: notes merge by union
+of their JSONL lines, the shadow branch by fast-forward or a merge commit.
+
+Checkpoints are too big for git. They stay in ``.git/flor/objects`` unless ``git config
+flor.store`` names a shared store (a directory, a mount, a ``file://`` URL); then ``push``
+copies the checkpoints of the runs it ships there, so other clones can replay them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from typing import Iterable
+
+from flor_cli.errors import UserError
+from flor_cli.storage import cache
+from flor_cli.storage.git import NOTES_REF, SHADOW_REF, Git
+from flor_cli.storage.objects import ObjectStore, store_for
+
+PUSH_TRIES = 5  # each retry first merges what the remote gained meanwhile
+
+
+class NothingToPull(UserError):
+    """The remote has no flor refs: nobody has pushed runs there yet."""
+
+
+@dataclass
+class PushResult:
+    remote: str
+    refs: list[str]     # the refs shipped
+    copied: int         # checkpoint objects copied to the shared store
+    store: str | None   # the shared store, when one is configured
+
+
+@dataclass
+class PullResult:
+    remote: str
+    changed: int        # runs added or updated locally
+
+
+def default_remote(git: Git) -> str:
+    """The current branch's upstream remote, else ``origin``."""
+    return git.upstream_remote() or "origin"
+
+
+def tracking_refs(remote: str) -> dict[str, str]:
+    """Each flor ref → where flor mirrors the remote's copy of it."""
+    return {SHADOW_REF: f"refs/remotes/{remote}/flor.shadow",
+            NOTES_REF: f"refs/notes/remotes/{remote}/flor"}
+
+
+def push(git: Git, remote: str) -> PushResult:
+    """Ship flor.shadow and the notes to ``remote``, merging first when it moved."""
+    _check_remote(git, remote)
+    if git.ref(SHADOW_REF) is None:
+        raise UserError("nothing to push: no runs recorded here (flor run SCRIPT records one)")
+    db = cache.connect(git)  # folds crashed runs' journals, so they travel too
+    try:
+        store, copied = _share_checkpoints(git, db)
+    finally:
+        db.close()
+    for _ in range(PUSH_TRIES):
+        refs = [ref for ref in (SHADOW_REF, NOTES_REF) if git.ref(ref)]
+        if not git.push_refs(remote, [f"{ref}:{ref}" for ref in refs]):
+            return PushResult(remote, refs, copied, store)
+        pull(git, remote)
+    raise UserError(f"could not push to {remote}: it kept moving; try again")
+
+
+def pull(git: Git, remote: str) -> PullResult:
+    """Fetch the remote's runs into flor's mirrors of it and merge them into the local refs."""
+    _check_remote(git, remote)
+    mirrors = tracking_refs(remote)
+    present = git.remote_refs(remote, mirrors)
+    if not present:
+        raise NothingToPull(f"remote {remote} has no flor runs (nobody pushed any there)")
+    # Forced only into the mirrors, which hold nothing but the remote's state; the
+    # local refs are moved by merging, never overwritten.
+    git.fetch_refs(remote, [f"+{ref}:{mirrors[ref]}" for ref in present])
+    notes_before = git.ref(NOTES_REF)
+    if SHADOW_REF in present:
+        git.merge_branch(SHADOW_REF, git.ref(mirrors[SHADOW_REF]),
+                         f"flor: merge {remote}/flor.shadow")
+    if NOTES_REF in present:
+        git.merge_notes(git.ref(mirrors[NOTES_REF]), f"flor: merge runs from {remote}")
+    notes_after = git.ref(NOTES_REF)
+    changed = (0 if notes_after == notes_before
+               else sum(1 for _ in git.changed_notes(notes_before, notes_after)))
+    cache.connect(git).close()
+    return PullResult(remote, changed)
+
+
+def replayable(git: Git, run_ids: Iterable[str]) -> dict[str, bool]:
+    """Whether each run can be replayed here: every object of every checkpoint it recorded
+    is in the local or the shared store (a run without checkpoints replays from scratch).
+    """
+    result = dict.fromkeys(run_ids, True)
+    if not result:
+        return result
+    local, shared = _stores(git)
+    db = cache.connect(git)
+    try:
+        marks = ",".join("?" * len(result))
+        for run, objs in db.execute(
+                f"SELECT run, objs FROM checkpoints WHERE run IN ({marks})", list(result)):
+            if result[run] and not all(
+                    local.has(sha) or (shared is not None and shared.has(sha))
+                    for sha in _digests(objs)):
+                result[run] = False
+    finally:
+        db.close()
+    return result
+
+
+def _check_remote(git: Git, remote: str) -> None:
+    if remote not in git.remotes():
+        raise UserError(f"no such remote: {remote} (see git remote -v)")
+
+
+def _stores(git: Git) -> tuple[ObjectStore, ObjectStore | None]:
+    """The local checkpoint store and the shared one, if ``flor.store`` names one."""
+    configured = git.config("flor.store")
+    if configured and "://" in configured and not configured.startswith("file://"):
+        raise UserError(f"flor.store: not a directory or a file:// URL: {configured}")
+    return store_for(git.flor_dir), store_for(git.flor_dir, configured) if configured else None
+
+
+def _share_checkpoints(git: Git, db) -> tuple[str | None, int]:
+    """Copy local checkpoint objects of the recorded runs that the shared store lacks."""
+    local, shared = _stores(git)
+    if shared is None or shared.root.resolve() == local.root.resolve():
+        return (str(shared.root) if shared else None), 0
+    copied = 0
+    for (objs,) in db.execute("SELECT objs FROM checkpoints"):
+        for sha in _digests(objs):
+            if not shared.has(sha) and local.has(sha):
+                _copy_object(local, shared, sha)
+                copied += 1
+    return str(shared.root), copied
+
+
+def _digests(objs: str | None) -> list[str]:
+    return [info["sha"] for info in (json.loads(objs) if objs else {}).values()]
+
+
+def _copy_object(src: ObjectStore, dst: ObjectStore, sha: str) -> None:
+    """Copy by file, not through memory (checkpoints can be gigabytes); atomic by rename,
+    so a clone reading the shared store never sees half an object."""
+    target = dst.path(sha)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+    os.close(fd)
+    try:
+        shutil.copyfile(src.path(sha), tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        os.unlink(tmp)
+        raise

@@ -1,0 +1,156 @@
+"""flor hooks: installed beside the user's hooks, runs travel with git push / pull / checkout."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import flor, flor_json, git
+from test_sync import clone_pair, record, ref
+
+from flor_cli.storage.git import Git
+
+HOOKS = ("pre-push", "post-merge", "post-checkout")
+
+
+def flor_refs(repo: Path) -> str:
+    return git(repo, "for-each-ref", "refs/heads/flor.shadow", "refs/notes/flor")
+
+
+def new_commit(repo: Path, name: str) -> None:
+    (repo / name).write_text(name)
+    git(repo, "add", name)
+    git(repo, "commit", "-qm", name)
+
+
+def status(repo: Path) -> dict[str, tuple[bool, bool]]:
+    return {r["hook"]: (r["installed"], r["chained"])
+            for r in flor_json(repo, "hooks", "status")}
+
+
+def test_existing_pre_push_hook_is_chained_and_restored(repo: Path, tmp_path: Path) -> None:
+    a, _, remote = clone_pair(repo, tmp_path)
+    hooks = a / ".git" / "hooks"
+    log, block = tmp_path / "user-hook.log", tmp_path / "block"
+    user_hook = hooks / "pre-push"
+    user_hook.write_text(f'#!/bin/sh\necho "args: $*" >>"{log}"\ncat >>"{log}"\n'
+                         f'[ ! -e "{block}" ]\n')
+    user_hook.chmod(0o750)
+    original, mode = user_hook.read_bytes(), user_hook.stat().st_mode
+
+    flor(a, "hooks", "install")
+    installed = {p.name: p.read_bytes() for p in hooks.iterdir() if not p.name.endswith(".sample")}
+    flor(a, "hooks", "install")  # twice is once: flor never chains itself
+    assert {p.name: p.read_bytes() for p in hooks.iterdir()
+            if not p.name.endswith(".sample")} == installed
+    assert set(installed) == {*HOOKS, "pre-push.flor-chained"}
+    assert installed["pre-push.flor-chained"] == original
+    (python,) = re.findall(r"(?m)^FLOR_PYTHON=(.*)$", installed["pre-push"].decode())
+    assert os.path.samefile(python, sys.executable)  # flor found whatever PATH says
+    assert status(a) == {"pre-push": (True, True), "post-merge": (True, False),
+                         "post-checkout": (True, False)}
+
+    record(a)
+    new_commit(a, "one.txt")
+    block.touch()  # the user's hook still decides: nothing is pushed, flor's refs neither
+    proc = attempt(a, "push", "origin", "main")
+    assert proc.returncode != 0
+    assert git(remote, "rev-parse", "main").strip() != ref(a, "main")
+    assert flor_refs(remote) == ""
+    block.unlink()
+
+    proc = attempt(a, "push", "origin", "main")
+    assert proc.returncode == 0, proc.stderr
+    assert "flor: runs shipped to origin" in proc.stderr
+    assert flor_refs(remote) == flor_refs(a) != ""
+    seen = log.read_text()
+    assert seen.count(f"args: origin {remote}") == 2
+    assert seen.count(f"refs/heads/main {ref(a, 'main')} refs/heads/main") == 2  # stdin kept
+
+    flor(a, "hooks", "uninstall")
+    assert user_hook.read_bytes() == original and user_hook.stat().st_mode == mode
+    assert {p.name for p in hooks.iterdir() if not p.name.endswith(".sample")} == {"pre-push"}
+
+
+def test_pull_and_branch_checkout_bring_runs(repo: Path, tmp_path: Path) -> None:
+    a, b, _ = clone_pair(repo, tmp_path)
+    run = record(a)
+    flor(a, "push")
+    new_commit(a, "one.txt")
+    git(a, "push", "-q", "origin", "main")
+    flor(b, "hooks", "install")
+
+    git(b, "pull", "-q")  # post-merge
+    assert [r["run"] for r in flor_json(b, "log")] == [run]
+
+    commit = ref(a, "flor.shadow")
+    lines = ['{"t":"log","rp":"r1","s":0,"n":"x","v":1,"c":{}}',
+             '{"t":"log","rp":"r2","s":0,"n":"x","v":2,"c":{}}']
+    Git(a).append_notes({commit: lines[0]}, "test: append")
+    flor(a, "push")
+    git(b, "checkout", "-q", "--", "train.py")  # a file checkout: no pull
+    assert lines[0] not in git(b, "notes", "--ref=flor", "show", commit)
+    git(b, "checkout", "-q", "-b", "feature")  # a branch checkout: pulls
+    assert lines[0] in git(b, "notes", "--ref=flor", "show", commit)
+    # ... and refreshes the cache that flor log reads.
+    shown = json.loads(flor(b, "show", run, "--format", "json").stdout)
+    assert any(r.get("rp") == "r1" for r in shown["records"])
+
+
+def test_hooks_path_is_honoured(repo: Path) -> None:
+    git(repo, "config", "core.hooksPath", "githooks")
+    flor(repo, "hooks", "install")
+    assert {p.name for p in (repo / "githooks").iterdir()} == set(HOOKS)
+    assert not any((repo / ".git" / "hooks" / name).exists() for name in HOOKS)
+    assert all(installed for installed, _ in status(repo).values())
+    proc = attempt(repo, "checkout", "-b", "other")  # no remote at all: quiet
+    assert proc.returncode == 0 and "flor" not in proc.stderr
+    flor(repo, "hooks", "uninstall")
+    assert list((repo / "githooks").iterdir()) == []
+
+
+def test_flor_failure_never_blocks_the_push(repo: Path, tmp_path: Path) -> None:
+    a, _, remote = clone_pair(repo, tmp_path)
+    Git(a).append_to_branch("refs/heads/flor.shadow", Git(a).snapshot_tree(), "a run")
+    # The remote refuses flor's refs (a server policy flor cannot push past).
+    refuse = remote / "hooks" / "pre-receive"
+    refuse.write_text("#!/bin/sh\n! grep -q flor\n")
+    refuse.chmod(0o755)
+    flor(a, "hooks", "install")
+    new_commit(a, "one.txt")
+    proc = attempt(a, "push", "origin", "main")
+    assert proc.returncode == 0, proc.stderr
+    assert git(remote, "rev-parse", "main").strip() == ref(a, "main")
+    flor_lines = [line for line in proc.stderr.splitlines() if line.startswith("flor:")]
+    assert len(flor_lines) == 1 and "pre-push" in flor_lines[0]
+
+    # Pushing to a URL rather than a named remote: the push goes on, flor says why not.
+    new_commit(a, "two.txt")
+    proc = attempt(a, "push", str(remote), "main")
+    assert proc.returncode == 0
+    assert "flor: runs not shipped" in proc.stderr
+
+
+def test_bad_input(repo: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "not-a-repo"
+    outside.mkdir()
+    proc = flor(outside, "hooks", "install", check=False)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+
+    hooks = repo / ".git" / "hooks"
+    (hooks / "pre-push").write_text("#!/bin/sh\nexit 0\n")
+    (hooks / "pre-push.flor-chained").write_text("#!/bin/sh\nexit 1\n")
+    before = {p.name: p.read_bytes() for p in hooks.iterdir()}
+    proc = flor(repo, "hooks", "install", check=False)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert "Traceback" not in proc.stderr
+    assert {p.name: p.read_bytes() for p in hooks.iterdir()} == before
+
+
+def attempt(repo: Path, *args: str) -> subprocess.CompletedProcess:
+    """Run git where failing is a possible outcome under test."""
+    return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True)
