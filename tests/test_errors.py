@@ -96,3 +96,11 @@ def test_bad_name_in_script_is_the_scripts_own_error(tmp_path: Path, repo: Path)
     proc = flor(repo, "run", "bad.py", check=False)
     assert proc.returncode == 1
     assert "flor.log: name must be a non-empty string" in proc.stderr
+
+
+def test_unsupported_checkpoint_store_fails_before_anything_is_written(repo: Path) -> None:
+    git(repo, "config", "flor.store", "s3://bucket/flor")
+    before = refs(repo)
+    proc = flor(repo, "run", "train.py", check=False)
+    assert_one_line_error(proc, "flor.store: not a directory or a file:// URL")
+    assert refs(repo) == before and journals(repo) == []

@@ -71,7 +71,7 @@ def _start() -> Session | None:
         from flor_cli.errors import NotARepo
         from flor_cli.storage import journal
         from flor_cli.storage.git import Git
-        from flor_cli.storage.objects import store_for
+        from flor_cli.storage.objects import configured_store
 
         t0 = time.time()
         try:
@@ -81,8 +81,7 @@ def _start() -> Session | None:
             _disabled = True
             return None
         path = journal.begin(git, sys.argv[0], sys.argv[1:], _argv_kwargs)
-        configured = git.cli("config", "--get", "flor.store", check=False).strip()
-        session = Session(path, store_for(git.flor_dir, configured), _argv_kwargs, t0)
+        session = Session(path, configured_store(git), _argv_kwargs, t0)
         _owner = git
         _watch_exceptions()
     atexit.register(_finish)

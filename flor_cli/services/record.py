@@ -19,15 +19,15 @@ from pathlib import Path
 from flor_cli.errors import UserError
 from flor_cli.storage import journal
 from flor_cli.storage.git import Git
-from flor_cli.storage.objects import store_for
+from flor_cli.storage.objects import configured_store
 
 
 def run(git: Git, script: str, script_args: list[str], kwargs: dict[str, str]) -> int:
     if not Path(script).is_file():
         raise UserError(f"no such script: {script}")
     t0 = time.time()
+    store = configured_store(git)  # a bad flor.store must fail before anything is written
     path = journal.begin(git, script, script_args, kwargs, supervisor=os.getpid())
-    store = store_for(git.flor_dir, git.cli("config", "--get", "flor.store", check=False).strip())
     env = {**os.environ, "FLOR_JOURNAL": str(path), "FLOR_STORE": str(store.root),
            "FLOR_KWARGS": json.dumps(kwargs), "FLOR_T0": repr(t0)}
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the script's to handle

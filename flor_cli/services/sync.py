@@ -24,7 +24,7 @@ from typing import Iterable
 from flor_cli.errors import UserError
 from flor_cli.storage import cache
 from flor_cli.storage.git import NOTES_REF, SHADOW_REF, Git
-from flor_cli.storage.objects import ObjectStore, store_for
+from flor_cli.storage.objects import ObjectStore, configured_store, store_for
 
 PUSH_TRIES = 5  # each retry first merges what the remote gained meanwhile
 
@@ -128,10 +128,8 @@ def _check_remote(git: Git, remote: str) -> None:
 
 def _stores(git: Git) -> tuple[ObjectStore, ObjectStore | None]:
     """The local checkpoint store and the shared one, if ``flor.store`` names one."""
-    configured = git.config("flor.store")
-    if configured and "://" in configured and not configured.startswith("file://"):
-        raise UserError(f"flor.store: not a directory or a file:// URL: {configured}")
-    return store_for(git.flor_dir), store_for(git.flor_dir, configured) if configured else None
+    shared = configured_store(git) if git.config("flor.store") else None
+    return store_for(git.flor_dir), shared
 
 
 def _share_checkpoints(git: Git, db) -> tuple[str | None, int]:

@@ -12,6 +12,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from flor_cli.errors import UserError
+
 
 class ObjectStore:
     def __init__(self, root: Path):
@@ -41,6 +43,13 @@ class ObjectStore:
 def store_for(flor_dir: Path, configured: str | None = None) -> ObjectStore:
     """The local store, or the shared one named by ``git config flor.store``."""
     if configured:
+        if "://" in configured and not configured.startswith("file://"):
+            raise UserError(f"flor.store: not a directory or a file:// URL: {configured}")
         location = configured[len("file://"):] if configured.startswith("file://") else configured
         return ObjectStore(Path(os.path.expanduser(location)))
     return ObjectStore(flor_dir / "objects")
+
+
+def configured_store(git) -> ObjectStore:
+    """The store this repository's checkpoints go to: ``flor.store`` if set, else local."""
+    return store_for(git.flor_dir, git.config("flor.store"))
