@@ -33,6 +33,15 @@ def test_not_a_git_repository(tmp_path: Path, args: list[str]) -> None:
     assert_one_line_error(flor(tmp_path, *args, check=False), "not a git repository")
 
 
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory) -> Path:
+    """One repository with one run, shared: every case below must leave it as it was."""
+    repo = make_repo(tmp_path_factory.mktemp("errors") / "repo",
+                     files={"train.py": fixture_script("train.py")})
+    flor(repo, "run", "train.py", "--kwargs", "epochs=1", "batches=2")
+    return repo
+
+
 @pytest.mark.parametrize("args, fragment", [
     (["run", "missing.py"], "no such script: missing.py"),
     (["run", "train.py", "--kwargs", "lr"], "expected name=value"),
@@ -60,15 +69,6 @@ def test_not_a_git_repository(tmp_path: Path, args: list[str]) -> None:
     (["show", "nosuchrun"], "no run matches 'nosuchrun'"),
     (["nosuchcommand"], "No such command"),
 ])
-@pytest.fixture(scope="module")
-def recorded(tmp_path_factory) -> Path:
-    """One repository with one run, shared: every case below must leave it as it was."""
-    repo = make_repo(tmp_path_factory.mktemp("errors") / "repo",
-                     files={"train.py": fixture_script("train.py")})
-    flor(repo, "run", "train.py", "--kwargs", "epochs=1", "batches=2")
-    return repo
-
-
 def test_bad_input_is_one_line_and_exit_2_and_writes_nothing(recorded: Path, args, fragment) -> None:
     repo = recorded
     before = refs(repo)
