@@ -11,8 +11,9 @@ gets the level of the call site.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Iterable, Iterator
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Iterable
 
 import libcst as cst
 import libcst.matchers as m
@@ -68,40 +69,43 @@ class Block:
     kind: str
     header: cst.CSTNode | None
     suite: cst.Module | cst.BaseSuite
-    items: list[Item] = field(default_factory=list)
-
-    def blocks(self) -> Iterator[Block]:
-        for item in self.items:
-            yield from item.blocks
+    items: list[Item]
 
 
 @dataclass(eq=False)
 class Item:
+    """A statement of a Block: where it really lives, and its own blocks if compound."""
+
     stmt: cst.BaseStatement
     suite: cst.Module | cst.IndentedBlock
     blocks: list[Block]
 
 
 class FlorApi:
-    """How a script spells flor's functions: ``import flor [as f]`` or ``from flor import log``."""
+    """How a script spells flor's functions: ``import flor [as f]`` or ``from flor import log``.
 
-    def __init__(self, module: cst.Module) -> None:
-        self.modules = {"flor"}
+    ``flor.X(...)`` counts as flor's even without the import, so that a script is read
+    the same whatever state its imports are in.
+    """
+
+    def __init__(self, imports: Iterable[cst.Import | cst.ImportFrom]) -> None:
+        self.imported: list[str] = []
         self.functions: dict[str, str] = {}
-        for node in m.findall(module, m.Import() | m.ImportFrom()):
+        for node in imports:
             if isinstance(node, cst.Import):
-                for alias in node.names:
-                    if _dotted(alias.name) == "flor":
-                        self.modules.add(_alias_name(alias) or "flor")
+                self.imported += [_alias_name(alias) or "flor" for alias in node.names
+                                  if _dotted(alias.name) == "flor"]
             elif node.module is not None and _dotted(node.module) == "flor" \
                     and not isinstance(node.names, cst.ImportStar):
                 for alias in node.names:
                     self.functions[_alias_name(alias) or alias.name.value] = alias.name.value
+        self.modules = {"flor", *self.imported}
 
-    @property
-    def module_alias(self) -> str:
-        """The name this script reaches the flor module by (``flor`` unless aliased)."""
-        return next((a for a in sorted(self.modules) if a != "flor"), "flor")
+    def spelling(self, function: str) -> str | None:
+        """How this script calls flor's ``function``; None if it imports no way to."""
+        if self.imported:
+            return f"{self.imported[0]}.{function}"
+        return next((local for local, name in self.functions.items() if name == function), None)
 
     def kind(self, node: cst.CSTNode) -> str | None:
         """Which flor function a call calls (``log``, ``loop``, ...), None if not flor's."""
@@ -116,23 +120,22 @@ class FlorApi:
         return None
 
     def log_name(self, call: cst.CSTNode) -> str | None:
+        """The literal name a flor.log call logs, None for other calls and computed names."""
         if self.kind(call) != "log" or not call.args:
             return None
-        value = call.args[0].value
-        if isinstance(value, (cst.SimpleString, cst.ConcatenatedString)):
-            name = value.evaluated_value
-            return name if isinstance(name, str) else None
-        return None
+        return _literal(call.args[0].value)
 
     def loop_name(self, node: cst.CSTNode | None) -> str | None:
-        """The name of a ``for ... in flor.loop(NAME, ...)`` loop, None for any other node."""
-        if not isinstance(node, cst.For) or self.kind(node.iter) != "loop" or not node.iter.args:
+        """The name of a ``for ... in [enumerate(]flor.loop(NAME, ...)`` loop, else None;
+        ``?`` for a name that is not a literal."""
+        if not isinstance(node, cst.For):
             return None
-        value = node.iter.args[0].value
-        if isinstance(value, cst.SimpleString):
-            name = value.evaluated_value
-            return name if isinstance(name, str) else "?"
-        return "?"
+        call = node.iter
+        if m.matches(call, m.Call(func=m.Name("enumerate"), args=[m.AtLeastN(n=1)])):
+            call = call.args[0].value
+        if self.kind(call) != "loop" or not call.args:
+            return None
+        return _literal(call.args[0].value) or "?"
 
     def is_checkpointing(self, node: cst.CSTNode | None) -> bool:
         return isinstance(node, cst.With) and any(
@@ -148,7 +151,7 @@ class Functions:
     library calls.
     """
 
-    def __init__(self, module: cst.Module) -> None:
+    def __init__(self, module: cst.Module, assigns: Iterable[cst.Assign]) -> None:
         self.functions: dict[str, cst.FunctionDef] = {}
         self.classes: dict[str, dict[str, cst.FunctionDef]] = {}
         for stmt in module.body:
@@ -159,15 +162,15 @@ class Functions:
                     s.name.value: s for s in stmt.body.body if isinstance(s, cst.FunctionDef)}
         self.instances = {
             target.value: call.func.value
-            for node in m.findall(module, m.Assign(targets=[m.AssignTarget(m.Name())],
-                                                   value=m.Call(func=m.Name())))
+            for node in assigns
+            if m.matches(node, m.Assign(targets=[m.AssignTarget(m.Name())], value=m.Call(func=m.Name())))
             for target, call in [(node.targets[0].target, node.value)]
             if call.func.value in self.classes}
 
-    def callees(self, stmt: cst.CSTNode) -> list[cst.FunctionDef]:
-        """The local functions a statement calls, in the order the calls appear."""
+    def callees(self, calls: Iterable[cst.Call]) -> list[cst.FunctionDef]:
+        """The local functions that ``calls`` call, in order."""
         found = []
-        for call in m.findall(stmt, m.Call()):
+        for call in calls:
             fn = self._resolve(call.func)
             if fn is not None and not any(fn is f for f in found):
                 found.append(fn)
@@ -200,10 +203,12 @@ class Script:
             self.module = cst.parse_module(source)
         except cst.ParserSyntaxError as exc:
             raise UserError(f"{path}: syntax error at line {exc.raw_line}: {exc.message}") from None
-        self.api = FlorApi(self.module)
-        self.functions = Functions(self.module)
+        self.facts = _Facts()
+        self.module.visit(self.facts)
+        self.api = FlorApi(self.facts.imports)
+        self.functions = Functions(self.module, self.facts.assigns)
         self.tree = Block("module", None, self.module, self._items(self.module, ()))
-        self.logs = _Phases(self.api).classify(self.tree)
+        self.logs, self._spans = _Phases(self.api, self.facts).classify(self.tree)
 
     def names(self) -> list[str]:
         return list(dict.fromkeys(log.name for log in self.logs))
@@ -218,6 +223,12 @@ class Script:
                                 f"{', '.join(known) or 'nothing'}")
         return [log for log in self.logs if log.name in wanted]
 
+    def level_at(self, suite: cst.Module | cst.IndentedBlock, index: int) -> str:
+        """The level a statement inserted at ``suite.body[index]`` would run at."""
+        if index:
+            return self._spans[id(suite.body[index - 1])][1]
+        return self._spans[id(suite.body[0])][0]
+
     def _items(self, suite: cst.Module | cst.BaseSuite,
                stack: tuple[cst.FunctionDef, ...]) -> list[Item]:
         if isinstance(suite, cst.SimpleStatementSuite):
@@ -225,7 +236,7 @@ class Script:
         items = []
         for stmt in suite.body:
             if isinstance(stmt, cst.SimpleStatementLine):
-                for fn in self.functions.callees(stmt):
+                for fn in self.functions.callees(self.facts.calls_in[id(stmt)]):
                     if not any(fn is f for f in stack):
                         items += self._items(fn.body, (*stack, fn))
                 items.append(Item(stmt, suite, []))
@@ -267,22 +278,26 @@ class _Phases:
     The main loop is the first ``flor.loop`` reached inside ``flor.checkpointing`` (or,
     in a script without checkpointing, the first reached at all); any flor.loop inside it
     is the nested loop.  Functions no call reaches are read where they are defined.
+    Besides the logs, every statement's span (level before it, level after it) is kept,
+    to tell the level of a place a statement could be inserted at.
     """
 
-    def __init__(self, api: FlorApi) -> None:
-        self.api = api
+    def __init__(self, api: FlorApi, facts: _Facts) -> None:
+        self.api, self.facts = api, facts
+        self.loops = any(api.loop_name(node) for node in facts.loops)
 
-    def classify(self, tree: Block) -> list[Log]:
-        found: dict[int, Log] = {}
-        self.loops = False
+    def classify(self, tree: Block) -> tuple[list[Log], dict[int, tuple[str, str]]]:
         for inside_checkpointing in (True, False):
+            self.found: dict[int, Log] = {}
+            self.spans: dict[int, tuple[str, str]] = {}
             self._reset(inside_checkpointing)
-            self._walk(tree, found, with_defs=False)
+            self._walk(tree, with_defs=False)
             if self.main_found or not self.loops:
                 break
         self._reset(inside_checkpointing)
-        self._walk(tree, found, with_defs=True)
-        return [found[k] for k in sorted(found)]
+        self._walk(tree, with_defs=True)
+        order = {id(call): i for i, call in enumerate(self.facts.calls)}
+        return [self.found[k] for k in sorted(self.found, key=order.__getitem__)], self.spans
 
     def _reset(self, inside_checkpointing: bool) -> None:
         self.require_checkpointing = inside_checkpointing
@@ -297,22 +312,22 @@ class _Phases:
             return "outer_after" if self.nested_done else "outer_before"
         return "nested"
 
-    def _record(self, node: cst.CSTNode, stmt: cst.BaseStatement, found: dict[int, Log]) -> None:
-        for call in _own_calls(node):
+    def _record(self, holder: cst.CSTNode, stmt: cst.BaseStatement) -> None:
+        for call in self.facts.calls_in[id(holder)]:
             name = self.api.log_name(call)
-            if name is not None and id(call) not in found:
-                found[id(call)] = Log(name, self.level, stmt)
+            if name is not None and id(call) not in self.found:
+                self.found[id(call)] = Log(name, self.level, stmt)
 
-    def _walk(self, block: Block, found: dict[int, Log], with_defs: bool) -> None:
+    def _walk(self, block: Block, with_defs: bool) -> None:
         if isinstance(block.suite, cst.SimpleStatementSuite):
-            self._record(block.suite, block.header, found)
+            self._record(block.suite, block.header)
         for item in block.items:
             stmt = item.stmt
             if isinstance(stmt, (cst.FunctionDef, cst.ClassDef)) and not with_defs:
                 continue
-            self._record(stmt, stmt, found)
+            before = self.level
+            self._record(stmt, stmt)
             loop = self.api.loop_name(stmt) is not None
-            self.loops |= loop
             main = loop and self.depth == 0 and not self.main_done and (
                 self.checkpointing or not self.require_checkpointing)
             nested = loop and self.depth >= 1
@@ -321,33 +336,61 @@ class _Phases:
             self.checkpointing += checkpointing
             self.main_found |= main
             for child in item.blocks:
-                self._walk(child, found, with_defs)
+                self._walk(child, with_defs)
             self.depth -= main or nested
             self.checkpointing -= checkpointing
             self.main_done |= main
             self.nested_done = (self.nested_done or (nested and self.depth == 1)) and not main
+            self.spans.setdefault(id(stmt), (before, self.level))
 
 
-def _own_calls(node: cst.CSTNode) -> list[cst.Call]:
-    """Calls in a statement that are not inside one of its indented blocks."""
-    class Calls(cst.CSTVisitor):
-        def __init__(self) -> None:
-            self.calls: list[cst.Call] = []
+class _Facts(cst.CSTVisitor):
+    """What Script needs to know of a module, gathered in one pass (libcst visits are slow).
 
-        def visit_IndentedBlock(self, node: cst.IndentedBlock) -> bool:
-            return False
+    ``calls_in`` maps a statement line, a compound statement (its header) or a one-line
+    suite to the calls in it, not counting those in its indented blocks.
+    """
 
-        def visit_Call(self, node: cst.Call) -> None:
+    HOLDERS = (cst.SimpleStatementLine, cst.BaseCompoundStatement, cst.SimpleStatementSuite)
+
+    def __init__(self) -> None:
+        self.imports: list[cst.Import | cst.ImportFrom] = []
+        self.assigns: list[cst.Assign] = []
+        self.loops: list[cst.For] = []
+        self.calls: list[cst.Call] = []
+        self.calls_in: dict[int, list[cst.Call]] = defaultdict(list)
+        self._holders: list[cst.CSTNode] = []
+
+    def on_visit(self, node: cst.CSTNode) -> bool:
+        if isinstance(node, self.HOLDERS):
+            self._holders.append(node)
+        if isinstance(node, cst.Call):
             self.calls.append(node)
+            if self._holders:
+                self.calls_in[id(self._holders[-1])].append(node)
+        elif isinstance(node, (cst.Import, cst.ImportFrom)):
+            self.imports.append(node)
+        elif isinstance(node, cst.Assign):
+            self.assigns.append(node)
+        elif isinstance(node, cst.For):
+            self.loops.append(node)
+        return True
 
-    visitor = Calls()
-    node.visit(visitor)
-    return visitor.calls
+    def on_leave(self, original_node: cst.CSTNode) -> None:
+        if isinstance(original_node, self.HOLDERS):
+            self._holders.pop()
 
 
 def _statement_source(module: cst.Module, stmt: cst.BaseStatement) -> str:
     code = module.code_for_node(stmt.with_changes(leading_lines=[])).strip()
     return code if isinstance(stmt, cst.SimpleStatementLine) else code.splitlines()[0]
+
+
+def _literal(node: cst.BaseExpression) -> str | None:
+    if isinstance(node, (cst.SimpleString, cst.ConcatenatedString)):
+        value = node.evaluated_value
+        return value if isinstance(value, str) else None
+    return None
 
 
 def _dotted(node: cst.BaseExpression) -> str:
