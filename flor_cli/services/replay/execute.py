@@ -1,0 +1,303 @@
+"""Execute a replay plan: each run's old code, patched, in a throwaway worktree.
+
+Per run: check its shadow commit out under ``.git/flor/worktrees/`` (the user's
+worktree, index, HEAD and branch are never touched), write the transplanted script over
+the old one, run it with the interpreter flor runs on, in the run's recorded directory
+with its recorded argv, and ``FLOR_REPLAY`` telling the runtime what to do (see
+:mod:`flor_cli.runtime.replay_mode`). In ``nested`` mode the epochs are split into
+contiguous ranges, one worker process each, run in parallel.
+
+A run's new records reach its note in one append, and only once all its workers have
+succeeded: a replay that fails or is interrupted half-way has appended the runs that
+finished and nothing else, so running it again picks up exactly the runs still lacking.
+Worktrees are removed whatever happens (failure, Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Sequence
+
+from flor_cli.services.replay.plan import Job, Plan
+from flor_cli.storage import cache
+from flor_cli.storage.git import Git
+
+POLL_SECONDS = 0.2
+_FLOR_ENV = ("FLOR_JOURNAL", "FLOR_STORE", "FLOR_KWARGS", "FLOR_T0", "FLOR_REPLAY")
+
+
+@dataclass
+class Outcome:
+    replay_id: str
+    done: list[str] = field(default_factory=list)  # runs whose notes got the new records
+    failed: dict[str, str] = field(default_factory=dict)  # run -> why
+
+
+class Failed(Exception):
+    """A worker of a run exited non-zero; the run's note is left as it was."""
+
+
+def new_replay_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+
+
+def execute(git: Git, plan: Plan, gpus: Sequence[str] = ()) -> Outcome:
+    """Replay the plan's runs one after another; a failed run is reported, not fatal.
+
+    Scratch files (workers' journals and output) live in ``.git/flor/replays/<id>/``,
+    away from the run journals that every flor command folds; a failed run's output is
+    kept there for its error message to point to.
+    """
+    outcome = Outcome(new_replay_id())
+    scratch = git.flor_dir / "replays" / outcome.replay_id
+    progress = Progress(len(plan.runnable), sys.stderr)
+    extra = _untracked_paths(git)
+    try:
+        for job in plan.runnable:
+            progress.start(job)
+            started = time.time()
+            try:
+                with Sandbox(git, git.flor_dir / "worktrees" / f"{outcome.replay_id}-{job.run}",
+                             job.commit, extra) as tree:
+                    journals = _run(tree, job, plan, gpus, scratch, progress)
+                text = replay_note(outcome.replay_id, plan, job, journals, started, time.time())
+                git.append_notes({job.commit: text}, f"flor: replay {outcome.replay_id} "
+                                 f"({', '.join(plan.names)}) into run {job.run}")
+                outcome.done.append(job.run)
+                for path in journals:
+                    path.unlink(missing_ok=True)
+                    path.with_suffix(".log").unlink(missing_ok=True)
+                progress.finish(job, None, time.time() - started)
+            except Failed as e:
+                outcome.failed[job.run] = str(e)
+                for path in scratch.glob(f"{job.run}-*.jsonl"):
+                    path.unlink()  # keep only the output the reason points to
+                progress.finish(job, str(e), time.time() - started)
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+    if not outcome.failed:
+        shutil.rmtree(scratch, ignore_errors=True)
+    cache.connect(git).close()
+    return outcome
+
+
+def worker_ranges(epochs: int, workers: int) -> list[list[int] | None]:
+    """Contiguous ``[lo, hi)`` epoch ranges; the last is open so its worker runs the suffix."""
+    n = max(1, min(workers, epochs))
+    if n == 1:
+        return [None]
+    bounds = [k * epochs // n for k in range(n + 1)]
+    return [[bounds[k], bounds[k + 1] if k < n - 1 else None] for k in range(n)]
+
+
+def _run(tree: Path, job: Job, plan: Plan, gpus: Sequence[str], scratch: Path,
+         progress: "Progress") -> list[Path]:
+    """Run the job's workers to the end; their journals, or Failed."""
+    (tree / job.script).write_bytes(job.source.encode())
+    cwd = tree / job.cwd
+    script = os.path.relpath(tree / job.script, cwd)
+    ranges = worker_ranges(job.epochs, plan.workers) if job.mode == "nested" else [None]
+    scratch.mkdir(parents=True, exist_ok=True)
+    base = {k: v for k, v in os.environ.items() if k not in _FLOR_ENV}
+    base["PYTHONDONTWRITEBYTECODE"] = "1"  # the user's __pycache__ may be linked in
+    workers: list[tuple[subprocess.Popen, Path, int]] = []
+    try:
+        for k, epochs in enumerate(ranges):
+            journal = scratch / f"{job.run}-{k}.jsonl"
+            config = {"names": plan.names, "mode": job.mode, "range": epochs,
+                      "args": job.args, "ckpts": job.ckpts, "journal": str(journal),
+                      "store": str(plan.store.root)}
+            env = {**base, "FLOR_REPLAY": json.dumps(config)}
+            if gpus:
+                env["CUDA_VISIBLE_DEVICES"] = gpus[k % len(gpus)]
+            with open(journal.with_suffix(".log"), "wb") as log:
+                proc = subprocess.Popen([sys.executable, script, *job.argv], cwd=cwd, env=env,
+                                        stdin=subprocess.DEVNULL, stdout=log,
+                                        stderr=subprocess.STDOUT)
+            workers.append((proc, journal, epochs[0] if epochs else 0))
+        _wait(job, workers, progress)
+    finally:
+        for proc, _, _ in workers:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+    return [journal for _, journal, _ in workers]
+
+
+def _wait(job: Job, workers: list[tuple[subprocess.Popen, Path, int]],
+          progress: "Progress") -> None:
+    counters = [EpochCounter(journal, lo) for _, journal, lo in workers]
+    while True:
+        codes = [proc.poll() for proc, _, _ in workers]
+        progress.epochs(job, sum(c.read() for c in counters))
+        for k, code in enumerate(codes):
+            if code not in (None, 0):
+                log = workers[k][1].with_suffix(".log")
+                prefix = f"worker {k} " if len(workers) > 1 else ""
+                raise Failed(f"{prefix}exited {code}: {_last_line(log)} (output: {log})")
+        if all(code == 0 for code in codes):
+            return
+        time.sleep(POLL_SECONDS)
+
+
+def replay_note(replay_id: str, plan: Plan, job: Job, journals: list[Path], start: float,
+                end: float) -> str:
+    """The text appended to the run's note: a replay header, then the new log records.
+
+    Workers' records are concatenated in epoch order (worker 0 first, each in its own
+    sequence) and renumbered, so ``(rp, s)`` orders them as one run would have. The
+    header counts the checkpoints restored: the nested loops the replay did not re-run.
+    """
+    logs, restored = [], 0
+    for journal in journals:
+        records = []
+        for line in journal.read_text().splitlines() if journal.exists() else ():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if not isinstance(rec, dict):
+                continue
+            if rec.get("t") == "log":
+                records.append(rec)
+            elif rec.get("t") == "time" and rec.get("k") == "ckpt_load":
+                restored += 1
+        logs += sorted(records, key=lambda r: r.get("s", 0))
+    header = {"t": "replay", "rp": replay_id, "names": plan.names, "mode": job.mode,
+              "src": job.src, "workers": len(journals), "restored": restored,
+              "start": start, "end": end, "status": "ok"}
+    lines = [json.dumps(header, separators=(",", ":"))]
+    for seq, rec in enumerate(logs):
+        rest = {k: v for k, v in rec.items() if k not in ("t", "s", "rp")}
+        lines.append(json.dumps({"t": "log", "rp": replay_id, "s": seq, **rest},
+                                separators=(",", ":")))
+    return "\n".join(lines) + "\n"
+
+
+class Sandbox:
+    """A shadow commit checked out so that the run's relative paths still resolve.
+
+    The worktree is ``HOME/<repo dir name>``: untracked and ignored paths of the user's
+    checkout that the commit lacks (``data/``, a virtualenv) are linked into it, and the
+    siblings of the user's repository are linked into ``HOME``, so ``../data`` resolves
+    as it did. Links are removed before the worktree, so removal never follows one.
+    """
+
+    def __init__(self, git: Git, home: Path, commit: str, extra: list[str]):
+        self.git, self.home, self.commit, self.extra = git, home, commit, extra
+        self.tree = home / git.root.name
+        self.links: list[Path] = []
+
+    def __enter__(self) -> Path:
+        self.home.mkdir(parents=True, exist_ok=True)
+        try:
+            self.git.add_worktree(self.tree, self.commit)
+            parent = self.git.root.parent
+            for name in sorted(os.listdir(parent)):
+                if name != self.git.root.name:
+                    self._link(self.home / name, parent / name)
+            for rel in self.extra:
+                self._link(self.tree / rel, self.git.root / rel)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self.tree
+
+    def _link(self, link: Path, target: Path) -> None:
+        if os.path.lexists(link) or not link.parent.is_dir():
+            return
+        link.symlink_to(target, target_is_directory=target.is_dir())
+        self.links.append(link)
+
+    def __exit__(self, *exc: object) -> None:
+        for link in reversed(self.links):
+            link.unlink(missing_ok=True)
+        self.git.remove_worktree(self.tree)
+        shutil.rmtree(self.home, ignore_errors=True)
+
+
+def _untracked_paths(git: Git) -> list[str]:
+    """Top-level entries and ignored paths of the user's checkout, parents first."""
+    top = [n for n in os.listdir(git.root) if n != ".git"]
+    ignored = git.cli("ls-files", "-z", "--others", "--ignored", "--exclude-standard",
+                      "--directory").split("\0")
+    paths = {p.rstrip("/") for p in top + ignored if p}
+    return sorted((p for p in paths if "__pycache__" not in Path(p).parts),
+                  key=lambda p: (p.count("/"), p))
+
+
+class EpochCounter:
+    """Epochs a worker has replayed, read from its journal as it grows (outer timings)."""
+
+    def __init__(self, journal: Path, skip: int):
+        self.journal, self.skip = journal, skip  # a worker first fast-forwards `skip` epochs
+        self.offset = self.count = 0
+        self.partial = b""
+
+    def read(self) -> int:
+        try:
+            with open(self.journal, "rb") as f:
+                f.seek(self.offset)
+                data = f.read()
+        except FileNotFoundError:
+            return 0
+        self.offset += len(data)
+        lines = (self.partial + data).split(b"\n")
+        self.partial = lines.pop()
+        self.count += sum(1 for line in lines if b'"k":"outer"' in line)
+        return max(0, self.count - self.skip)
+
+
+class Progress:
+    """One line per run on stderr; a bar redrawn in place when stderr is a terminal."""
+
+    def __init__(self, total: int, stream: IO[str]):
+        self.total, self.stream, self.index = total, stream, 0
+        self.tty = stream.isatty()
+        self.shown = -1
+
+    def start(self, job: Job) -> None:
+        self.index += 1
+        self.shown = -1
+        if not self.tty:
+            self._line(f"replaying {job.run} ({self.index}/{self.total}, {job.mode}, "
+                       f"{job.epochs} epochs)")
+        self.epochs(job, 0)
+
+    def epochs(self, job: Job, done: int) -> None:
+        if not self.tty or done == self.shown:
+            return
+        self.shown = done
+        width = 20
+        filled = width * done // job.epochs if job.epochs else 0
+        bar = "#" * filled + "." * (width - filled)
+        self.stream.write(f"\r[{bar}] run {self.index}/{self.total} {job.run} "
+                          f"epoch {min(done, job.epochs)}/{job.epochs}\x1b[K")
+        self.stream.flush()
+
+    def finish(self, job: Job, error: str | None, seconds: float) -> None:
+        if self.tty:
+            self.stream.write("\r\x1b[K")
+        status = f"failed: {error}" if error else f"ok in {seconds:.1f} s"
+        self._line(f"replayed {job.run} ({self.index}/{self.total}): {status}")
+
+    def _line(self, text: str) -> None:
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+
+def _last_line(path: Path) -> str:
+    try:
+        lines = [l for l in path.read_text(errors="replace").splitlines() if l.strip()]
+    except OSError:
+        return "no output"
+    return lines[-1].strip()[:300] if lines else "no output"

@@ -1,0 +1,246 @@
+"""Plan a replay: which runs, what code each one runs, in which mode, at what cost.
+
+Everything that can be wrong with a replay is found here, before anything runs or is
+written: an unknown name or bad ``--where`` is a UserError; a run that cannot be replayed
+(shadow commit or script gone, no place for a statement in its code, unfinished run)
+stays in the plan with the reason it is skipped. Planning only reads: the runs cache,
+the notes, the shadow commits' blobs and the checkpoint store.
+
+The mode follows from where the requested statements land in each run's (transplanted)
+code, the most demanding level winning: prefix-only statements stop at the main loop,
+outer-loop and suffix statements skip nested loops by restoring checkpoints, and nested
+statements re-run the nested loops (epochs split across workers).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from flor_cli.errors import UserError
+from flor_cli.services import query
+from flor_cli.storage import cache, notes
+from flor_cli.storage.git import NOTES_REF, Git
+from flor_cli.storage.objects import ObjectStore, store_for
+
+MODE_OF_LEVEL = {"prefix": "prefix", "outer_before": "skip", "outer_after": "skip",
+                 "suffix": "skip", "nested": "nested"}
+DEMAND = ("prefix", "skip", "nested")  # least to most re-execution
+COLUMNS = ["run", "commit", "version", "mode", "epochs", "est_s", "note"]
+
+
+@dataclass
+class Job:
+    """One run to replay (or skipped, with ``skip`` saying why)."""
+
+    run: str
+    commit: str
+    script: str = ""  # path relative to the repository root, as recorded
+    cwd: str = "."  # the run's working directory, relative to the repository root
+    argv: list[str] = field(default_factory=list)
+    args: dict = field(default_factory=dict)  # what flor.arg resolved in the run
+    epochs: int = 0
+    version: str = ""  # blob id of the run's script: one per distinct code version
+    old_source: str = ""
+    source: str = ""  # the old script with today's statements transplanted
+    src: dict[str, str] = field(default_factory=dict)  # name -> today's statement
+    mode: str = ""
+    ckpts: list[dict] = field(default_factory=list)  # those whose objects are all present
+    missing_ckpts: int = 0
+    times: list[dict] = field(default_factory=list)  # the run's timing records
+    est: float = 0.0
+    skip: str | None = None
+
+
+@dataclass
+class Plan:
+    names: list[str]
+    workers: int
+    store: ObjectStore
+    jobs: list[Job]
+
+    @property
+    def runnable(self) -> list[Job]:
+        return [j for j in self.jobs if j.skip is None]
+
+    @property
+    def seconds(self) -> float:
+        return sum(j.est for j in self.runnable)
+
+    def table(self) -> tuple[list[str], list[tuple]]:
+        return COLUMNS, [
+            (j.run, j.commit[:10], j.version[:7], j.mode or "-", j.epochs,
+             round(j.est, 1) if j.skip is None else None, j.skip or _note(j))
+            for j in self.jobs]
+
+
+def make_plan(git: Git, names: Sequence[str], where: str | None = None, workers: int = 1,
+              rev: str | None = None) -> Plan:
+    names = list(dict.fromkeys(names))
+    if not names:
+        raise UserError("name at least one logged value to replay")
+    if workers < 1:
+        raise UserError(f"--workers {workers}: must be at least 1")
+    rev_commit = None
+    if rev is not None:
+        rev_commit = git.ref(rev)
+        if rev_commit is None:
+            raise UserError(f"--rev {rev}: no such commit")
+    selected = _select(git, names, where)
+    store = store_for(git.flor_dir, git.cli("config", "--get", "flor.store", check=False).strip())
+    tip = git.ref(NOTES_REF)  # read every note from one notes commit
+    jobs = [_job(git, store, tip, run, commit) for run, commit in selected]
+    _attach_code(git, jobs, names, rev_commit)
+    for job in jobs:
+        if job.skip is None:
+            job.est = estimate(job, workers)
+    return Plan(names, workers, store, jobs)
+
+
+def _select(git: Git, names: list[str], where: str | None) -> list[tuple[str, str]]:
+    """(run, shadow commit) of the selected runs, oldest first."""
+    db = cache.connect(git)
+    try:
+        commits = dict(db.execute("SELECT run, commit_id FROM runs"))
+        if not commits:
+            raise UserError("no runs recorded in this repository yet")
+        if where is None:
+            having = [{r for (r,) in db.execute("SELECT DISTINCT run FROM logs WHERE name=?", (n,))}
+                      for n in names]
+            order = [r for (r,) in db.execute("SELECT run FROM runs ORDER BY start, run")]
+            runs = [r for r in order if not all(r in h for h in having)]
+            if not runs:
+                raise UserError(f"every run already has {', '.join(names)}; "
+                                "use --where to replay some again")
+            return [(r, commits[r]) for r in runs]
+    finally:
+        db.close()
+    columns, rows = query.runs(git, where=where)
+    runs = [row[columns.index("run")] for row in rows]
+    if not runs:
+        raise UserError(f"--where {where}: no runs match")
+    return [(r, commits[r]) for r in runs]
+
+
+def _job(git: Git, store: ObjectStore, tip: str | None, run: str, commit: str) -> Job:
+    job = Job(run, commit)
+    text = git.read_note(commit, tip)
+    note = notes.parse(commit, text) if text else None
+    if note is None:
+        job.skip = "its note is missing"
+        return job
+    header = note.header
+    job.script, job.cwd = header.get("script", ""), header.get("cwd", ".")
+    job.argv = list(header.get("argv", []))
+    job.args = {r["n"]: r.get("v") for r in note.records if r.get("t") == "arg"}
+    job.epochs = sum(1 for r in note.records if r.get("t") == "time" and r.get("k") == "outer")
+    job.times = [r for r in note.records if r.get("t") == "time"]
+    # A checkpoint with an object missing from the store (deleted, a shared store out of
+    # reach) costs time, not exactness: its nested loop re-runs from the exact state.
+    ckpts = [r for r in note.records if r.get("t") == "ckpt"]
+    job.ckpts = [c for c in ckpts
+                 if all(store.has(o["sha"]) for o in (c.get("objs") or {}).values())]
+    job.missing_ckpts = len(ckpts) - len(job.ckpts)
+    if header.get("status") != "ok":
+        job.skip = f"the run did not finish (status {header.get('status')})"
+    elif commit not in git.repo:
+        job.skip = f"its shadow commit {commit[:10]} is missing (fetch flor.shadow)"
+    else:
+        try:
+            blob = git.repo.revparse_single(f"{commit}:{job.script}")
+            job.version, job.old_source = str(blob.id), blob.data.decode()
+        except (KeyError, ValueError, UnicodeDecodeError):
+            job.skip = f"its script {job.script!r} is missing from commit {commit[:10]}"
+    return job
+
+
+def _attach_code(git: Git, jobs: list[Job], names: list[str], rev: str | None) -> None:
+    """Transplant today's statements into each job's code; the mode follows from it.
+
+    Today's script is looked up per recorded script path, so runs of several scripts can
+    be replayed together. A name no selected run's script logs is an error (a typo,
+    most likely); a script that lacks it only skips its own runs.
+    """
+    from flor_cli.services.replay.discover import find_statements
+    from flor_cli.services.replay.transplant import transplant
+
+    wanted = [j for j in jobs if j.skip is None]
+    today: dict[str, tuple[str, dict[str, str]] | UserError] = {}
+    for script in dict.fromkeys(j.script for j in wanted):
+        try:
+            source = _current_source(git, script, rev)
+            statements = find_statements(source, names, path=script)
+            src: dict[str, list[str]] = {}
+            for s in statements:
+                src.setdefault(s.name, []).append(s.source)
+            today[script] = (source, {n: "\n".join(v) for n, v in src.items()})
+        except UserError as e:
+            today[script] = e
+    if wanted and all(isinstance(v, UserError) for v in today.values()):
+        raise next(iter(today.values()))  # type: ignore[misc]
+    transplanted: dict[tuple[str, str], str | UserError] = {}
+    for job in wanted:
+        found = today[job.script]
+        if isinstance(found, UserError):
+            job.skip = str(found)
+            continue
+        source, job.src = found
+        key = (job.script, job.version)
+        if key not in transplanted:
+            try:
+                transplanted[key] = transplant(names, source, job.old_source,
+                                               new_path=job.script,
+                                               old_path=f"{job.script}@{job.version[:7]}")
+            except UserError as e:
+                transplanted[key] = e
+        result = transplanted[key]
+        if isinstance(result, UserError):
+            job.skip = str(result)
+            continue
+        job.source = result
+        levels = {s.level for s in find_statements(result, names, path=job.script)}
+        job.mode = max((MODE_OF_LEVEL[lvl] for lvl in levels), key=DEMAND.index)
+
+
+def _current_source(git: Git, script: str, rev: str | None) -> str:
+    if rev is not None:
+        try:
+            return git.repo.revparse_single(f"{rev}:{script}").data.decode()
+        except (KeyError, ValueError):
+            raise UserError(f"{script}: not in --rev {rev[:10]}") from None
+    try:
+        return (git.root / script).read_text()
+    except OSError:
+        raise UserError(f"{script}: no such file in the working tree") from None
+
+
+def estimate(job: Job, workers: int) -> float:
+    """Seconds to replay ``job``, from the timings its run recorded.
+
+    ``skip``: the prefix, each epoch less the nested loops a checkpoint replaces (plus
+    loading it, taken to cost what saving it did), the suffix. ``nested``: the prefix,
+    then the rest of the run shared by the workers. ``prefix``: the prefix. The prefix
+    includes interpreter start and imports, which every worker pays.
+    """
+    def total(kind: str) -> float:
+        return sum(r.get("sec", 0) for r in job.times if r.get("k") == kind)
+
+    if job.mode == "prefix":
+        return total("prefix")
+    full = total("prefix") + total("outer") + total("suffix")
+    if job.mode == "nested":  # every worker starts the script; the epochs are shared
+        return total("prefix") + (full - total("prefix")) / max(1, min(workers, job.epochs))
+    nested = {_key(r): r.get("sec", 0) for r in job.times if r.get("k") == "nested"}
+    saved = sum(nested.get(_key(c), 0) - c.get("sec", 0) for c in job.ckpts)
+    return max(0.0, full - saved)
+
+
+def _key(record: dict) -> tuple[str, int]:
+    return json.dumps(record.get("c") or {}, sort_keys=True), record.get("i", 0)
+
+
+def _note(job: Job) -> str:
+    if job.missing_ckpts and job.mode != "prefix":
+        return f"{job.missing_ckpts} checkpoint(s) missing: re-executed instead"
+    return ""

@@ -1,0 +1,373 @@
+"""Hindsight replay: new flor.log statements backfilled into old runs, exactly.
+
+The reference for every replayed value is what a full run of the patched old script
+(today's statements transplanted into the run's code, run from scratch with the run's
+args) logs: replay must give the same floats, compared with ``==``.
+
+Two scripts: the torch fixtures in ``fixtures/versions`` (three versions of a training
+script; runs recorded on v1 and v2, v3 is today's) for exactness at every level across
+versions, and a small pure-Python script (fast) for failures, bad input and hygiene.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from conftest import FIXTURES, FLOR, flor, flor_json, git, make_repo
+from flor_cli.services.replay.transplant import transplant
+from test_record import repo_state
+
+VERSIONS = {v: (FIXTURES / "versions" / v / "train.py").read_text() for v in ("v1", "v2", "v3")}
+TORCH_NAMES = ["n_params", "grad_norm", "weight_norm", "final_weight_norm"]
+TINY = ["epochs=3", "batches=4"]
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def show(repo: Path, run: str) -> dict:
+    return json.loads(flor(repo, "show", run, "--format", "json").stdout)
+
+
+def values(note: dict, names: list[str], rp: str | None = None) -> list[tuple]:
+    """(name, loop context, value) of ``names``: the original records, or one replay's."""
+    return sorted((r["n"], json.dumps(r.get("c", {}), sort_keys=True), r["v"])
+                  for r in note["records"]
+                  if r.get("t") == "log" and r["n"] in names and r.get("rp") == rp)
+
+
+def replays(repo: Path, run: str) -> list[dict]:
+    return show(repo, run)["replays"]
+
+
+def reference(path: Path, script: str, kwargs: list[str], extra: dict | None = None
+              ) -> subprocess.Popen:
+    """Start a full ``flor run`` of ``script`` in a fresh repository (the exact answer)."""
+    make_repo(path, files={"train.py": script, **(extra or {})})
+    return subprocess.Popen([*FLOR, "run", "train.py", "--kwargs", *kwargs], cwd=path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def finished(proc: subprocess.Popen, path: Path) -> dict:
+    _, err = proc.communicate()
+    assert proc.returncode == 0, err
+    return show(path, "latest")
+
+
+def copy_repo(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst, symlinks=True)
+    return dst
+
+
+def refs(repo: Path) -> str:
+    return git(repo, "for-each-ref", "--format=%(refname) %(objectname)")
+
+
+def assert_clean(repo: Path) -> None:
+    """No worktree, journal or scratch file of a replay left behind."""
+    assert len(git(repo, "worktree", "list").splitlines()) == 1
+    for sub in ("worktrees", "journals"):
+        path = repo / ".git" / "flor" / sub
+        assert not path.exists() or not any(path.iterdir()), sub
+
+
+def bad_input(repo: Path, *args: str, expect: str) -> None:
+    """Exit 2, one line on stderr saying ``expect``, and nothing written."""
+    before = refs(repo)
+    proc = flor(repo, "replay", *args, check=False, input="")  # stdin: not a terminal
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert expect in lines[0], lines[0]
+    assert refs(repo) == before
+    assert_clean(repo)
+
+
+# -- torch fixtures: exactness at every level, across versions ---------------------------
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory) -> SimpleNamespace:
+    """Run A on v1 (lr=0.05), run B on v2 (lr=0.02), then v3 committed; and references."""
+    base = tmp_path_factory.mktemp("versions")
+    kwargs = {"A": [*TINY, "lr=0.05"], "B": [*TINY, "lr=0.02"]}
+    procs = {key: reference(base / f"ref-{key}", transplant(TORCH_NAMES, VERSIONS["v3"],
+                                                            VERSIONS[old]), kwargs[key])
+             for key, old in (("A", "v1"), ("B", "v2"))}  # meanwhile, record A and B
+    repo = make_repo(base / "repo", files={"train.py": VERSIONS["v1"], ".gitignore": "data/\n"})
+    flor(repo, "run", "train.py", "--kwargs", *kwargs["A"])
+    (repo / "train.py").write_text(VERSIONS["v2"])
+    git(repo, "commit", "-qam", "v2: rename model to net, reformat")
+    flor(repo, "run", "train.py", "--kwargs", *kwargs["B"])
+    (repo / "train.py").write_text(VERSIONS["v3"])
+    git(repo, "commit", "-qam", "v3: hindsight logging")
+    runs = {"A" if row["lr"] == 0.05 else "B": row["run"] for row in flor_json(repo, "log")}
+    expected = {runs[k]: finished(p, base / f"ref-{k}") for k, p in procs.items()}
+    return SimpleNamespace(repo=repo, runs=runs, expected=expected)
+
+
+def test_one_replay_backfills_runs_of_every_version_exactly(recorded, tmp_path: Path) -> None:
+    repo = copy_repo(recorded.repo, tmp_path / "repo")
+    (repo / "untracked.txt").write_text("mine\n")
+    (repo / "data").mkdir()
+    (repo / "data" / "ignored.bin").write_bytes(b"\x00")
+    before = repo_state(repo)
+    names = ["weight_norm", "final_weight_norm"]
+    proc = flor(repo, "replay", ",".join(names), "--yes")
+    assert repo_state(repo) == before
+    assert_clean(repo)
+    for run, expected in recorded.expected.items():
+        note = show(repo, run)
+        (rp,) = note["replays"]
+        assert rp["mode"] == "skip" and rp["names"] == names and rp["status"] == "ok"
+        assert rp["restored"] >= 2  # first and last epoch are always checkpointed
+        assert "weight_norm" in rp["src"]["weight_norm"]
+        got = values(note, names, rp["rp"])
+        assert len(got) == 3 + 1
+        assert got == values(expected, names)
+        assert run in proc.stdout  # the summary table of new values
+    # the replayed values are queryable like recorded ones, and nothing is left to do
+    assert {r["run"] for r in flor_json(repo, "log", "--pivot", "weight_norm")} == set(
+        recorded.expected)
+    bad_input(repo, "weight_norm", "--yes", expect="every run already has weight_norm")
+
+
+def test_prefix_statement_stops_at_the_main_loop(recorded, tmp_path: Path) -> None:
+    repo = copy_repo(recorded.repo, tmp_path / "repo")
+    run = recorded.runs["A"]
+    flor(repo, "replay", "n_params", "--yes", "--where", "lr = 0.05")
+    note = show(repo, run)
+    (rp,) = note["replays"]
+    assert rp["mode"] == "prefix" and rp["restored"] == 0
+    assert values(note, ["n_params"], rp["rp"]) == values(recorded.expected[run], ["n_params"])
+    assert replays(repo, recorded.runs["B"]) == []
+
+
+def test_nested_statement_with_two_workers_equals_one_worker_and_full_run(
+        recorded, tmp_path: Path) -> None:
+    repo = copy_repo(recorded.repo, tmp_path / "repo")
+    flor(repo, "replay", "grad_norm", "--yes", "--workers", "2")
+    for run, expected in recorded.expected.items():
+        note = show(repo, run)
+        (rp,) = note["replays"]
+        assert rp["mode"] == "nested" and rp["workers"] == 2
+        got = values(note, ["grad_norm"], rp["rp"])
+        assert len(got) == 3 * 4
+        assert got == values(expected, ["grad_norm"])
+    run = recorded.runs["A"]
+    flor(repo, "replay", "grad_norm", "--yes", "--where", f"run = '{run}'")
+    note = show(repo, run)
+    first, second = note["replays"]
+    assert second["workers"] == 1
+    assert values(note, ["grad_norm"], second["rp"]) == values(note, ["grad_norm"], first["rp"])
+    assert_clean(repo)
+
+
+# -- a fast pure-Python script: failures, bad input, hygiene ------------------------------
+
+OLD = '''\
+import os
+import random
+import time
+
+import flor
+
+random.seed(0)
+epochs = flor.arg("epochs", 3)
+scale = flor.arg("scale", 1.0)
+offset = float(open("data/offset.txt").read()) + float(open("../shared.txt").read())
+state = {"w": offset}
+with flor.checkpointing(state=state):
+    for epoch in flor.loop("epoch", range(epochs)):
+        for step in flor.loop("step", range(4)):
+            state["w"] += scale * random.random()
+            time.sleep(float(os.environ.get("SLOW", 0)))
+            flor.log("loss", state["w"])
+        flor.log("val", state["w"] * 2)
+flor.log("final", state["w"])
+'''
+NEW = (OLD.replace('state = {"w": offset}\n',
+                   'state = {"w": offset}\nflor.log("start", state["w"])\n')
+       .replace('            flor.log("loss", state["w"])\n',
+                '            flor.log("loss", state["w"])\n'
+                '            flor.log("sq", state["w"] ** 2)\n')
+       .replace('        flor.log("val", state["w"] * 2)\n',
+                '        flor.log("val", state["w"] * 2)\n'
+                '        flor.log("half", state["w"] / 2)\n')
+       .replace('flor.log("final", state["w"])\n',
+                'flor.log("final", state["w"])\nflor.log("total", state["w"] + 1)\n'))
+NO_CKPT = (OLD.replace("with flor.checkpointing(state=state):\n", "if True:\n"))
+DATA = {".gitignore": "data/\n", "data/offset.txt": "0.25\n"}
+
+
+def small_repo(tmp_path: Path, script: str = OLD, runs: tuple[str, ...] = ("1.0",)) -> Path:
+    """A repository whose script reads an ignored file and a sibling of the repo."""
+    (tmp_path / "shared.txt").write_text("0.5\n")
+    repo = make_repo(tmp_path / "repo", files={"train.py": script, **DATA})
+    for scale in runs:
+        flor(repo, "run", "train.py", "--kwargs", f"scale={scale}")
+    return repo
+
+
+def small_reference(tmp_path: Path, names: list[str], new: str, old: str, scale: str) -> dict:
+    path = tmp_path / f"ref-{scale}"  # a sibling of the repo, for ../shared.txt
+    return finished(reference(path, transplant(names, new, old), [f"scale={scale}"], DATA), path)
+
+
+def run_ids(repo: Path) -> dict[float, str]:
+    return {row["scale"]: row["run"] for row in flor_json(repo, "log")}
+
+
+def test_every_level_from_the_working_tree_exact_and_user_state_untouched(tmp_path: Path) -> None:
+    repo = small_repo(tmp_path, runs=("1.0", "0.5"))
+    (repo / "train.py").write_text(NEW)  # today's statements, not committed
+    (repo / "staged.txt").write_text("staged\n")
+    git(repo, "add", "staged.txt")
+    before = repo_state(repo)
+    runs = run_ids(repo)
+    expected = {scale: small_reference(tmp_path, ["start", "sq", "half", "total"], NEW, OLD,
+                                       str(scale)) for scale in runs}
+    for names, workers, mode in ((["half", "total"], "1", "skip"), (["sq"], "2", "nested"),
+                                 (["start"], "1", "prefix")):
+        flor(repo, "replay", ",".join(names), "--yes", "--workers", workers)
+        for scale, run in runs.items():
+            note = show(repo, run)
+            rp = note["replays"][-1]
+            assert rp["mode"] == mode
+            assert values(note, names, rp["rp"]) == values(expected[scale], names)
+            assert values(note, names, rp["rp"])
+    assert repo_state(repo) == before
+    assert_clean(repo)
+
+
+def test_a_failed_run_appends_nothing_and_the_replay_can_resume(tmp_path: Path) -> None:
+    repo = small_repo(tmp_path, runs=("1.0", "2.0"))
+    runs = run_ids(repo)
+    crashing = OLD.replace('        flor.log("val", state["w"] * 2)\n',
+                           '        flor.log("val", state["w"] * 2)\n'
+                           '        flor.log("inv", 1 / (scale - 2.0))\n')
+    (repo / "train.py").write_text(crashing)
+    note_b = git(repo, "notes", "--ref", "flor", "show", show(repo, runs[2.0])["commit"])
+    proc = flor(repo, "replay", "inv", "--yes", check=False)
+    assert proc.returncode == 1
+    assert f"replay of run {runs[2.0]} failed" in proc.stderr
+    assert "ZeroDivisionError" in proc.stderr
+    assert git(repo, "notes", "--ref", "flor", "show", show(repo, runs[2.0])["commit"]) == note_b
+    assert len(values(show(repo, runs[1.0]), ["inv"], replays(repo, runs[1.0])[0]["rp"])) == 3
+    assert_clean(repo)
+    plan = flor(repo, "replay", "inv", "--dry-run", "--format", "json").stdout
+    assert [row["run"] for row in json.loads(plan)] == [runs[2.0]]
+    (repo / "train.py").write_text(crashing.replace("1 / (scale - 2.0)", "scale - 2.0"))
+    flor(repo, "replay", "inv", "--yes")
+    assert [v for _, _, v in values(show(repo, runs[2.0]), ["inv"],
+                                    replays(repo, runs[2.0])[0]["rp"])] == [0.0, 0.0, 0.0]
+    assert len(replays(repo, runs[1.0])) == 1
+
+
+def test_ctrl_c_kills_workers_removes_worktrees_and_writes_nothing(tmp_path: Path) -> None:
+    repo = small_repo(tmp_path)
+    (repo / "train.py").write_text(NEW)
+    before = refs(repo)
+    proc = subprocess.Popen([*FLOR, "replay", "sq", "--yes"], cwd=repo, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "SLOW": "0.5"})
+    worktrees = repo / ".git" / "flor" / "worktrees"
+    deadline = time.time() + 60
+    while not list(worktrees.glob("*/repo/train.py")) and time.time() < deadline:
+        time.sleep(0.1)
+    time.sleep(1.0)  # the worker is inside its loop
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    # 130, or 1 while click turns KeyboardInterrupt into Abort before main.py sees it
+    assert proc.returncode in (1, 130) and "Traceback" not in err, err
+    assert refs(repo) == before
+    assert_clean(repo)
+    assert not list((repo / ".git" / "flor" / "replays").glob("*"))
+    time.sleep(1.0)  # a worker left running would still be sleeping in its loop
+    assert not [p for p in Path("/proc").glob("[0-9]*/cwd")
+                if str(repo) in os.path.realpath(p)], "a worker outlived the replay"
+
+
+def test_gpus_go_to_workers_round_robin(tmp_path: Path) -> None:
+    repo = small_repo(tmp_path)
+    (repo / "train.py").write_text(OLD.replace(
+        '            flor.log("loss", state["w"])\n',
+        '            flor.log("loss", state["w"])\n'
+        '            flor.log("device", os.environ.get("CUDA_VISIBLE_DEVICES"))\n'))
+    flor(repo, "replay", "device", "--yes", "--workers", "2", "--gpus", "3,5")
+    (run,) = run_ids(repo).values()
+    note = show(repo, run)
+    rp = note["replays"][0]["rp"]
+    got = {(json.loads(c)["epoch"], v) for _, c, v in values(note, ["device"], rp)}
+    assert got == {(0, "3"), (1, "5"), (2, "5")}
+
+
+def test_runs_without_checkpoints_replay_by_re_execution(tmp_path: Path) -> None:
+    repo = small_repo(tmp_path, script=NO_CKPT)
+    new = NEW.replace("with flor.checkpointing(state=state):\n", "if True:\n")
+    (repo / "train.py").write_text(new)
+    code = ("import flor; df = flor.replay('half', yes=True); "
+            "import json; print(json.dumps(df.to_dict('records')))")
+    proc = subprocess.run([FLOR[0], "-c", code], cwd=repo, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    frame = json.loads(proc.stdout.strip().splitlines()[-1])
+    (run,) = run_ids(repo).values()
+    note = show(repo, run)
+    (rp,) = note["replays"]
+    assert rp["mode"] == "skip" and rp["restored"] == 0
+    expected = values(small_reference(tmp_path, ["half"], new, NO_CKPT, "1.0"), ["half"])
+    assert values(note, ["half"], rp["rp"]) == expected
+    assert [row["half"] for row in frame] == [v for _, _, v in expected]
+
+
+def test_missing_checkpoint_objects_fall_back_to_exact_re_execution(tmp_path: Path) -> None:
+    repo = small_repo(tmp_path)
+    (repo / "train.py").write_text(NEW)
+    assert (repo / ".git" / "flor" / "objects").is_dir()
+    shutil.rmtree(repo / ".git" / "flor" / "objects")
+    plan = flor(repo, "replay", "half", "--dry-run").stdout
+    assert "checkpoint(s) missing: re-executed instead" in plan
+    flor(repo, "replay", "half", "--yes")
+    (run,) = run_ids(repo).values()
+    note = show(repo, run)
+    (rp,) = note["replays"]
+    assert rp["restored"] == 0
+    expected = small_reference(tmp_path, ["half"], NEW, OLD, "1.0")
+    assert values(note, ["half"], rp["rp"]) == values(expected, ["half"])
+
+
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path: Path) -> None:
+    repo = small_repo(tmp_path)
+    (repo / "train.py").write_text(NEW)
+    bad_input(repo, "nope", "--yes",
+              expect="unknown name 'nope': train.py logs start, loss, sq, val, half, final, total")
+    bad_input(repo, "half", "--yes", "--where", "scale <<< 1", expect="--where")
+    bad_input(repo, "half", "--yes", "--where", "scale > 100", expect="no runs match")
+    bad_input(repo, "val", "--yes", expect="every run already has val")
+    bad_input(repo, "half", "--yes", "--rev", "no-such-rev", expect="--rev no-such-rev")
+    bad_input(repo, "half", expect="pass --yes")  # no terminal to ask on
+    # no place for the statement in the old code: the run is skipped, with the reason
+    (repo / "train.py").write_text(NEW.replace('flor.log("half", state["w"] / 2)',
+                                               'flor.log("half", undefined_thing / 2)'))
+    bad_input(repo, "half", "--yes", expect="none of the selected runs can be replayed")
+    plan = flor(repo, "replay", "half", "--dry-run", check=False).stdout
+    assert "no place for 'half'" in plan and "undefined_thing" in plan
+
+
+def test_rev_takes_statements_from_a_commit_and_diff_shows_them(tmp_path: Path) -> None:
+    repo = small_repo(tmp_path)
+    (repo / "train.py").write_text(NEW)
+    git(repo, "commit", "-qam", "hindsight")
+    (repo / "train.py").write_text(OLD)  # the working tree no longer logs half
+    bad_input(repo, "half", "--dry-run", expect="unknown name 'half'")
+    out = flor(repo, "replay", "half", "--rev", "HEAD", "--dry-run", "--diff").stdout
+    assert '+        flor.log("half", state["w"] / 2)' in out
+    assert_clean(repo)
