@@ -70,12 +70,11 @@ def main(argv: list[str] | None = None) -> None:
         cmd = f" {e.ctx.info_name}" if e.ctx is not None and e.ctx.parent is not None else ""
         print(f"flor{cmd}: {e.format_message()}", file=sys.stderr)
         sys.exit(2)
-    except click.exceptions.Abort:
-        print("flor: aborted", file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        print("flor: interrupted", file=sys.stderr)
-        sys.exit(130)
+    except (click.exceptions.Abort, KeyboardInterrupt) as e:
+        # click turns Ctrl-C into Abort; an interrupt still exits 130 as shells expect
+        interrupted = isinstance(e, KeyboardInterrupt) or isinstance(e.__context__, KeyboardInterrupt)
+        print("flor: interrupted" if interrupted else "flor: aborted", file=sys.stderr)
+        sys.exit(130 if interrupted else 1)
     sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -335,7 +335,9 @@ class Git:
     # -- worktrees -------------------------------------------------------------------
 
     def add_worktree(self, path: Path, commit: str) -> None:
-        self.cli("worktree", "add", "--detach", "--force", str(path), commit)
+        # no hooks: the user's post-checkout must not run for flor's private checkouts
+        self.cli("-c", "core.hooksPath=/dev/null", "worktree", "add", "--detach", "--force",
+                 str(path), commit)
 
     def remove_worktree(self, path: Path) -> None:
         self.cli("worktree", "remove", "--force", str(path), check=False)

@@ -22,7 +22,7 @@ from flor_cli.errors import UserError
 from flor_cli.services import query
 from flor_cli.storage import cache, notes
 from flor_cli.storage.git import NOTES_REF, Git
-from flor_cli.storage.objects import ObjectStore, store_for
+from flor_cli.storage.objects import ObjectStore, configured_store
 
 MODE_OF_LEVEL = {"prefix": "prefix", "outer_before": "skip", "outer_after": "skip",
                  "suffix": "skip", "nested": "nested"}
@@ -88,7 +88,7 @@ def make_plan(git: Git, names: Sequence[str], where: str | None = None, workers:
         if rev_commit is None:
             raise UserError(f"--rev {rev}: no such commit")
     selected = _select(git, names, where)
-    store = store_for(git.flor_dir, git.cli("config", "--get", "flor.store", check=False).strip())
+    store = configured_store(git)
     tip = git.ref(NOTES_REF)  # read every note from one notes commit
     jobs = [_job(git, store, tip, run, commit) for run, commit in selected]
     _attach_code(git, jobs, names, rev_commit)
