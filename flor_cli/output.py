@@ -58,6 +58,11 @@ def render(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str,
 
 def _clean(value: Any) -> Any:
     """pandas hands NaN/NA for missing cells; every format shows them as empty/null."""
+    kind = type(value)
+    if kind is str or kind is int:  # most cells, on every row: answered first
+        return value
+    if kind is float:
+        return None if math.isnan(value) else value
     if value is None:
         return None
     if isinstance(value, float) and math.isnan(value):

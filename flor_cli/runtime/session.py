@@ -22,6 +22,7 @@ import math
 import threading
 import time
 from collections import deque
+from json.encoder import encode_basestring_ascii as _quote
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -52,7 +53,9 @@ class Session:
         self.nested_ordinal = 0
         self.main_started = False
         self.main_ended_at: float | None = None
-        self._ctx_json: dict[Ctx, str] = {}
+        self._ctx_prefixes: dict[Ctx, str] = {}
+        self._last_ctx: Ctx | None = None
+        self._last_ctx_text = ""
         self._lock = threading.Lock()
         self._writer = JournalWriter(journal)
         self._stop = threading.Event()
@@ -159,14 +162,16 @@ class Session:
 
     def flush(self) -> None:
         with self._lock:
-            lines = []
-            queue = self.queue
-            while queue:
-                lines.append(self._line(queue.popleft()))
+            queue, line = self.queue, self._line
+            lines = [line(queue.popleft()) for _ in range(len(queue))]
             if lines and self._writer.fd >= 0:
                 self._writer.write(lines)
 
     def _line(self, item) -> str:
+        """One journal line, as ``json.dumps`` would write it, without its per-call cost.
+
+        This runs once per ``flor.log`` and competes with training for the interpreter.
+        """
         seq = self.seq
         self.seq += 1
         if type(item) is dict:
@@ -174,20 +179,34 @@ class Session:
             return json.dumps(item, separators=(",", ":"))
         if len(item) == 4:
             name, (value, type_name), ctx, _ = item
+            text = json.dumps(value)
         else:
             (name, value, ctx), type_name = item, None
-            if type(value) is float and not math.isfinite(value):
+            text = _scalar_text(value)
+            if text is None:  # inf or nan: not JSON
                 value, type_name = values.encode(value)
-        text = (f'{{"t":"log","s":{seq},"n":{json.dumps(name)},'
-                f'"v":{json.dumps(value)},"c":{self._ctx_text(ctx)}')
-        return text + (f',"ty":"{type_name}"}}' if type_name else "}")
+                text = json.dumps(value)
+        line = (f'{{"t":"log","s":{seq},"n":{_quote(name)},"v":{text},'
+                f'"c":{self._ctx_text(ctx)}')
+        return line + (f',"ty":"{type_name}"}}' if type_name else "}")
 
     def _ctx_text(self, ctx: Ctx) -> str:
-        text = self._ctx_json.get(ctx)
+        """JSON of a loop context; consecutive records usually share one, or its parent."""
+        if ctx is not self._last_ctx:
+            self._last_ctx = ctx
+            self._last_ctx_text = (f"{self._ctx_prefix(ctx[:-1])}{_quote(ctx[-1][0])}:"
+                                   f"{ctx[-1][1]}}}") if ctx else "{}"
+        return self._last_ctx_text
+
+    def _ctx_prefix(self, parent: Ctx) -> str:
+        """``{"epoch":3,`` for ``(("epoch", 3),)``: how every context inside it starts."""
+        text = self._ctx_prefixes.get(parent)
         if text is None:
-            if len(self._ctx_json) > 10_000:
-                self._ctx_json.clear()
-            text = self._ctx_json[ctx] = json.dumps(dict(ctx), separators=(",", ":"))
+            if len(self._ctx_prefixes) > 10_000:
+                self._ctx_prefixes.clear()
+            text = "{" if not parent else (f"{self._ctx_prefix(parent[:-1])}"
+                                           f"{_quote(parent[-1][0])}:{parent[-1][1]},")
+            self._ctx_prefixes[parent] = text
         return text
 
     def close(self, end: dict) -> None:
@@ -207,6 +226,18 @@ class Session:
 
 
 _FAST = {float, int, str, bool, type(None)}
+
+
+def _scalar_text(value: Any) -> str | None:
+    """JSON of a ``_FAST`` value exactly as ``json.dumps`` writes it; None for inf/nan."""
+    kind = type(value)
+    if kind is float:
+        return float.__repr__(value) if math.isfinite(value) else None
+    if kind is str:
+        return _quote(value)
+    if kind is bool:
+        return "true" if value else "false"
+    return "null" if value is None else int.__repr__(value)
 
 
 def _len(iterable: Iterable) -> int | None:

@@ -69,24 +69,31 @@ def _pivot(db: sqlite3.Connection, names: list[str]) -> Table:
         if run in included:
             args.setdefault(run, {})[name] = value
             arg_names[name] = None
-    contexts = {ctx: json.loads(ctx) for _, ctx in iteration}
+    # Per distinct context, not per row: a pivot can have a million rows and a few
+    # thousand contexts.
+    contexts = {ctx: json.loads(ctx) for ctx in {ctx for _, ctx in iteration}}
     loop_names: dict[str, None] = {}
     for parsed in contexts.values():
         loop_names.update(dict.fromkeys(parsed))
     loops = list(loop_names)
-    keyed = [((run, ctx), values) for (run, ctx), values in iteration.items()]
+    loop_values = {ctx: tuple(parsed.get(l) for l in loops) for ctx, parsed in contexts.items()}
+    loop_values[None] = (None,) * len(loops)
+    index_keys = {ctx: _index_key(parsed, loops) for ctx, parsed in contexts.items()}
+    index_keys[None] = _index_key(None, loops)
+    keyed = list(iteration.items())
     keyed += [((run, None), {}) for run in run_level if run not in with_iterations]
-    keyed.sort(key=lambda item: (order.get(item[0][0], len(order)), item[0][0],
-                                 _index_key(contexts.get(item[0][1]), loops)))
+    unordered = len(order)
+    keyed.sort(key=lambda item: (order.get(item[0][0], unordered), item[0][0],
+                                 index_keys[item[0][1]]))
     columns = ["run", *loops]
     columns += [a for a in arg_names if a not in columns]
     columns += [n for n in names if n not in columns]
+    value_columns = columns[1 + len(loops):]
+    per_run = {run: {**args.get(run, {}), **run_level.get(run, {})} for run in included}
     rows = []
     for (run, ctx), values in keyed:
-        loop_ctx = contexts.get(ctx, {})
-        merged = {**args.get(run, {}), **run_level.get(run, {}), **values}
-        rows.append((run, *(loop_ctx.get(l) for l in loops),
-                     *(merged.get(c) for c in columns[1 + len(loops):])))
+        merged = {**per_run[run], **values}
+        rows.append((run, *loop_values[ctx], *map(merged.get, value_columns)))
     return columns, rows
 
 
@@ -102,11 +109,14 @@ def pivot_frame(git: Git, names: Sequence[str]):
     return pd.DataFrame(rows, columns=columns)
 
 
-def sql(git: Git, text: str) -> Table:
-    """``flor query``: the user's SQL, read-only, over the documented tables and views."""
+def sql(git: Git, text: str, what: str = "query") -> Table:
+    """``flor query``: the user's SQL, read-only, over the documented tables and views.
+
+    ``what`` names the user's input in error messages (``check``: the expression).
+    """
     db = cache.readonly(git)
     try:
-        return _user_sql(db, text, "query")
+        return _user_sql(db, text, what)
     finally:
         db.close()
 

@@ -38,8 +38,6 @@ CREATE INDEX IF NOT EXISTS runs_commit ON runs(commit_id);
 CREATE TABLE IF NOT EXISTS args(run TEXT, name TEXT, value, PRIMARY KEY(run, name));
 CREATE TABLE IF NOT EXISTS logs(run TEXT, rp TEXT, seq INTEGER, name TEXT, value, type TEXT,
   ctx TEXT, lvl INTEGER);
-CREATE INDEX IF NOT EXISTS logs_name ON logs(name, run);
-CREATE INDEX IF NOT EXISTS logs_run ON logs(run);
 CREATE TABLE IF NOT EXISTS timings(run TEXT, kind TEXT, ctx TEXT, ordinal INTEGER, sec REAL);
 CREATE INDEX IF NOT EXISTS timings_run ON timings(run);
 CREATE TABLE IF NOT EXISTS checkpoints(run TEXT, ctx TEXT, ordinal INTEGER, objs TEXT,
@@ -49,6 +47,9 @@ CREATE TABLE IF NOT EXISTS replays(run TEXT, rp TEXT, names TEXT, mode TEXT, sta
   end REAL, status TEXT);
 CREATE TABLE IF NOT EXISTS names(name TEXT, kind TEXT, PRIMARY KEY(name, kind));
 """
+# Kept apart from SCHEMA: a full rebuild drops them and builds them once at the end, which
+# is several times faster than maintaining them across a million inserts.
+LOG_INDEXES = {"logs_name": "logs(name, run)", "logs_run": "logs(run)"}
 RUN_COLUMNS = ("run", "commit_id", "start", "end", "script", "branch", "head", "status",
                "exit", "argv", "kwargs", "python", "torch", "host", "user")
 _PER_RUN_TABLES = ("runs", "args", "logs", "timings", "checkpoints", "replays")
@@ -74,6 +75,7 @@ def connect(git: Git) -> sqlite3.Connection:
         db = sqlite3.connect(path, timeout=30, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
     db.executescript(SCHEMA)
+    _create_log_indexes(db)
     db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
     sync(git, db)
     return db
@@ -102,13 +104,20 @@ def sync(git: Git, db: sqlite3.Connection) -> int:
         except KeyError:  # the old notes commit is gone (gc after a rewrite): rebuild
             for table in _PER_RUN_TABLES:
                 db.execute(f"DELETE FROM {table}")
-            changes = list(git.changed_notes(None, tip))
+            changes, last = list(git.changed_notes(None, tip)), None
+        rebuild = last is None and len(changes) > 1
+        if rebuild:
+            for index in LOG_INDEXES:
+                db.execute(f"DROP INDEX IF EXISTS {index}")
+        ctx_texts: dict[tuple, str] = {}  # a few distinct loop contexts, a million records
         for annotated, blob in changes:
             _forget_commit(db, annotated)
             if blob is not None:
                 note = notes.parse(annotated, git.blob_text(blob))
                 if note is not None:
-                    _insert(db, note)
+                    _insert(db, note, ctx_texts)
+        if rebuild:
+            _create_log_indexes(db)
         db.execute("INSERT OR REPLACE INTO meta VALUES ('notes', ?)", (tip,))
         db.execute("COMMIT")
         return len(changes)
@@ -117,13 +126,18 @@ def sync(git: Git, db: sqlite3.Connection) -> int:
         raise
 
 
+def _create_log_indexes(db: sqlite3.Connection) -> None:
+    for index, on in LOG_INDEXES.items():
+        db.execute(f"CREATE INDEX IF NOT EXISTS {index} ON {on}")
+
+
 def _forget_commit(db: sqlite3.Connection, commit: str) -> None:
     for (run,) in db.execute("SELECT run FROM runs WHERE commit_id=?", (commit,)).fetchall():
         for table in _PER_RUN_TABLES:
             db.execute(f"DELETE FROM {table} WHERE run=?", (run,))
 
 
-def _insert(db: sqlite3.Connection, note: notes.RunNote) -> None:
+def _insert(db: sqlite3.Connection, note: notes.RunNote, ctx_texts: dict[tuple, str]) -> None:
     h, run = note.header, note.run
     db.execute(f"INSERT OR REPLACE INTO runs VALUES ({','.join('?' * len(RUN_COLUMNS))})", (
         run, note.commit, h.get("start"), h.get("end"), h.get("script"), h.get("branch"),
@@ -132,21 +146,35 @@ def _insert(db: sqlite3.Connection, note: notes.RunNote) -> None:
         h.get("user")))
     args, logs, timings, ckpts = [], [], [], []
     kinds: set[tuple[str, str]] = set()
+
+    def text_of(ctx: dict) -> str:
+        """ctx_text, memoized: a million records share a few thousand loop contexts."""
+        key = tuple(ctx.items())
+        try:
+            text = ctx_texts.get(key)
+        except TypeError:  # not a loop context flor wrote (unhashable values)
+            return ctx_text(ctx)
+        if text is None:
+            if len(ctx_texts) > 100_000:
+                ctx_texts.clear()
+            text = ctx_texts[key] = ctx_text(ctx)
+        return text
+
     for r in note.records:
         t = r.get("t")
         if t == "log":
             ctx = r.get("c") or {}
             logs.append((run, r.get("rp"), r.get("s"), r["n"], sql_value(r.get("v")),
-                         r.get("ty"), ctx_text(ctx), len(ctx)))
-            kinds.add((r["n"], "loop" if ctx else "run"))
+                         r.get("ty"), text_of(ctx), len(ctx)))
         elif t == "arg":
             args.append((run, r["n"], sql_value(r.get("v"))))
             kinds.add((r["n"], "arg"))
         elif t == "time":
-            timings.append((run, r.get("k"), ctx_text(r.get("c") or {}), r.get("i"), r.get("sec")))
+            timings.append((run, r.get("k"), text_of(r.get("c") or {}), r.get("i"), r.get("sec")))
         elif t == "ckpt":
-            ckpts.append((run, ctx_text(r.get("c") or {}), r.get("i"), json.dumps(r.get("objs")),
+            ckpts.append((run, text_of(r.get("c") or {}), r.get("i"), json.dumps(r.get("objs")),
                           r.get("bytes"), r.get("sec")))
+    kinds.update((name, "loop" if lvl else "run") for _, _, _, name, _, _, _, lvl in logs)
     db.executemany("INSERT OR REPLACE INTO args VALUES (?,?,?)", args)
     db.executemany("INSERT INTO logs VALUES (?,?,?,?,?,?,?,?)", logs)
     db.executemany("INSERT INTO timings VALUES (?,?,?,?,?)", timings)

@@ -48,13 +48,7 @@ def parse(commit: str, text: str) -> RunNote | None:
     header: dict | None = None
     records: list[dict] = []
     replays: list[dict] = []
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
+    for rec in _decode_lines(text):
         kind = rec.get("t") if isinstance(rec, dict) else None
         if kind == "run":
             header = rec if header is None else {**header, **rec}
@@ -67,3 +61,27 @@ def parse(commit: str, text: str) -> RunNote | None:
     records.sort(key=lambda r: (r.get("rp") or "", r.get("s", -1)))
     replays.sort(key=lambda r: r.get("start", 0))
     return RunNote(commit, header, records, replays)
+
+
+def _decode_lines(text: str) -> list:
+    """Every line that is JSON, decoded; a line that is not is skipped.
+
+    A note of a long run has a million lines: decoding them as one JSON array is about
+    twice as fast as line by line and gives the same records for a note made of whole
+    JSON lines (what flor and ``cat_sort_uniq`` write). When it fails or does not yield
+    one value per line (a damaged line), each line is decoded on its own.
+    """
+    lines = [line for line in text.splitlines() if line.strip()]
+    try:
+        values = json.loads(f"[{','.join(lines)}]")
+        if len(values) == len(lines):
+            return values
+    except ValueError:
+        pass
+    values = []
+    for line in lines:
+        try:
+            values.append(json.loads(line))
+        except ValueError:
+            continue
+    return values
