@@ -25,6 +25,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 from flor_cli.errors import UserError
 from flor_cli.runtime.args import split_kwargs
+from flor_cli.runtime.values import PLAIN_TYPES as _PLAIN
 from flor_cli.runtime.session import Session
 
 _session: Session | None = None
@@ -80,7 +81,8 @@ def _start() -> Session | None:
             print(f"flor: {e}; this run is not recorded", file=sys.stderr)
             _disabled = True
             return None
-        path = journal.begin(git, sys.argv[0], sys.argv[1:], _argv_kwargs)
+        # this process is the run's own supervisor: while it lives, nobody folds the journal
+        path = journal.begin(git, sys.argv[0], sys.argv[1:], _argv_kwargs, supervisor=os.getpid())
         session = Session(path, configured_store(git), _argv_kwargs, t0)
         _owner = git
         _watch_exceptions()
@@ -138,6 +140,16 @@ def _check_name(api: str, name: Any) -> None:
 
 def log(name: str, value: Any) -> Any:
     """Record ``value`` under ``name`` in the current loop context; returns ``value``."""
+    session = _session
+    if (session is not None and session.keeps_all and type(value) in _PLAIN
+            and type(name) is str and name):
+        session.queue.append((name, value, session.ctx))  # the hot path: one append
+        return value
+    return _log(name, value)
+
+
+def _log(name: str, value: Any) -> Any:
+    """Everything but the hot path: starting the run, bad names, replay, other types."""
     session = _session or _current()
     if type(name) is not str or not name:
         _check_name("log", name)

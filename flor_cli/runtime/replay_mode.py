@@ -32,6 +32,7 @@ def ckpt_key(ctx: dict, ordinal: int) -> tuple[str, int]:
 
 
 class ReplaySession(Session):
+    keeps_all = False
     def __init__(self, config: dict, store: ObjectStore):
         super().__init__(Path(config["journal"]), store, kwargs={}, t0=time.time())
         self.names = set(config["names"])

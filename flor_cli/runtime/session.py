@@ -1,8 +1,8 @@
 """The live state of one run inside the training process: loop context, records, journal.
 
-Hot path: ``flor.log`` appends ``(name, value, ctx)`` to a deque and returns; a
-background thread turns queued records into JSON lines and appends them to the journal
-every half second. The loop context is an immutable tuple of ``(loop name, index)``
+Hot path: ``flor.log`` appends ``(name, value, ctx)`` to a deque and returns; every
+half second a background thread pickles what is queued and hands it to the writer
+process (see :mod:`writer`), which formats and appends the journal lines. The loop context is an immutable tuple of ``(loop name, index)``
 pairs, replaced (not mutated) once per iteration, so a queued record can hold a
 reference to it instead of a copy.
 
@@ -17,18 +17,15 @@ things: which records are kept, whether nested loops run, and where the script s
 
 from __future__ import annotations
 
-import json
-import math
 import threading
 import time
 from collections import deque
-from json.encoder import encode_basestring_ascii as _quote
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from flor_cli.runtime import values
 from flor_cli.runtime.checkpoint import Checkpointer
-from flor_cli.storage.journal import JournalWriter
+from flor_cli.runtime.writer import InProcessWriter, LineFormatter, WriterProcess
 from flor_cli.storage.objects import ObjectStore
 
 FLUSH_SECONDS = 0.5
@@ -36,6 +33,8 @@ Ctx = tuple  # tuple[tuple[str, int], ...]
 
 
 class Session:
+    keeps_all = True  # every record is kept (replay keeps only the asked names)
+
     def __init__(self, journal: Path, store: ObjectStore, kwargs: dict[str, str], t0: float):
         self.journal_path = journal
         self.store = store
@@ -45,7 +44,7 @@ class Session:
         self.depth = 0
         self.base_depth = 0  # loop depth at which the checkpointed outer loop lives
         self.queue: deque = deque()
-        self.seq = 0
+        self.sent = 0  # records handed to the writer, so a fallback numbers on from here
         self.checkpointer: Checkpointer | None = None
         self.objects: dict[str, Any] = {}
         self.outer_index = -1
@@ -53,11 +52,8 @@ class Session:
         self.nested_ordinal = 0
         self.main_started = False
         self.main_ended_at: float | None = None
-        self._ctx_prefixes: dict[Ctx, str] = {}
-        self._last_ctx: Ctx | None = None
-        self._last_ctx_text = ""
         self._lock = threading.Lock()
-        self._writer = JournalWriter(journal)
+        self._sink = _start_writer(journal)
         self._stop = threading.Event()
         self._flusher = threading.Thread(target=self._flush_loop, name="flor-flush", daemon=True)
         self._flusher.start()
@@ -66,7 +62,7 @@ class Session:
     # -- records -----------------------------------------------------------------------
 
     def log(self, name: str, value: Any) -> None:
-        if type(value) in _FAST:
+        if type(value) in values.PLAIN_TYPES:
             self.queue.append((name, value, self.ctx))
         else:
             self.queue.append((name, values.encode(value), self.ctx, True))
@@ -84,45 +80,60 @@ class Session:
     # -- loops -------------------------------------------------------------------------
 
     def loop(self, name: str, iterable: Iterable) -> Iterator:
-        parent, depth = self.ctx, self.depth
-        self.depth += 1
+        """A generator for the loop's role, which follows from the depth it starts at.
+
+        Returning the role's generator itself (rather than delegating to it) saves a
+        generator frame per iteration, which matters for loops around ``flor.log``.
+        """
+        depth = self.depth
+        if depth == self.base_depth:
+            return self._outer(name, iterable, self.ctx, depth)
+        if depth == self.base_depth + 1 and self.outer_index >= 0:
+            return self._nested(name, iterable, self.ctx, depth)
+        return self._inner(name, iterable, self.ctx, depth)
+
+    def _inner(self, name: str, iterable: Iterable, parent: Ctx, depth: int) -> Iterator:
+        self.depth = depth + 1
         try:
-            if depth == self.base_depth:
-                yield from self._outer(name, iterable, parent)
-            elif depth == self.base_depth + 1 and self.outer_index >= 0:
-                yield from self._nested(name, iterable, parent)
-            else:
-                for i, item in enumerate(iterable):
-                    self.ctx = parent + ((name, i),)
-                    yield item
+            for i, item in enumerate(iterable):
+                self.ctx = parent + ((name, i),)
+                yield item
         finally:
             self.depth, self.ctx = depth, parent
 
-    def _outer(self, name: str, iterable: Iterable, parent: Ctx) -> Iterator:
-        self.on_main_start()
-        length = _len(iterable)
-        for i, item in enumerate(iterable):
-            self.ctx = ctx = parent + ((name, i),)
-            self.on_outer_iteration(i)
-            self.outer_index, self.nested_ordinal = i, 0
-            self.outer_last = length is not None and i == length - 1
-            started = time.perf_counter()
-            yield item
-            self.emit({"t": "time", "k": "outer", "c": dict(ctx),
-                       "sec": round(time.perf_counter() - started, 6)})
-        self.outer_index = -1
-        self.main_ended_at = time.time()
+    def _outer(self, name: str, iterable: Iterable, parent: Ctx, depth: int) -> Iterator:
+        self.depth = depth + 1
+        try:
+            self.on_main_start()
+            length = _len(iterable)
+            for i, item in enumerate(iterable):
+                self.ctx = ctx = parent + ((name, i),)
+                self.on_outer_iteration(i)
+                self.outer_index, self.nested_ordinal = i, 0
+                self.outer_last = length is not None and i == length - 1
+                started = time.perf_counter()
+                yield item
+                self.emit({"t": "time", "k": "outer", "c": dict(ctx),
+                           "sec": round(time.perf_counter() - started, 6)})
+            self.outer_index = -1
+            self.main_ended_at = time.time()
+        finally:
+            self.depth, self.ctx = depth, parent
 
-    def _nested(self, name: str, iterable: Iterable, parent: Ctx) -> Iterator:
+    def _nested(self, name: str, iterable: Iterable, parent: Ctx, depth: int) -> Iterator:
         ordinal = self.nested_ordinal
         self.nested_ordinal += 1
         if self.skip_nested(parent, ordinal):
             return
-        started = time.perf_counter()
-        for i, item in enumerate(iterable):
-            self.ctx = parent + ((name, i),)
-            yield item
-        seconds = time.perf_counter() - started
+        self.depth = depth + 1
+        try:
+            started = time.perf_counter()
+            for i, item in enumerate(iterable):
+                self.ctx = parent + ((name, i),)
+                yield item
+            seconds = time.perf_counter() - started
+        finally:
+            self.depth, self.ctx = depth, parent
         self.emit({"t": "time", "k": "nested", "c": dict(parent), "i": ordinal,
                    "sec": round(seconds, 6)})
         if self.checkpointer is not None:
@@ -162,52 +173,18 @@ class Session:
 
     def flush(self) -> None:
         with self._lock:
-            queue, line = self.queue, self._line
-            lines = [line(queue.popleft()) for _ in range(len(queue))]
-            if lines and self._writer.fd >= 0:
-                self._writer.write(lines)
+            queue = self.queue
+            batch = [queue.popleft() for _ in range(len(queue))]
+            if batch:
+                self._send(batch)
 
-    def _line(self, item) -> str:
-        """One journal line, as ``json.dumps`` would write it, without its per-call cost.
-
-        This runs once per ``flor.log`` and competes with training for the interpreter.
-        """
-        seq = self.seq
-        self.seq += 1
-        if type(item) is dict:
-            item["s"] = seq
-            return json.dumps(item, separators=(",", ":"))
-        if len(item) == 4:
-            name, (value, type_name), ctx, _ = item
-            text = json.dumps(value)
-        else:
-            (name, value, ctx), type_name = item, None
-            text = _scalar_text(value)
-            if text is None:  # inf or nan: not JSON
-                value, type_name = values.encode(value)
-                text = json.dumps(value)
-        line = (f'{{"t":"log","s":{seq},"n":{_quote(name)},"v":{text},'
-                f'"c":{self._ctx_text(ctx)}')
-        return line + (f',"ty":"{type_name}"}}' if type_name else "}")
-
-    def _ctx_text(self, ctx: Ctx) -> str:
-        """JSON of a loop context; consecutive records usually share one, or its parent."""
-        if ctx is not self._last_ctx:
-            self._last_ctx = ctx
-            self._last_ctx_text = (f"{self._ctx_prefix(ctx[:-1])}{_quote(ctx[-1][0])}:"
-                                   f"{ctx[-1][1]}}}") if ctx else "{}"
-        return self._last_ctx_text
-
-    def _ctx_prefix(self, parent: Ctx) -> str:
-        """``{"epoch":3,`` for ``(("epoch", 3),)``: how every context inside it starts."""
-        text = self._ctx_prefixes.get(parent)
-        if text is None:
-            if len(self._ctx_prefixes) > 10_000:
-                self._ctx_prefixes.clear()
-            text = "{" if not parent else (f"{self._ctx_prefix(parent[:-1])}"
-                                           f"{_quote(parent[-1][0])}:{parent[-1][1]},")
-            self._ctx_prefixes[parent] = text
-        return text
+    def _send(self, batch: list) -> None:
+        try:
+            self._sink.send(batch)
+        except OSError:  # the writer process died: write from here, numbering on
+            self._sink = InProcessWriter(self.journal_path, LineFormatter(self.sent))
+            self._sink.send(batch)
+        self.sent += len(batch)
 
     def close(self, end: dict) -> None:
         """Flush everything (checkpoints first: their records join the queue) and unlock."""
@@ -222,22 +199,14 @@ class Session:
         self._flusher.join()
         self.emit({"t": "end", **end})
         self.flush()
-        self._writer.close()
+        self._sink.close()
 
 
-_FAST = {float, int, str, bool, type(None)}
-
-
-def _scalar_text(value: Any) -> str | None:
-    """JSON of a ``_FAST`` value exactly as ``json.dumps`` writes it; None for inf/nan."""
-    kind = type(value)
-    if kind is float:
-        return float.__repr__(value) if math.isfinite(value) else None
-    if kind is str:
-        return _quote(value)
-    if kind is bool:
-        return "true" if value else "false"
-    return "null" if value is None else int.__repr__(value)
+def _start_writer(journal: Path) -> WriterProcess | InProcessWriter:
+    try:
+        return WriterProcess(journal)
+    except OSError:
+        return InProcessWriter(journal)
 
 
 def _len(iterable: Iterable) -> int | None:

@@ -19,6 +19,7 @@ from typing import Any
 MAX_ELEMENTS = 10_000
 MAX_REPR = 1_000
 PLAIN = (bool, int, float, str, type(None))
+PLAIN_TYPES = frozenset(PLAIN)  # `type(v) in PLAIN_TYPES`: the hot path's exact-type test
 
 
 def type_name(value: Any) -> str:

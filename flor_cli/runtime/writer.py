@@ -1,0 +1,163 @@
+"""Turning queued records into journal lines, off the training process.
+
+Formatting a JSON line costs several microseconds of interpreter time per record; done
+on a thread of the training process it holds the GIL that training needs. So a session
+hands its queued records, pickled in batches (pickling runs in C), through a pipe to a
+small writer process — ``python -m flor_cli.runtime.writer JOURNAL`` — that formats and
+appends them, on the machine's other core.
+
+The writer holds the journal's ``flock`` while it lives, so a journal is never folded
+while records are still on their way into it: when training dies (even by SIGKILL) the
+writer reads the pipe to its end, writes what it got, and only then lets go of the lock.
+
+Frames on the pipe: an 8-byte little-endian length, then a pickled list of records; a
+zero length ends the journal. If no writer can be started, or it dies, the session falls
+back to :class:`InProcessWriter`, the same formatting on a thread.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pickle
+import signal
+import struct
+import subprocess
+import sys
+from json.encoder import encode_basestring_ascii as _quote
+from pathlib import Path
+from typing import Any, Iterable
+
+from flor_cli.storage.journal import JournalWriter
+
+_FRAME = struct.Struct("<Q")
+
+
+class LineFormatter:
+    """One journal line per record, as ``json.dumps`` would write it, numbered in order."""
+
+    def __init__(self, seq: int = 0) -> None:
+        self.seq = seq
+        self._ctx_prefixes: dict[tuple, str] = {}
+        self._last_ctx: tuple | None = None
+        self._last_ctx_text = ""
+
+    def lines(self, records: Iterable) -> list[str]:
+        return [self.line(r) for r in records]
+
+    def line(self, item: Any) -> str:
+        seq = self.seq
+        self.seq += 1
+        if type(item) is dict:
+            item["s"] = seq
+            return json.dumps(item, separators=(",", ":"))
+        if len(item) == 4:  # (name, (encoded value, type name), ctx, True)
+            name, (value, type_name), ctx, _ = item
+            text = json.dumps(value, separators=(",", ":"))
+        else:
+            (name, value, ctx), type_name = item, None
+            text = _scalar_text(value)
+            if text is None:  # inf or nan: not JSON
+                from flor_cli.runtime.values import encode
+
+                value, type_name = encode(value)
+                text = json.dumps(value)
+        line = (f'{{"t":"log","s":{seq},"n":{_quote(name)},"v":{text},'
+                f'"c":{self._ctx_text(ctx)}')
+        return line + (f',"ty":"{type_name}"}}' if type_name else "}")
+
+    def _ctx_text(self, ctx: tuple) -> str:
+        """JSON of a loop context; consecutive records usually share one, or its parent."""
+        if ctx is not self._last_ctx:
+            self._last_ctx = ctx
+            self._last_ctx_text = (f"{self._ctx_prefix(ctx[:-1])}{_quote(ctx[-1][0])}:"
+                                   f"{ctx[-1][1]}}}") if ctx else "{}"
+        return self._last_ctx_text
+
+    def _ctx_prefix(self, parent: tuple) -> str:
+        """``{"epoch":3,`` for ``(("epoch", 3),)``: how every context inside it starts."""
+        text = self._ctx_prefixes.get(parent)
+        if text is None:
+            if len(self._ctx_prefixes) > 10_000:
+                self._ctx_prefixes.clear()
+            text = "{" if not parent else (f"{self._ctx_prefix(parent[:-1])}"
+                                           f"{_quote(parent[-1][0])}:{parent[-1][1]},")
+            self._ctx_prefixes[parent] = text
+        return text
+
+
+def _scalar_text(value: Any) -> str | None:
+    """JSON of a plain value exactly as ``json.dumps`` writes it; None for inf/nan."""
+    kind = type(value)
+    if kind is float:
+        return float.__repr__(value) if math.isfinite(value) else None
+    if kind is str:
+        return _quote(value)
+    if kind is bool:
+        return "true" if value else "false"
+    return "null" if value is None else int.__repr__(value)
+
+
+class InProcessWriter:
+    """Formats on the caller's thread: the fallback when no writer process is available."""
+
+    def __init__(self, journal: Path, formatter: LineFormatter | None = None):
+        self.formatter = formatter or LineFormatter()
+        self.journal = JournalWriter(journal)
+
+    def send(self, records: list) -> None:
+        self.journal.write(self.formatter.lines(records))
+
+    def close(self) -> None:
+        self.journal.close()
+
+
+class WriterProcess:
+    """The client side of the pipe to ``python -m flor_cli.runtime.writer``."""
+
+    def __init__(self, journal: Path):
+        self.journal = journal
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "flor_cli.runtime.writer", str(journal)],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+            env={k: v for k, v in os.environ.items() if not k.startswith("FLOR_")})
+        self.pipe = self.proc.stdin
+
+    def send(self, records: list) -> None:
+        data = pickle.dumps(records, protocol=pickle.HIGHEST_PROTOCOL)
+        self.pipe.write(_FRAME.pack(len(data)) + data)
+        self.pipe.flush()
+
+    def close(self) -> None:
+        try:
+            self.pipe.write(_FRAME.pack(0))
+            self.pipe.close()
+        except (BrokenPipeError, ValueError):
+            pass
+        self.proc.wait()
+
+
+def main(journal: str) -> None:
+    """Append every record that arrives on stdin to the journal, until told to stop."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is training's; finish writing
+    out = InProcessWriter(Path(journal))
+    stdin = sys.stdin.buffer
+    try:
+        while True:
+            header = stdin.read(_FRAME.size)
+            if len(header) < _FRAME.size:
+                break  # training died: what arrived is all there is
+            size = _FRAME.unpack(header)[0]
+            if size == 0:
+                break
+            data = stdin.read(size)
+            if len(data) < size:
+                break
+            out.send(pickle.loads(data))
+    finally:
+        out.close()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
