@@ -7,7 +7,9 @@ to stderr; nothing is written before the question is answered.
 
 from __future__ import annotations
 
+import importlib
 import sys
+import threading
 from typing import Callable, Sequence
 
 from flor_cli.errors import UserError
@@ -35,19 +37,25 @@ def replay(git: Git, names: Sequence[str], where: str | None = None, yes: bool =
     what = f"{len(runnable)} run{'s' if len(runnable) != 1 else ''} (~{plan.seconds:.0f} s)"
     if dry_run:
         _say(f"dry run: would replay {what}")
-    elif not yes:
-        _confirm(f"Replay {what}?")
+        import pandas as pd
 
-    import pandas as pd  # after everything that can fail fast
+        return pd.DataFrame(columns=["run", *plan.names])
+    if not yes:
+        _confirm(f"Replay {what}?")
 
     from flor_cli.services import query
     from flor_cli.services.replay.execute import execute
     from flor_cli.storage.cache import quote_literal
 
-    frame = pd.DataFrame(columns=["run", *plan.names])
-    if dry_run:
-        return frame
+    # pandas (~0.5 s) is only needed for the result: import it while the workers run
+    # (they are other processes), not in front of them.
+    preload = threading.Thread(target=importlib.import_module, args=("pandas",), daemon=True)
+    preload.start()
     outcome = execute(git, plan, gpus=_gpu_list(gpus))
+    preload.join()
+    import pandas as pd
+
+    frame = pd.DataFrame(columns=["run", *plan.names])
     for run, why in outcome.failed.items():
         _say(f"flor: replay of run {run} failed: {why}")
     if outcome.done:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Sequence
 
-from flor_cli.services.replay.plan import Job, Plan
+from flor_cli.services.replay.plan import Job, Plan, worker_ranges
 from flor_cli.storage import cache
 from flor_cli.storage.git import Git
 
@@ -90,15 +90,6 @@ def execute(git: Git, plan: Plan, gpus: Sequence[str] = ()) -> Outcome:
     return outcome
 
 
-def worker_ranges(epochs: int, workers: int) -> list[list[int] | None]:
-    """Contiguous ``[lo, hi)`` epoch ranges; the last is open so its worker runs the suffix."""
-    n = max(1, min(workers, epochs))
-    if n == 1:
-        return [None]
-    bounds = [k * epochs // n for k in range(n + 1)]
-    return [[bounds[k], bounds[k + 1] if k < n - 1 else None] for k in range(n)]
-
-
 def _run(tree: Path, job: Job, plan: Plan, gpus: Sequence[str], scratch: Path,
          progress: "Progress") -> list[Path]:
     """Run the job's workers to the end; their journals, or Failed."""
@@ -146,7 +137,13 @@ def _wait(job: Job, workers: list[tuple[subprocess.Popen, Path, int]],
                 raise Failed(f"{prefix}exited {code}: {_last_line(log)} (output: {log})")
         if all(code == 0 for code in codes):
             return
-        time.sleep(POLL_SECONDS)
+        # Wake as soon as a worker ends, not up to a poll period later: a memoized replay
+        # is a few seconds, a sleep's worth of latency is measurable.
+        running = next(proc for (proc, _, _), code in zip(workers, codes) if code is None)
+        try:
+            running.wait(POLL_SECONDS)
+        except subprocess.TimeoutExpired:
+            pass
 
 
 def replay_note(replay_id: str, plan: Plan, job: Job, journals: list[Path], start: float,

@@ -216,24 +216,45 @@ def _current_source(git: Git, script: str, rev: str | None) -> str:
 
 
 def estimate(job: Job, workers: int) -> float:
-    """Seconds to replay ``job``, from the timings its run recorded.
+    """Seconds to replay ``job``, from the timings its run recorded: its slowest worker.
 
-    ``skip``: the prefix, each epoch less the nested loops a checkpoint replaces (plus
-    loading it, taken to cost what saving it did), the suffix. ``nested``: the prefix,
-    then the rest of the run shared by the workers. ``prefix``: the prefix. The prefix
-    includes interpreter start and imports, which every worker pays.
+    A worker runs the prefix (interpreter start and imports included: every worker pays
+    them), fast-forwards the epochs before its range (each less the nested loops a
+    checkpoint replaces, plus loading it, taken to cost what saving it did), re-runs the
+    epochs of its range in full, and the last one the suffix. ``skip`` is one worker
+    fast-forwarding every epoch; ``prefix`` stops at the main loop.
     """
     def total(kind: str) -> float:
         return sum(r.get("sec", 0) for r in job.times if r.get("k") == kind)
 
     if job.mode == "prefix":
         return total("prefix")
-    full = total("prefix") + total("outer") + total("suffix")
-    if job.mode == "nested":  # every worker starts the script; the epochs are shared
-        return total("prefix") + (full - total("prefix")) / max(1, min(workers, job.epochs))
     nested = {_key(r): r.get("sec", 0) for r in job.times if r.get("k") == "nested"}
-    saved = sum(nested.get(_key(c), 0) - c.get("sec", 0) for c in job.ckpts)
-    return max(0.0, full - saved)
+    saved: dict[str, float] = {}  # epoch context -> what restoring saves over re-running
+    for c in job.ckpts:
+        key = _key(c)
+        saved[key[0]] = saved.get(key[0], 0) + nested.get(key, 0) - c.get("sec", 0)
+    outer = [(json.dumps(r.get("c") or {}, sort_keys=True), r.get("sec", 0))
+             for r in job.times if r.get("k") == "outer"]
+    full = [sec for _, sec in outer]
+    fast = [sec - saved.get(ctx, 0) for ctx, sec in outer]
+
+    def worker(epochs: list[int] | None) -> float:
+        lo, hi = epochs or (0, None)
+        return (total("prefix") + sum(fast[:lo]) + sum(full[lo:hi])
+                + (total("suffix") if hi is None else 0))
+
+    ranges = worker_ranges(job.epochs, workers) if job.mode == "nested" else [[job.epochs, None]]
+    return max(0.0, max(worker(r) for r in ranges))
+
+
+def worker_ranges(epochs: int, workers: int) -> list[list[int] | None]:
+    """Contiguous ``[lo, hi)`` epoch ranges; the last is open so its worker runs the suffix."""
+    n = max(1, min(workers, epochs))
+    if n == 1:
+        return [None]
+    bounds = [k * epochs // n for k in range(n + 1)]
+    return [[bounds[k], bounds[k + 1] if k < n - 1 else None] for k in range(n)]
 
 
 def _key(record: dict) -> tuple[str, int]:

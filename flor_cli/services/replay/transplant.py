@@ -27,11 +27,10 @@ from collections import Counter, defaultdict, deque
 from typing import Callable, Iterator, Mapping, Sequence
 
 import libcst as cst
-import libcst.matchers as m
 from libcst.metadata import MetadataWrapper, PositionProvider, ScopeProvider
 
 from flor_cli.errors import NoPlace
-from flor_cli.services.replay.discover import Block, FlorApi, Item, Log, Script
+from flor_cli.services.replay.discover import Block, FlorApi, Item, Log, Script, find_all
 
 SIMILAR = 0.8  # difflib ratio above which two statements are one statement, edited
 
@@ -320,10 +319,10 @@ class _FreeNames(cst.CSTVisitor):
         return False
 
     def visit_CompFor(self, node: cst.CompFor) -> None:
-        self.bound.update(n.value for n in m.findall(node.target, m.Name()))
+        self.bound.update(n.value for n in find_all(node.target, cst.Name))
 
     def visit_Lambda(self, node: cst.Lambda) -> None:
-        self.bound.update(n.value for n in m.findall(node.params, m.Name()))
+        self.bound.update(n.value for n in find_all(node.params, cst.Name))
 
     def visit_Name(self, node: cst.Name) -> None:
         self.names.append(node)
@@ -406,7 +405,7 @@ def _assigned(stmt: cst.BaseStatement) -> set[str]:
     elif isinstance(stmt, cst.With):
         targets = [item.asname.name for item in stmt.items if item.asname]
     elif isinstance(stmt, cst.SimpleStatementLine):
-        targets = [t.target for t in m.findall(stmt, m.AssignTarget() | m.AugAssign() | m.AnnAssign())]
+        targets = [t.target for t in find_all(stmt, (cst.AssignTarget, cst.AugAssign, cst.AnnAssign))]
     else:
         return set()
     return {name for target in targets for name in _target_names(target)}
@@ -434,8 +433,9 @@ def _index(item: Item) -> int:
 
 def _docstring_lines(suite: cst.Module | cst.IndentedBlock) -> int:
     first = suite.body[0] if suite.body else None
-    return int(m.matches(first, m.SimpleStatementLine(
-        body=[m.Expr(m.SimpleString() | m.ConcatenatedString())])))
+    return int(isinstance(first, cst.SimpleStatementLine) and len(first.body) == 1
+               and isinstance(first.body[0], cst.Expr)
+               and isinstance(first.body[0].value, (cst.SimpleString, cst.ConcatenatedString)))
 
 
 def _ratio(a: str, b: str) -> float:
