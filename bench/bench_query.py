@@ -54,8 +54,14 @@ def main() -> None:
     report.exit()
 
 
+def _load() -> str:
+    """The 1-minute load average: the cores are shared, so each figure is read beside it."""
+    return f"{os.getloadavg()[0]:.2f}"
+
+
 def _query_figures(report: Report, repo: Path) -> None:
     pivot_loss = [*FLOR, "log", "--pivot", "loss"]
+    print(f"  load average before the cold runs: {_load()}", flush=True)
     cache_files = [repo / ".git" / "flor" / f"cache.db{suffix}" for suffix in ("", "-wal", "-shm")]
     cold = []
     for _ in range(2):
@@ -63,6 +69,7 @@ def _query_figures(report: Report, repo: Path) -> None:
             path.unlink(missing_ok=True)
         cold.append(timed(pivot_loss, repo))
     warm = [timed(pivot_loss, repo) for _ in range(5)]
+    print(f"  load average after the warm runs: {_load()}", flush=True)
     startup = median([timed([PYTHON, "-c", "pass"], repo) for _ in range(5)])
     rows = _count_rows(pivot_loss + ["--format", "csv"], repo)
     report.figure("cold rebuild + pivot", f"{fmt_seconds(median(cold))} (median of 2)",

