@@ -273,3 +273,13 @@ def test_concurrent_readers_during_a_run(repo: Path) -> None:
         proc.wait()
     [run] = flor_json(slow, "log")
     assert run["status"] == "interrupted"
+
+
+def test_pivot_accepts_arg_names_beside_logged_names(repo: Path) -> None:
+    for lr in ("0.01", "0.1"):
+        flor(repo, "run", "train.py", "--kwargs", f"lr={lr}", "epochs=2", "batches=2")
+    rows = flor_json(repo, "log", "--pivot", "lr", "val_acc")
+    assert [(r["lr"], r["epoch"]) for r in rows] == [(0.01, 0), (0.01, 1), (0.1, 0), (0.1, 1)]
+    assert list(rows[0])[-1] == "val_acc"
+    only_args = flor_json(repo, "log", "--pivot", "lr")
+    assert [r["lr"] for r in only_args] == [0.01, 0.1]

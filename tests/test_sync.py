@@ -84,8 +84,10 @@ def test_push_then_pull_shares_runs_and_checkpoints(repo: Path, tmp_path: Path) 
     assert ref(b, "refs/heads/flor.shadow") == ref(a, "refs/heads/flor.shadow")
     # B has the run but not its checkpoints until it points at the shared store.
     assert sync.replayable(Git(b), [run]) == {run: False}
+    assert [r["checkpoints"] for r in flor_json(b, "log")] == ["missing"]
     git(b, "config", "flor.store", str(store))
     assert sync.replayable(Git(b), [run]) == {run: True}
+    assert [r["checkpoints"] for r in flor_json(b, "log")] == ["here"]
     assert sync.replayable(Git(a), [run, "no-such-run"]) == {run: True, "no-such-run": True}
 
 

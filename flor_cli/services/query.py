@@ -23,9 +23,22 @@ def runs(git: Git, where: str | None = None, sort: str | None = None,
     db = cache.readonly(git)
     try:
         sql = "SELECT * FROM runs_wide" + _clauses(where, sort or "time, run", limit)
-        return _user_sql(db, sql, "--where/--sort")
+        columns, rows = _user_sql(db, sql, "--where/--sort")
+        with_ckpts = {r for (r,) in db.execute("SELECT DISTINCT run FROM checkpoints")}
     finally:
         db.close()
+    return [*columns, "checkpoints"], _with_checkpoint_column(git, rows, with_ckpts)
+
+
+def _with_checkpoint_column(git: Git, rows: list[tuple], with_ckpts: set[str]) -> list[tuple]:
+    """Where each run's checkpoints are: ``here`` (memoized replay possible in this clone),
+    ``missing`` (recorded elsewhere and not in a shared store: replay re-executes), or
+    empty when the run took none."""
+    from flor_cli.services.sync import replayable
+
+    present = replayable(git, [row[0] for row in rows if row[0] in with_ckpts])
+    return [(*row, ("here" if present[row[0]] else "missing") if row[0] in present else None)
+            for row in rows]
 
 
 def pivot(git: Git, names: Sequence[str], where: str | None = None, sort: str | None = None,
@@ -48,18 +61,23 @@ def pivot(git: Git, names: Sequence[str], where: str | None = None, sort: str | 
 def _pivot(db: sqlite3.Connection, names: list[str]) -> Table:
     if not names:
         names = list(dict.fromkeys(cache.names_of(db, "loop") + cache.names_of(db, "run")))
-    unknown = [n for n in names if not db.execute(
-        "SELECT 1 FROM names WHERE name=? AND kind IN ('loop','run')", (n,)).fetchone()]
+    kinds = {n: {k for (k,) in db.execute("SELECT kind FROM names WHERE name=?", (n,))}
+             for n in names}
+    unknown = [n for n, k in kinds.items() if not k]
     if unknown:
         raise UserError(f"nothing logged under {', '.join(map(repr, unknown))}")
-    marks = ",".join("?" * len(names))
+    logged = [n for n in names if kinds[n] & {"loop", "run"}]
     iteration: dict[tuple[str, str], dict[str, Any]] = {}
     run_level: dict[str, dict[str, Any]] = {}
     for run, ctx, lvl, name, value in db.execute(
-            f"SELECT run, ctx, lvl, name, value FROM logs WHERE name IN ({marks}) "
-            "ORDER BY rowid", names):
+            f"SELECT run, ctx, lvl, name, value FROM logs WHERE name IN "
+            f"({','.join('?' * len(logged))}) ORDER BY rowid", logged):
         target = run_level.setdefault(run, {}) if lvl == 0 else iteration.setdefault((run, ctx), {})
         target[name] = value  # later records (replays are appended) win
+    if not logged:  # only args asked for (`flor log --pivot lr`): a row per run that has them
+        for (run,) in db.execute(f"SELECT DISTINCT run FROM args WHERE name IN "
+                                 f"({','.join('?' * len(names))})", names):
+            run_level.setdefault(run, {})
     with_iterations = {run for run, _ in iteration}
     included = set(run_level) | with_iterations
     order = {run: i for i, (run,) in enumerate(db.execute("SELECT run FROM runs ORDER BY start, run"))}
