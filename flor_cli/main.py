@@ -3,15 +3,17 @@
 Subcommands are imported when invoked, so ``flor --help`` and every command start fast;
 the help listing uses the short texts below. Errors are handled in one place: a
 UserError (or a click usage error) is one line on stderr and exit status 2.
+
+``flor run SCRIPT ...`` skips click altogether: everything after SCRIPT goes to the
+script untouched, so there is nothing to parse, and importing click (60 ms here) would
+delay the start of the training script by as much. The click group ``cli`` is built on
+first use (``from flor_cli.main import cli`` still works).
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import sys
-
-import click
+from typing import Any
 
 from flor_cli import __version__
 from flor_cli.errors import UserError
@@ -31,38 +33,97 @@ COMMANDS = {
 }
 
 
-class LazyGroup(click.Group):
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return list(COMMANDS)
-
-    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        if name not in COMMANDS:
-            return None
-        try:
-            module = importlib.import_module(f"flor_cli.commands.{name}")
-        except ModuleNotFoundError:
-            return None
-        return module.command
-
-    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        available = [(n, h) for n, h in COMMANDS.items()
-                     if importlib.util.find_spec(f"flor_cli.commands.{n}") is not None]
-        with formatter.section("Commands"):
-            formatter.write_dl(available)
+_cli: Any = None
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="flor")
-def cli() -> None:
-    """flor: record ML training runs in git; backfill logs into them by replay."""
+def __getattr__(name: str) -> Any:
+    if name == "cli":
+        return _click_group()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _click_group() -> Any:
+    """The ``flor`` click group, with subcommands imported when invoked."""
+    global _cli
+    if _cli is not None:
+        return _cli
+    import importlib
+    import importlib.util
+
+    import click
+
+    class LazyGroup(click.Group):
+        def list_commands(self, ctx: click.Context) -> list[str]:
+            return list(COMMANDS)
+
+        def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+            if name not in COMMANDS:
+                return None
+            try:
+                module = importlib.import_module(f"flor_cli.commands.{name}")
+            except ModuleNotFoundError:
+                return None
+            return module.command
+
+        def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+            available = [(n, h) for n, h in COMMANDS.items()
+                         if importlib.util.find_spec(f"flor_cli.commands.{n}") is not None]
+            with formatter.section("Commands"):
+                formatter.write_dl(available)
+
+    @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+    @click.version_option(__version__, prog_name="flor")
+    def cli() -> None:
+        """flor: record ML training runs in git; backfill logs into them by replay."""
+
+    _cli = cli
+    return cli
+
+
+def _plain_run(args: list[str]) -> bool:
+    """``flor run SCRIPT ...``: what click would hand to ``run`` untouched (its
+    arguments after SCRIPT are never parsed), so it can go without click."""
+    return len(args) >= 2 and args[0] == "run" and not args[1].startswith("-")
 
 
 def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else list(argv)
     try:
-        code = cli.main(args=argv, prog_name="flor", standalone_mode=False)
+        if _plain_run(args):
+            from flor_cli.services import record
+
+            code = record.run_script(args[1], args[2:])
+            if argv is None:  # this process is `flor run`: nothing is left to do in it
+                _leave(code)
+            sys.exit(code)
+        code = _click_main(args)
     except UserError as e:
         print(f"flor: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        print("flor: interrupted", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _leave(code: int) -> None:
+    """Exit without tearing the interpreter down: finalizing pygit2's and flor's modules
+    takes 30-40 ms here, all of it after the script has ended, which ``flor run`` would
+    add to every run. Everything the run wrote is on disk already (refs are moved by git
+    processes, objects written by libgit2 as they are created, the journal removed);
+    only Python's own buffers need flushing, and flor registers no atexit handlers."""
+    import os
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _click_main(args: list[str]) -> Any:
+    import click
+
+    try:
+        return _click_group().main(args=args, prog_name="flor", standalone_mode=False)
     except click.exceptions.NoSuchOption as e:
         print(f"flor: {e.format_message()}", file=sys.stderr)
         sys.exit(2)
@@ -70,12 +131,12 @@ def main(argv: list[str] | None = None) -> None:
         cmd = f" {e.ctx.info_name}" if e.ctx is not None and e.ctx.parent is not None else ""
         print(f"flor{cmd}: {e.format_message()}", file=sys.stderr)
         sys.exit(2)
-    except (click.exceptions.Abort, KeyboardInterrupt) as e:
+    except click.exceptions.Abort as e:
         # click turns Ctrl-C into Abort; an interrupt still exits 130 as shells expect
-        interrupted = isinstance(e, KeyboardInterrupt) or isinstance(e.__context__, KeyboardInterrupt)
-        print("flor: interrupted" if interrupted else "flor: aborted", file=sys.stderr)
-        sys.exit(130 if interrupted else 1)
-    sys.exit(code if isinstance(code, int) else 0)
+        if isinstance(e.__context__, KeyboardInterrupt):
+            raise KeyboardInterrupt from None
+        print("flor: aborted", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -19,10 +19,6 @@ def command(script: str, script_args: tuple[str, ...]) -> None:
     worktree are never touched. ARGS pass through to the script; `--kwargs k=v ...`
     sets what flor.arg returns. The script's output and exit status pass through.
     """
-    from flor_cli.runtime.args import split_kwargs
     from flor_cli.services import record
-    from flor_cli.storage.git import Git
 
-    args, kwargs = split_kwargs(list(script_args))
-    git = Git.discover(".")
-    sys.exit(record.run(git, script, args, kwargs))
+    sys.exit(record.run_script(script, list(script_args)))

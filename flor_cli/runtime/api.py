@@ -99,7 +99,7 @@ def _finish() -> None:
     end: dict[str, Any] = {"end": time.time()}
     torch = sys.modules.get("torch")
     if torch is not None:
-        end["torch"] = torch.__version__
+        end["torch"] = str(torch.__version__)  # a TorchVersion is not a plain str
     if _owner is not None:
         end.update(_failure or {"status": "ok", "exit": 0})
     session.close(end)

@@ -1,8 +1,9 @@
 """The live state of one run inside the training process: loop context, records, journal.
 
 Hot path: ``flor.log`` appends ``(name, value, ctx)`` to a deque and returns; every
-half second a background thread pickles what is queued and hands it to the writer
-process (see :mod:`writer`), which formats and appends the journal lines. The loop context is an immutable tuple of ``(loop name, index)``
+50 ms a background thread marshals what is queued and hands it to the writer process
+(see :mod:`writer`), which formats and appends the journal lines. Draining often keeps
+the queue short, so the garbage collector never has many queued records to scan. The loop context is an immutable tuple of ``(loop name, index)``
 pairs, replaced (not mutated) once per iteration, so a queued record can hold a
 reference to it instead of a copy.
 
@@ -28,7 +29,7 @@ from flor_cli.runtime.checkpoint import Checkpointer
 from flor_cli.runtime.writer import InProcessWriter, LineFormatter, WriterProcess
 from flor_cli.storage.objects import ObjectStore
 
-FLUSH_SECONDS = 0.5
+FLUSH_SECONDS = 0.05
 Ctx = tuple  # tuple[tuple[str, int], ...]
 
 

@@ -2,16 +2,17 @@
 
 Formatting a JSON line costs several microseconds of interpreter time per record; done
 on a thread of the training process it holds the GIL that training needs. So a session
-hands its queued records, pickled in batches (pickling runs in C), through a pipe to a
-small writer process — ``python -m flor_cli.runtime.writer JOURNAL`` — that formats and
+hands its queued records, marshalled in batches, through a pipe to a small writer process — ``python -m flor_cli.runtime.writer JOURNAL`` — that formats and
 appends them, on the machine's other core.
 
 The writer holds the journal's ``flock`` while it lives, so a journal is never folded
 while records are still on their way into it: when training dies (even by SIGKILL) the
 writer reads the pipe to its end, writes what it got, and only then lets go of the lock.
 
-Frames on the pipe: an 8-byte little-endian length, then a pickled list of records; a
-zero length ends the journal. If no writer can be started, or it dies, the session falls
+Frames on the pipe: an 8-byte little-endian length, then a ``marshal``-ed list of records
+(records hold only str, numbers, None, tuples, lists and dicts; marshal writes them five
+times faster than pickle, which matters because it runs on the training process); a zero
+length ends the journal. If no writer can be started, or it dies, the session falls
 back to :class:`InProcessWriter`, the same formatting on a thread.
 """
 
@@ -20,11 +21,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import pickle
+import marshal
+import queue
 import signal
 import struct
 import subprocess
 import sys
+import threading
 from json.encoder import encode_basestring_ascii as _quote
 from pathlib import Path
 from typing import Any, Iterable
@@ -114,7 +117,12 @@ class InProcessWriter:
 
 
 class WriterProcess:
-    """The client side of the pipe to ``python -m flor_cli.runtime.writer``."""
+    """The client side of the pipe to ``python -m flor_cli.runtime.writer``.
+
+    ``send`` only marshals (records leave the training process's heap at once, as bytes
+    the garbage collector never scans) and queues the bytes; a thread feeds the pipe, so
+    a burst of logging never blocks training on a writer that is still catching up.
+    """
 
     def __init__(self, journal: Path):
         self.journal = journal
@@ -122,19 +130,34 @@ class WriterProcess:
             [sys.executable, "-m", "flor_cli.runtime.writer", str(journal)],
             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
             env={k: v for k, v in os.environ.items() if not k.startswith("FLOR_")})
-        self.pipe = self.proc.stdin
+        self.outbox: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self.broken = False
+        self.feeder = threading.Thread(target=self._feed, name="flor-pipe", daemon=True)
+        self.feeder.start()
 
     def send(self, records: list) -> None:
-        data = pickle.dumps(records, protocol=pickle.HIGHEST_PROTOCOL)
-        self.pipe.write(_FRAME.pack(len(data)) + data)
-        self.pipe.flush()
+        if self.broken:
+            raise BrokenPipeError("the journal writer process exited")
+        try:
+            data = marshal.dumps(records)
+        except ValueError:  # a str/int subclass slipped in: plain JSON types, as stored
+            data = marshal.dumps(json.loads(json.dumps(records, default=str)))
+        self.outbox.put(_FRAME.pack(len(data)) + data)
+
+    def _feed(self) -> None:
+        pipe = self.proc.stdin
+        try:
+            while (frame := self.outbox.get()) is not None:
+                pipe.write(frame)
+                pipe.flush()
+            pipe.write(_FRAME.pack(0))
+            pipe.close()
+        except (BrokenPipeError, ValueError):
+            self.broken = True
 
     def close(self) -> None:
-        try:
-            self.pipe.write(_FRAME.pack(0))
-            self.pipe.close()
-        except (BrokenPipeError, ValueError):
-            pass
+        self.outbox.put(None)
+        self.feeder.join()
         self.proc.wait()
 
 
@@ -154,7 +177,7 @@ def main(journal: str) -> None:
             data = stdin.read(size)
             if len(data) < size:
                 break
-            out.send(pickle.loads(data))
+            out.send(marshal.loads(data))
     finally:
         out.close()
 

@@ -4,6 +4,13 @@ The supervisor (this process) snapshots the code and writes the journal header b
 the script starts, runs the script with the current interpreter in the current directory
 (stdout, stderr and exit status pass straight through), then folds the journal into a
 note with the exit status, whatever way the script ended.
+
+Everything the supervisor does before the script starts, and after it ends, adds to the
+run's wall time; what it does in between runs beside the script on another core. So
+start-up is kept to what must come first (the snapshot must show the code as it is when
+the script starts, hence before it is spawned: the script's own modules are read by the
+child later, at import), and what only the fold needs (pygit2) loads while the script
+runs. ``flor run SCRIPT`` does not even import click (see ``main.py``).
 """
 
 from __future__ import annotations
@@ -17,9 +24,16 @@ import time
 from pathlib import Path
 
 from flor_cli.errors import UserError
+from flor_cli.runtime.args import split_kwargs
 from flor_cli.storage import journal
 from flor_cli.storage.git import Git
 from flor_cli.storage.objects import configured_store
+
+
+def run_script(script: str, argv: list[str]) -> int:
+    """``flor run SCRIPT ARGV...`` from the current directory: the script's exit status."""
+    args, kwargs = split_kwargs(argv)
+    return run(Git.discover("."), script, args, kwargs)
 
 
 def run(git: Git, script: str, script_args: list[str], kwargs: dict[str, str]) -> int:
@@ -34,7 +48,7 @@ def run(git: Git, script: str, script_args: list[str], kwargs: dict[str, str]) -
     try:
         proc = subprocess.Popen([sys.executable, script, *script_args], env=env,
                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-        git.repo  # load pygit2 (~0.1 s) for the fold while the script runs, not after it
+        journal.load_fold(git)  # while the script runs, not after it
         code = proc.wait()
     finally:
         signal.signal(signal.SIGINT, previous)

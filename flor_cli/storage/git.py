@@ -20,11 +20,9 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, NamedTuple
 
 from flor_cli.errors import NotARepo, UserError
 
@@ -40,32 +38,41 @@ class GitError(UserError):
     """A git command failed; its own message is the most useful thing to show."""
 
 
-@dataclass(frozen=True)
-class HeadInfo:
+class HeadInfo(NamedTuple):
     branch: str | None  # None when HEAD is detached
     commit: str | None  # None in a repository with no commits yet
 
 
 def find_root(start: str | os.PathLike = ".") -> Path:
     """The top of the worktree containing ``start``; NotARepo outside of one."""
+    return Path(_locate(start)[0])
+
+
+def _locate(start: str | os.PathLike) -> list[str]:
+    """[worktree root, absolute git dir, common git dir (relative to ``start``)]: one
+    ``git rev-parse`` for all three, since every git process costs milliseconds of
+    ``flor run``'s start-up, when the script is not running yet."""
     proc = subprocess.run(
-        ["git", "rev-parse", "--show-toplevel"],
+        ["git", "rev-parse", "--show-toplevel", "--absolute-git-dir", "--git-common-dir"],
         cwd=start, capture_output=True, text=True,
     )
-    if proc.returncode != 0:
+    out = proc.stdout.splitlines()
+    if proc.returncode != 0 or len(out) != 3:
         raise NotARepo(f"not a git repository: {os.path.abspath(start)}")
-    return Path(proc.stdout.strip())
+    return out
 
 
 class Git:
     """A repository as flor sees it: its worktree root, its git dirs and flor's own dir."""
 
-    def __init__(self, root: str | os.PathLike):
-        self.root = Path(root).resolve()
-        out = self.cli("rev-parse", "--absolute-git-dir", "--git-common-dir").splitlines()
-        self.git_dir = Path(out[0])
-        common = Path(out[1])
-        self.common_dir = (common if common.is_absolute() else self.root / common).resolve()
+    def __init__(self, root: str | os.PathLike, _located: list[str] | None = None):
+        where = Path(root).resolve()
+        top, git_dir, common = _located or _locate(where)
+        self.root = where if _located is None else Path(top).resolve()
+        self.git_dir = Path(git_dir)
+        common_dir = Path(common)
+        # --git-common-dir is relative to where git ran: ``root`` itself unless located
+        self.common_dir = (common_dir if common_dir.is_absolute() else where / common_dir).resolve()
         # Shared by every worktree of the repo, so replays in linked worktrees write
         # journals and checkpoints where the main checkout finds them.
         self.flor_dir = self.common_dir / "flor"
@@ -73,7 +80,7 @@ class Git:
 
     @classmethod
     def discover(cls, start: str | os.PathLike = ".") -> "Git":
-        return cls(find_root(start))
+        return cls(start, _locate(start))
 
     @property
     def repo(self):
@@ -98,9 +105,20 @@ class Git:
         return proc.stdout
 
     def head(self) -> HeadInfo:
-        branch = self.cli("symbolic-ref", "-q", "--short", "HEAD", check=False).strip()
-        commit = self.cli("rev-parse", "-q", "--verify", "HEAD^{commit}", check=False).strip()
-        return HeadInfo(branch or None, commit or None)
+        """Branch and commit of HEAD, from one ``git rev-parse``.
+
+        ``--revs-only`` prints nothing for an unborn HEAD (instead of failing), so the
+        symbolic name is asked for separately only in a repository with no commits yet.
+        """
+        out = self.cli("rev-parse", "--revs-only", "HEAD", "--symbolic-full-name", "HEAD",
+                       check=False).split()
+        if len(out) == 2:
+            commit, name = out
+        else:  # unborn: HEAD names a branch that has no commit yet
+            commit, name = None, self.cli("symbolic-ref", "-q", "HEAD", check=False).strip()
+        if name == "HEAD" or not name:
+            return HeadInfo(None, commit)  # detached
+        return HeadInfo(name.removeprefix("refs/heads/"), commit)
 
     def snapshot_tree(self) -> str:
         """The tree of the worktree as it is now, untracked-not-ignored files included.
@@ -110,17 +128,27 @@ class Git:
         """
         tmp_root = self.flor_dir / "tmp"
         tmp_root.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=tmp_root) as tmp:
-            index = Path(tmp) / "index"
+        index = tmp_root / f"index-{os.getpid()}-{os.urandom(4).hex()}"
+        try:
             if (self.git_dir / "index").exists():
                 shutil.copyfile(self.git_dir / "index", index)
             env = {**os.environ, "GIT_INDEX_FILE": str(index)}
             self.cli("add", "-A", "--", ".", env=env)
             return self.cli("write-tree", env=env).strip()
+        finally:
+            for leftover in (index, index.with_name(index.name + ".lock")):
+                leftover.unlink(missing_ok=True)
 
     def ref(self, name: str) -> str | None:
         out = self.cli("rev-parse", "-q", "--verify", f"{name}^{{commit}}", check=False)
         return out.strip() or None
+
+    def _tip(self, name: str) -> str | None:
+        """Where the full ref ``name`` points, read through pygit2: for the writers below,
+        which load it anyway and would otherwise spend a git process on each read. A
+        stale read is harmless: their compare-and-swap fails and they read again."""
+        ref = self.repo.references.get(name)
+        return str(ref.resolve().target) if ref is not None else None
 
     def cas_ref(self, name: str, new: str, old: str | None, message: str) -> bool:
         """Move ``name`` from ``old`` to ``new`` only if nobody moved it meanwhile."""
@@ -144,7 +172,7 @@ class Git:
     def append_to_branch(self, ref: str, tree: str, message: str) -> str:
         """Commit ``tree`` on top of ``ref``, retrying when a concurrent writer wins."""
         for _ in range(_CAS_TRIES):
-            tip = self.ref(ref)
+            tip = self._tip(ref)
             commit = self.commit(tree, [tip] if tip else [], message)
             if self.cas_ref(ref, commit, tip, message):
                 return commit
@@ -201,7 +229,7 @@ class Git:
         """
         repo = self.repo
         for _ in range(_CAS_TRIES):
-            tip = self.ref(NOTES_REF)
+            tip = self._tip(NOTES_REF)
             tree = self.notes_tree(tip)
             new_tree = tree.id if tree is not None else None
             for annotated, text in additions.items():
