@@ -22,7 +22,7 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
-from typing import Iterable, Iterator, NamedTuple
+from typing import Callable, Iterable, Iterator, NamedTuple
 
 from flor_cli.errors import NotARepo, UserError
 
@@ -171,11 +171,18 @@ class Git:
 
     def append_to_branch(self, ref: str, tree: str, message: str) -> str:
         """Commit ``tree`` on top of ``ref``, retrying when a concurrent writer wins."""
+        return self._advance(ref, message,
+                             lambda tip: self.commit(tree, [tip] if tip else [], message))
+
+    def _advance(self, ref: str, message: str, step: Callable[[str | None], str]) -> str:
+        """Move ``ref`` from its tip to ``step(tip)`` by compare-and-swap, reading the tip
+        again and retrying while concurrent writers win; ``step`` returning the tip
+        itself means there is nothing to do."""
         for _ in range(_CAS_TRIES):
             tip = self._tip(ref)
-            commit = self.commit(tree, [tip] if tip else [], message)
-            if self.cas_ref(ref, commit, tip, message):
-                return commit
+            new = step(tip)
+            if new == tip or self.cas_ref(ref, new, tip, message):
+                return new
             time.sleep(0.01)
         raise GitError(f"could not update {ref}: too many concurrent writers")
 
@@ -228,8 +235,8 @@ class Git:
         writers and ``git notes merge -s cat_sort_uniq`` can never lose a record.
         """
         repo = self.repo
-        for _ in range(_CAS_TRIES):
-            tip = self._tip(NOTES_REF)
+
+        def step(tip: str | None) -> str:
             tree = self.notes_tree(tip)
             new_tree = tree.id if tree is not None else None
             for annotated, text in additions.items():
@@ -242,11 +249,9 @@ class Git:
                 blob = repo.create_blob(body.encode())
                 path = tree_path or [annotated[:2], annotated[2:]]
                 new_tree = _tree_put(repo, repo[new_tree] if new_tree else None, path, blob)
-            commit = self.commit(str(new_tree), [tip] if tip else [], message)
-            if self.cas_ref(NOTES_REF, commit, tip, message):
-                return commit
-            time.sleep(0.01)
-        raise GitError(f"could not update {NOTES_REF}: too many concurrent writers")
+            return self.commit(str(new_tree), [tip] if tip else [], message)
+
+        return self._advance(NOTES_REF, message, step)
 
     def merge_notes(self, theirs: str, message: str) -> str:
         """Union the notes commit ``theirs`` (a fetched one) into ``refs/notes/flor``.
@@ -293,18 +298,14 @@ class Git:
 
     def _merge_ref(self, ref: str, theirs: str, message: str, merged_tree) -> str:
         """Move ``ref`` to include ``theirs`` by compare-and-swap; never drops a commit."""
-        for _ in range(_CAS_TRIES):
-            ours = self.ref(ref)
+        def step(ours: str | None) -> str:
             if ours == theirs or (ours and self.is_ancestor(theirs, ours)):
                 return ours
             if ours is None or self.is_ancestor(ours, theirs):
-                new = theirs
-            else:
-                new = self.commit(merged_tree(ours), [ours, theirs], message)
-            if self.cas_ref(ref, new, ours, message):
-                return new
-            time.sleep(0.01)
-        raise GitError(f"could not update {ref}: too many concurrent writers")
+                return theirs
+            return self.commit(merged_tree(ours), [ours, theirs], message)
+
+        return self._advance(ref, message, step)
 
     def is_ancestor(self, ancestor: str, descendant: str) -> bool:
         return ancestor == descendant or self.repo.descendant_of(descendant, ancestor)
