@@ -28,6 +28,13 @@ if TYPE_CHECKING:
 # ahead of it by ``load_fold``.
 
 
+def new_id(at: float | None = None) -> str:
+    """An id for a run or a replay: sorts by local time, made unique by 24 random bits."""
+    import time
+
+    return time.strftime("%Y%m%d-%H%M%S", time.localtime(at)) + "-" + os.urandom(3).hex()
+
+
 def journal_dir(flor_dir: Path) -> Path:
     return flor_dir / "journals"
 
@@ -202,7 +209,7 @@ def begin(git: Git, script: str, argv: list[str], kwargs: dict[str, str],
         rel_script = script
     header = {
         "t": "run",
-        "run": time.strftime("%Y%m%d-%H%M%S", time.localtime(started)) + "-" + os.urandom(3).hex(),
+        "run": new_id(started),
         "tree": git.snapshot_tree(),
         "script": rel_script,
         "cwd": os.path.relpath(os.getcwd(), git.root),

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import shutil
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from typing import IO, Sequence
 from flor_cli.services.replay.plan import Job, Plan, worker_ranges
 from flor_cli.storage import cache
 from flor_cli.storage.git import Git
+from flor_cli.storage.journal import new_id
 
 POLL_SECONDS = 0.2
 _FLOR_ENV = ("FLOR_JOURNAL", "FLOR_STORE", "FLOR_KWARGS", "FLOR_T0", "FLOR_REPLAY")
@@ -45,10 +45,6 @@ class Failed(Exception):
     """A worker of a run exited non-zero; the run's note is left as it was."""
 
 
-def new_replay_id() -> str:
-    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
-
-
 def execute(git: Git, plan: Plan, gpus: Sequence[str] = ()) -> Outcome:
     """Replay the plan's runs one after another; a failed run is reported, not fatal.
 
@@ -56,7 +52,7 @@ def execute(git: Git, plan: Plan, gpus: Sequence[str] = ()) -> Outcome:
     away from the run journals that every flor command folds; a failed run's output is
     kept there for its error message to point to.
     """
-    outcome = Outcome(new_replay_id())
+    outcome = Outcome(new_id())
     scratch = git.flor_dir / "replays" / outcome.replay_id
     progress = Progress(len(plan.runnable), sys.stderr)
     extra = _untracked_paths(git)
