@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from flor_cli.runtime.checkpoint import restore
-from flor_cli.runtime.session import Ctx, Session
+from flor_cli.runtime.session import Ctx, Session, ctx_dict
 from flor_cli.storage.objects import ObjectStore
 
 
@@ -63,12 +63,13 @@ class ReplaySession(Session):
     def skip_nested(self, outer_ctx: Ctx, ordinal: int) -> bool:
         if self.mode == "nested" and self.active:
             return False
-        entry = self.ckpts.get(ckpt_key(dict(outer_ctx), ordinal))
+        outer = ctx_dict(outer_ctx)
+        entry = self.ckpts.get(ckpt_key(outer, ordinal))
         if entry is None:
             return False  # thinned out or never taken: re-execute, which is exact too
         started = time.perf_counter()
         restore(self.objects, entry, self.store)
-        self.emit({"t": "time", "k": "ckpt_load", "c": dict(outer_ctx), "i": ordinal,
+        self.emit({"t": "time", "k": "ckpt_load", "c": outer, "i": ordinal,
                    "sec": round(time.perf_counter() - started, 6)})
         return True
 

@@ -1,11 +1,19 @@
 """The live state of one run inside the training process: loop context, records, journal.
 
-Hot path: ``flor.log`` appends ``(name, value, ctx)`` to a deque and returns; every
-50 ms a background thread marshals what is queued and hands it to the writer process
-(see :mod:`writer`), which formats and appends the journal lines. Draining often keeps
-the queue short, so the garbage collector never has many queued records to scan. The loop context is an immutable tuple of ``(loop name, index)``
-pairs, replaced (not mutated) once per iteration, so a queued record can hold a
-reference to it instead of a copy.
+Hot path: ``flor.log`` puts ``name, value`` on a deque and returns; every 50 ms a
+background thread marshals what is queued and hands it to the writer process (see
+:mod:`writer`), which formats and appends the journal lines.
+
+The queue is a *stream*, not a list of records, so that logging allocates nothing the
+garbage collector tracks (a tuple per record, kept alive in the queue, made collections
+cost a third of a call). Its items:
+
+* ``name, value`` — a log record of a plain value (str name, then the value; the pair is
+  put with one ``deque.extend``, which no other thread can split);
+* a tuple — the loop context from here on, flat: ``("epoch", 3, "step", 7)``; each loop
+  puts one per iteration and one when it ends, so the writer knows the context of every
+  record without the record carrying it;
+* a dict — any other record (args, timings, checkpoints, a non-plain value's log).
 
 Loop roles: inside ``flor.checkpointing`` the outermost ``flor.loop`` is the *outer*
 loop (one iteration per epoch) and a ``flor.loop`` directly inside it is a *nested* loop,
@@ -30,7 +38,12 @@ from flor_cli.runtime.writer import InProcessWriter, LineFormatter, WriterProces
 from flor_cli.storage.objects import ObjectStore
 
 FLUSH_SECONDS = 0.05
-Ctx = tuple  # tuple[tuple[str, int], ...]
+Ctx = tuple  # flat: (loop name, index, loop name, index, ...)
+
+
+def ctx_dict(ctx: Ctx) -> dict[str, int]:
+    """``{"epoch": 3, "step": 7}``: how a context is stored in records."""
+    return dict(zip(ctx[::2], ctx[1::2]))
 
 
 class Session:
@@ -45,7 +58,8 @@ class Session:
         self.depth = 0
         self.base_depth = 0  # loop depth at which the checkpointed outer loop lives
         self.queue: deque = deque()
-        self.sent = 0  # records handed to the writer, so a fallback numbers on from here
+        self.sent = 0  # stream items handed to the writer: a fallback numbers on from here
+        self.sent_ctx: Ctx = ()  # the context at the end of what was handed to the writer
         self.checkpointer: Checkpointer | None = None
         self.objects: dict[str, Any] = {}
         self.outer_index = -1
@@ -64,9 +78,10 @@ class Session:
 
     def log(self, name: str, value: Any) -> None:
         if type(value) in values.PLAIN_TYPES:
-            self.queue.append((name, value, self.ctx))
+            self.queue.extend((name, value))
         else:
-            self.queue.append((name, values.encode(value), self.ctx, True))
+            value, type_name = values.encode(value)
+            self.queue.append({"t": "log", "n": name, "v": value, "ty": type_name})
 
     def emit(self, record: dict) -> None:
         self.queue.append(record)
@@ -95,12 +110,18 @@ class Session:
 
     def _inner(self, name: str, iterable: Iterable, parent: Ctx, depth: int) -> Iterator:
         self.depth = depth + 1
+        mark = self.queue.append
         try:
             for i, item in enumerate(iterable):
-                self.ctx = parent + ((name, i),)
+                self.ctx = ctx = parent + (name, i)
+                mark(ctx)
                 yield item
         finally:
-            self.depth, self.ctx = depth, parent
+            self._leave(parent, depth)
+
+    def _leave(self, parent: Ctx, depth: int) -> None:
+        self.depth, self.ctx = depth, parent
+        self.queue.append(parent)
 
     def _outer(self, name: str, iterable: Iterable, parent: Ctx, depth: int) -> Iterator:
         self.depth = depth + 1
@@ -108,18 +129,19 @@ class Session:
             self.on_main_start()
             length = _len(iterable)
             for i, item in enumerate(iterable):
-                self.ctx = ctx = parent + ((name, i),)
+                self.ctx = ctx = parent + (name, i)
+                self.queue.append(ctx)
                 self.on_outer_iteration(i)
                 self.outer_index, self.nested_ordinal = i, 0
                 self.outer_last = length is not None and i == length - 1
                 started = time.perf_counter()
                 yield item
-                self.emit({"t": "time", "k": "outer", "c": dict(ctx),
+                self.emit({"t": "time", "k": "outer", "c": ctx_dict(ctx),
                            "sec": round(time.perf_counter() - started, 6)})
             self.outer_index = -1
             self.main_ended_at = time.time()
         finally:
-            self.depth, self.ctx = depth, parent
+            self._leave(parent, depth)
 
     def _nested(self, name: str, iterable: Iterable, parent: Ctx, depth: int) -> Iterator:
         ordinal = self.nested_ordinal
@@ -127,18 +149,21 @@ class Session:
         if self.skip_nested(parent, ordinal):
             return
         self.depth = depth + 1
+        mark = self.queue.append
         try:
             started = time.perf_counter()
             for i, item in enumerate(iterable):
-                self.ctx = parent + ((name, i),)
+                self.ctx = ctx = parent + (name, i)
+                mark(ctx)
                 yield item
             seconds = time.perf_counter() - started
         finally:
-            self.depth, self.ctx = depth, parent
-        self.emit({"t": "time", "k": "nested", "c": dict(parent), "i": ordinal,
+            self._leave(parent, depth)
+        outer_ctx = ctx_dict(parent)
+        self.emit({"t": "time", "k": "nested", "c": outer_ctx, "i": ordinal,
                    "sec": round(seconds, 6)})
         if self.checkpointer is not None:
-            self.checkpointer.maybe_capture(dict(parent), ordinal, self.outer_index,
+            self.checkpointer.maybe_capture(outer_ctx, ordinal, self.outer_index,
                                             self.outer_last, seconds)
 
     def on_main_start(self) -> None:
@@ -175,6 +200,7 @@ class Session:
     def flush(self) -> None:
         with self._lock:
             queue = self.queue
+            # len() is read once: a name/value pair put after it waits, whole, for the next
             batch = [queue.popleft() for _ in range(len(queue))]
             if batch:
                 self._send(batch)
@@ -183,9 +209,11 @@ class Session:
         try:
             self._sink.send(batch)
         except OSError:  # the writer process died: write from here, numbering on
-            self._sink = InProcessWriter(self.journal_path, LineFormatter(self.sent))
+            self._sink = InProcessWriter(self.journal_path,
+                                         LineFormatter(self.sent, self.sent_ctx))
             self._sink.send(batch)
         self.sent += len(batch)
+        self.sent_ctx = _last_ctx(batch, self.sent_ctx)
 
     def close(self, end: dict) -> None:
         """Flush everything (checkpoints first: their records join the queue) and unlock."""
@@ -208,6 +236,14 @@ def _start_writer(journal: Path) -> WriterProcess | InProcessWriter:
         return WriterProcess(journal)
     except OSError:
         return InProcessWriter(journal)
+
+
+def _last_ctx(batch: list, before: Ctx) -> Ctx:
+    """The context in force after ``batch``; in a loop, its last few items hold it."""
+    for item in reversed(batch):
+        if type(item) is tuple:
+            return item
+    return before
 
 
 def _len(iterable: Iterable) -> int | None:

@@ -9,8 +9,8 @@ The writer holds the journal's ``flock`` while it lives, so a journal is never f
 while records are still on their way into it: when training dies (even by SIGKILL) the
 writer reads the pipe to its end, writes what it got, and only then lets go of the lock.
 
-Frames on the pipe: an 8-byte little-endian length, then a ``marshal``-ed list of records
-(records hold only str, numbers, None, tuples, lists and dicts; marshal writes them five
+Frames on the pipe: an 8-byte little-endian length, then a ``marshal``-ed slice of the
+session's stream (only str, numbers, None, tuples, lists and dicts; marshal writes them five
 times faster than pickle, which matters because it runs on the training process); a zero
 length ends the journal. If no writer can be started, or it dies, the session falls
 back to :class:`InProcessWriter`, the same formatting on a thread.
@@ -38,55 +38,67 @@ _FRAME = struct.Struct("<Q")
 
 
 class LineFormatter:
-    """One journal line per record, as ``json.dumps`` would write it, numbered in order."""
+    """Journal lines from a session's stream (see :mod:`session`), numbered in order.
 
-    def __init__(self, seq: int = 0) -> None:
+    Lines read as ``json.dumps`` would write them. The stream's loop contexts are state:
+    each record gets the one in force where it was put.
+    """
+
+    def __init__(self, seq: int = 0, ctx: tuple = ()) -> None:
         self.seq = seq
-        self._ctx_prefixes: dict[tuple, str] = {}
-        self._last_ctx: tuple | None = None
-        self._last_ctx_text = ""
+        self._prefixes: dict[tuple, str] = {}
+        self._ctx = ctx
+        self._ctx_text = self._text_of(ctx)
 
-    def lines(self, records: Iterable) -> list[str]:
-        return [self.line(r) for r in records]
+    def lines(self, stream: list) -> list[str]:
+        out: list[str] = []
+        append = out.append
+        items = iter(stream)
+        for item in items:
+            kind = type(item)
+            if kind is str:
+                append(self._log(item, next(items)))
+            elif kind is tuple:
+                if item is not self._ctx:
+                    self._ctx, self._ctx_text = item, self._text_of(item)
+            else:
+                append(self._record(item))
+        return out
 
-    def line(self, item: Any) -> str:
+    def _log(self, name: str, value: Any) -> str:
         seq = self.seq
         self.seq += 1
-        if type(item) is dict:
-            item["s"] = seq
-            return json.dumps(item, separators=(",", ":"))
-        if len(item) == 4:  # (name, (encoded value, type name), ctx, True)
-            name, (value, type_name), ctx, _ = item
-            text = json.dumps(value, separators=(",", ":"))
-        else:
-            (name, value, ctx), type_name = item, None
-            text = _scalar_text(value)
-            if text is None:  # inf or nan: not JSON
-                from flor_cli.runtime.values import encode
+        text = _scalar_text(value)
+        if text is None:  # inf or nan: not JSON
+            from flor_cli.runtime.values import encode
 
-                value, type_name = encode(value)
-                text = json.dumps(value)
-        line = (f'{{"t":"log","s":{seq},"n":{_quote(name)},"v":{text},'
-                f'"c":{self._ctx_text(ctx)}')
-        return line + (f',"ty":"{type_name}"}}' if type_name else "}")
+            value, type_name = encode(value)
+            return self._record({"t": "log", "n": name, "v": value, "ty": type_name}, seq)
+        return (f'{{"t":"log","s":{seq},"n":{_quote(name)},"v":{text},'
+                f'"c":{self._ctx_text}}}')
 
-    def _ctx_text(self, ctx: tuple) -> str:
-        """JSON of a loop context; consecutive records usually share one, or its parent."""
-        if ctx is not self._last_ctx:
-            self._last_ctx = ctx
-            self._last_ctx_text = (f"{self._ctx_prefix(ctx[:-1])}{_quote(ctx[-1][0])}:"
-                                   f"{ctx[-1][1]}}}") if ctx else "{}"
-        return self._last_ctx_text
+    def _record(self, record: dict, seq: int | None = None) -> str:
+        if seq is None:
+            seq = self.seq
+            self.seq += 1
+        record["s"] = seq
+        if record["t"] == "log":
+            record["c"] = json.loads(self._ctx_text)
+        return json.dumps(record, separators=(",", ":"))
 
-    def _ctx_prefix(self, parent: tuple) -> str:
-        """``{"epoch":3,`` for ``(("epoch", 3),)``: how every context inside it starts."""
-        text = self._ctx_prefixes.get(parent)
+    def _text_of(self, ctx: tuple) -> str:
+        """JSON of a flat loop context; consecutive contexts usually share their parent."""
+        return f"{self._prefix(ctx[:-2])}{_quote(ctx[-2])}:{ctx[-1]}}}" if ctx else "{}"
+
+    def _prefix(self, parent: tuple) -> str:
+        """``{"epoch":3,`` for ``("epoch", 3)``: how every context inside it starts."""
+        text = self._prefixes.get(parent)
         if text is None:
-            if len(self._ctx_prefixes) > 10_000:
-                self._ctx_prefixes.clear()
-            text = "{" if not parent else (f"{self._ctx_prefix(parent[:-1])}"
-                                           f"{_quote(parent[-1][0])}:{parent[-1][1]},")
-            self._ctx_prefixes[parent] = text
+            if len(self._prefixes) > 10_000:
+                self._prefixes.clear()
+            text = "{" if not parent else (f"{self._prefix(parent[:-2])}"
+                                           f"{_quote(parent[-2])}:{parent[-1]},")
+            self._prefixes[parent] = text
         return text
 
 
@@ -109,8 +121,8 @@ class InProcessWriter:
         self.formatter = formatter or LineFormatter()
         self.journal = JournalWriter(journal)
 
-    def send(self, records: list) -> None:
-        self.journal.write(self.formatter.lines(records))
+    def send(self, stream: list) -> None:
+        self.journal.write(self.formatter.lines(stream))
 
     def close(self) -> None:
         self.journal.close()
@@ -135,13 +147,14 @@ class WriterProcess:
         self.feeder = threading.Thread(target=self._feed, name="flor-pipe", daemon=True)
         self.feeder.start()
 
-    def send(self, records: list) -> None:
+    def send(self, stream: list) -> None:
         if self.broken:
             raise BrokenPipeError("the journal writer process exited")
         try:
-            data = marshal.dumps(records)
-        except ValueError:  # a str/int subclass slipped in: plain JSON types, as stored
-            data = marshal.dumps(json.loads(json.dumps(records, default=str)))
+            data = marshal.dumps(stream)
+        except ValueError:  # a subclass slipped into a dict record: plain JSON, as stored
+            data = marshal.dumps([json.loads(json.dumps(r, default=str)) if type(r) is dict
+                                  else r for r in stream])
         self.outbox.put(_FRAME.pack(len(data)) + data)
 
     def _feed(self) -> None:
