@@ -371,3 +371,56 @@ def test_rev_takes_statements_from_a_commit_and_diff_shows_them(tmp_path: Path) 
     out = flor(repo, "replay", "half", "--rev", "HEAD", "--dry-run", "--diff").stdout
     assert '+        flor.log("half", state["w"] / 2)' in out
     assert_clean(repo)
+
+
+MAIN_GUARDED = '''import os
+import sys
+
+import flor
+from helper import step_value
+
+
+class Box:  # defined in __main__, pickled by value into the checkpoint
+    def __init__(self):
+        self.w = 0.0
+
+
+def main():
+    box = Box()
+    with flor.checkpointing(box=box):
+        for epoch in flor.loop("epoch", range(3)):
+            for step in flor.loop("step", range(2)):
+                box.w += step_value(epoch, step)
+            flor.log("w", box.w)
+    print("done", sys.argv[1:])
+    sys.exit(int(os.environ.get("EXIT_STATUS", 0)))
+
+
+if __name__ == "__main__":
+    main()
+'''
+
+
+def test_the_replayed_script_runs_as_python_runs_it(tmp_path: Path) -> None:
+    """``__main__``, sibling imports, argv, stdout and ``sys.exit`` statuses, as recorded."""
+    helper = "def step_value(epoch, step):\n    return epoch + step / 10\n"
+    repo = make_repo(tmp_path / "repo", files={"train.py": MAIN_GUARDED, "helper.py": helper})
+    flor(repo, "run", "train.py", "extra-arg")
+    (run,) = [row["run"] for row in flor_json(repo, "log")]
+    (repo / "train.py").write_text(MAIN_GUARDED.replace(
+        '            flor.log("w", box.w)\n',
+        '            flor.log("w", box.w)\n            flor.log("w2", box.w * 2)\n'))
+    flor(repo, "replay", "w2", "--yes")
+    note = show(repo, run)
+    (rp,) = note["replays"]
+    assert rp["mode"] == "skip" and rp["restored"] == 3
+    assert [v for _, _, v in values(note, ["w2"], rp["rp"])] == [
+        2 * v for _, _, v in values(note, ["w"])]
+    # a script that ends with a non-zero status fails its replay, and appends nothing
+    (repo / "train.py").write_text(MAIN_GUARDED.replace(
+        '            flor.log("w", box.w)\n',
+        '            flor.log("w", box.w)\n            flor.log("w3", box.w * 3)\n'))
+    proc = flor(repo, "replay", "w3", "--yes", check=False, env={"EXIT_STATUS": "3"})
+    assert proc.returncode == 1 and "exited 3: done ['extra-arg']" in proc.stderr, proc.stderr
+    assert len(replays(repo, run)) == 1
+    assert_clean(repo)

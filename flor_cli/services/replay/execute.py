@@ -2,9 +2,10 @@
 
 Per run: check its shadow commit out under ``.git/flor/worktrees/`` (the user's
 worktree, index, HEAD and branch are never touched), write the transplanted script over
-the old one, run it with the interpreter flor runs on, in the run's recorded directory
-with its recorded argv, and ``FLOR_REPLAY`` telling the runtime what to do (see
-:mod:`flor_cli.runtime.replay_mode`). In ``nested`` mode the epochs are split into
+the old one, run it with the interpreter flor runs on (through
+:mod:`flor_cli.runtime.replay_worker`, which skips the interpreter's teardown), in the
+run's recorded directory with its recorded argv, and ``FLOR_REPLAY`` telling the runtime
+what to do (see :mod:`flor_cli.runtime.replay_mode`). In ``nested`` mode the epochs are split into
 contiguous ranges, one worker process each, run in parallel.
 
 A run's new records reach its note in one append, and only once all its workers have
@@ -107,7 +108,8 @@ def _run(tree: Path, job: Job, plan: Plan, gpus: Sequence[str], scratch: Path,
             if gpus:
                 env["CUDA_VISIBLE_DEVICES"] = gpus[k % len(gpus)]
             with open(journal.with_suffix(".log"), "wb") as log:
-                proc = subprocess.Popen([sys.executable, script, *job.argv], cwd=cwd, env=env,
+                proc = subprocess.Popen([sys.executable, "-m", "flor_cli.runtime.replay_worker",
+                                         script, *job.argv], cwd=cwd, env=env,
                                         stdin=subprocess.DEVNULL, stdout=log,
                                         stderr=subprocess.STDOUT)
             workers.append((proc, journal, epochs[0] if epochs else 0))

@@ -1,0 +1,54 @@
+"""How a replay worker runs the old script: ``python -m flor_cli.runtime.replay_worker
+SCRIPT ARGS...``, as ``python SCRIPT ARGS...`` would, minus the interpreter's teardown.
+
+A torch process spends about 0.6 s after its last ``atexit`` handler freeing modules and
+objects, which is a tenth of a memoized replay and of no use to one: what a worker
+leaves behind is its journal, which the session closes in its ``atexit`` handler. So when
+the script ends well, the worker does what a normal exit does up to that point (join
+non-daemon threads, run the ``atexit`` handlers, flush stdout and stderr) and then ends
+the process at once with the script's exit status. A script that raises takes the
+ordinary path, traceback and all.
+
+The script runs as ``__main__`` with ``sys.argv`` and ``sys.path[0]`` as ``python SCRIPT``
+sets them (``runpy.run_path``), so ``if __name__ == "__main__"``, pickling classes
+defined in it, and imports of its sibling modules behave as they did when it was recorded.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import runpy
+import sys
+import threading
+
+
+def main(script: str, args: list[str]) -> None:
+    sys.argv = [script, *args]
+    sys.path[0] = os.path.dirname(os.path.abspath(script))
+    try:
+        runpy.run_path(script, run_name="__main__")
+        code = 0
+    except SystemExit as e:
+        code = _exit_status(e)
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(code)
+
+
+def _exit_status(exit: SystemExit) -> int:
+    """The status ``SystemExit(code)`` gives the process, message printed as Python does."""
+    if exit.code is None:
+        return 0
+    if isinstance(exit.code, int):
+        return exit.code
+    print(exit.code, file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2:])
