@@ -7,9 +7,7 @@ without coordination: a name can only ever hold one content.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import tempfile
 from pathlib import Path
 
 from flor_cli.errors import UserError
@@ -23,6 +21,10 @@ class ObjectStore:
         return self.root / digest[:2] / digest[2:]
 
     def put(self, data: bytes) -> str:
+        # imported here: every flor run and training script loads this module, few write
+        import hashlib
+        import tempfile
+
         digest = hashlib.sha256(data).hexdigest()
         target = self.path(digest)
         if not target.exists():
