@@ -209,9 +209,12 @@ def test_cache_is_deletable(repo: Path) -> None:
     (repo / ".git" / "flor" / "cache.db").unlink()
     for suffix in ("-wal", "-shm"):
         (repo / ".git" / "flor" / f"cache.db{suffix}").unlink(missing_ok=True)
+    stale = repo / ".git" / "flor" / "cache-part-killed.db"  # a rebuild helper's, SIGKILLed
+    stale.write_bytes(b"half-built")
     after = [flor(repo, *args).stdout for args in
              (["log"], ["log", "--pivot", "loss", "val_acc"], ["log", "--pivot", "--json"])]
     assert after == before
+    assert not stale.exists()
 
 
 def test_output_formats_agree(repo: Path) -> None:

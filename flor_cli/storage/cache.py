@@ -159,6 +159,8 @@ def _rebuild(git: Git, db: sqlite3.Connection, changes: list[tuple[str, str | No
     """
     for table in _PER_RUN_TABLES:  # empty but for a sync that never committed: make sure
         db.execute(f"DELETE FROM {table}")
+    for stale in git.flor_dir.glob("cache-part-*.db"):  # a killed rebuild's helper file;
+        stale.unlink(missing_ok=True)  # no other rebuild runs: this one holds the lock
     for index in LOG_INDEXES:
         db.execute(f"DROP INDEX IF EXISTS {index}")
     db.execute(f"PRAGMA cache_size=-{_REBUILD_CACHE_KIB}")
