@@ -85,9 +85,12 @@ def test_push_then_pull_shares_runs_and_checkpoints(repo: Path, tmp_path: Path) 
     # B has the run but not its checkpoints until it points at the shared store.
     assert sync.replayable(Git(b), [run]) == {run: False}
     assert [r["checkpoints"] for r in flor_json(b, "log")] == ["missing"]
+    here = ["log", "--where", "checkpoints = 'here' AND lr > 0", "--sort", "checkpoints"]
+    assert flor_json(b, *here) == []
     git(b, "config", "flor.store", str(store))
     assert sync.replayable(Git(b), [run]) == {run: True}
     assert [r["checkpoints"] for r in flor_json(b, "log")] == ["here"]
+    assert [r["run"] for r in flor_json(b, *here)] == [run]
     assert sync.replayable(Git(a), [run, "no-such-run"]) == {run: True, "no-such-run": True}
 
 

@@ -19,6 +19,9 @@ def command(pivot: bool, names: tuple[str, ...], where: str | None, sort: str | 
             limit: int | None, fmt_name, as_csv, as_json, as_markdown, tablefmt) -> None:
     """Show recorded runs: one row per run with its args and final values.
 
+    Its checkpoints column says whether each run's checkpoints are here (a memoized
+    replay is possible in this clone) or missing; --where and --sort may use it.
+
     With --pivot, FlorDB's pivot of the logged NAMEs (all names when none are given):
     loop columns hold 0-based iteration indices; args and run-level values repeat on
     their run's rows. NAMEs may also be comma-separated.

@@ -7,6 +7,7 @@ connections (see :func:`cache.guard`), and any SQLite error becomes one line for
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from typing import Any, Sequence
 
@@ -15,19 +16,27 @@ from flor_cli.storage import cache
 from flor_cli.storage.git import Git
 
 Table = tuple[list[str], list[tuple]]
+_CHECKPOINTS = re.compile(r"\bcheckpoints\b", re.IGNORECASE)
 
 
 def runs(git: Git, where: str | None = None, sort: str | None = None,
          limit: int | None = None) -> Table:
-    """``flor log``: one row per run — fixed columns, args, run-level (final) values."""
+    """``flor log``: one row per run — fixed columns, args, run-level (final) values.
+
+    ``checkpoints`` is not in the cache (it depends on which objects this clone has), so
+    a ``--where``/``--sort`` naming it runs over every run's computed row instead.
+    """
+    sort = sort or "time, run"
+    on_computed = any(_CHECKPOINTS.search(text or "") for text in (where, sort))
     db = cache.readonly(git)
     try:
-        sql = "SELECT * FROM runs_wide" + _clauses(where, sort or "time, run", limit)
-        columns, rows = _user_sql(db, sql, "--where/--sort")
+        clauses = "" if on_computed else _clauses(where, sort, limit)
+        columns, rows = _user_sql(db, "SELECT * FROM runs_wide" + clauses, "--where/--sort")
         with_ckpts = {r for (r,) in db.execute("SELECT DISTINCT run FROM checkpoints")}
     finally:
         db.close()
-    return [*columns, "checkpoints"], _with_checkpoint_column(git, rows, with_ckpts)
+    table = [*columns, "checkpoints"], _with_checkpoint_column(git, rows, with_ckpts)
+    return filter_rows(table, where, sort, limit) if on_computed else table
 
 
 def _with_checkpoint_column(git: Git, rows: list[tuple], with_ckpts: set[str]) -> list[tuple]:
