@@ -424,3 +424,60 @@ def test_the_replayed_script_runs_as_python_runs_it(tmp_path: Path) -> None:
     assert proc.returncode == 1 and "exited 3: done ['extra-arg']" in proc.stderr, proc.stderr
     assert len(replays(repo, run)) == 1
     assert_clean(repo)
+
+
+PREPARED = '''import random
+
+import flor
+
+random.seed(0)
+scale = flor.arg("scale", 1.0)
+table = []
+for i in flor.loop("prep", range(5)):  # before the checkpointing block: not the main loop
+    table.append(random.random())
+flor.log("table_sum", sum(table))
+state = {"w": 0.0}
+with flor.checkpointing(state=state):
+    for epoch in flor.loop("epoch", range(3)):
+        for step in flor.loop("step", range(4)):
+            state["w"] += scale * table[step] * random.random()
+            flor.log("loss", state["w"])
+        flor.log("val", state["w"] * 2)
+for k in flor.loop("eval", range(2)):  # after the main loop: suffix
+    flor.log("ev", state["w"] + k)
+'''
+PREPARED_NEW = (PREPARED
+                .replace('flor.log("table_sum", sum(table))\n',
+                         'flor.log("table_sum", sum(table))\nflor.log("p2", sum(table) * 2)\n')
+                .replace('            flor.log("loss", state["w"])\n',
+                         '            flor.log("loss", state["w"])\n'
+                         '            flor.log("sq", state["w"] ** 2)\n')
+                .replace('        flor.log("val", state["w"] * 2)\n',
+                         '        flor.log("val", state["w"] * 2)\n'
+                         '        flor.log("half", state["w"] / 2)\n')
+                .replace('    flor.log("ev", state["w"] + k)\n',
+                         '    flor.log("ev", state["w"] + k)\n    flor.log("ev2", state["w"] + 2 * k)\n'))
+
+
+def test_loops_before_the_checkpointing_block_and_after_the_main_loop(tmp_path: Path) -> None:
+    """Only the block's loop is the main loop, in recording and in every replay mode."""
+    repo = make_repo(tmp_path / "repo", files={"train.py": PREPARED})
+    flor(repo, "run", "train.py", "--kwargs", "scale=0.5")
+    (run,) = [row["run"] for row in flor_json(repo, "log")]
+    (repo / "train.py").write_text(PREPARED_NEW)
+    names = ["p2", "sq", "half", "ev2"]
+    ref = reference(tmp_path / "ref", transplant(names, PREPARED_NEW, PREPARED), ["scale=0.5"])
+    (row,) = json.loads(flor(repo, "replay", "half", "--dry-run", "--format", "json").stdout)
+    assert row["epochs"] == 3 and row["mode"] == "skip"
+    for name, workers, mode in (("p2", "1", "prefix"), ("half", "1", "skip"),
+                                ("sq", "2", "nested"), ("ev2", "1", "skip")):
+        flor(repo, "replay", name, "--yes", "--workers", workers)
+        assert replays(repo, run)[-1]["mode"] == mode
+    expected = finished(ref, tmp_path / "ref")
+    note = show(repo, run)
+    for rp in note["replays"]:
+        (name,) = rp["names"]
+        assert values(note, [name], rp["rp"]) == values(expected, [name]), name
+        assert values(note, [name], rp["rp"])
+    assert rp["restored"] == 3  # ev2: every nested loop skipped
+    assert_clean(repo)

@@ -33,6 +33,7 @@ def ckpt_key(ctx: dict, ordinal: int) -> tuple[str, int]:
 
 class ReplaySession(Session):
     keeps_all = False
+
     def __init__(self, config: dict, store: ObjectStore):
         super().__init__(Path(config["journal"]), store, kwargs={}, t0=time.time())
         self.names = set(config["names"])
@@ -41,6 +42,9 @@ class ReplaySession(Session):
         self.lo, self.hi = config.get("range") or (0, None)
         self.ckpts = {ckpt_key(c["c"], c["i"]): c for c in config.get("ckpts", [])}
         self.active = self.lo == 0
+        # a run that entered flor.checkpointing had its main loop there: loops before it
+        # are plain from the start (recording could only learn that when the block began)
+        self.seen_checkpointing = bool(config.get("checkpointing"))
 
     def log(self, name: str, value: Any) -> None:
         if self.active and name in self.names:
@@ -73,9 +77,8 @@ class ReplaySession(Session):
                    "sec": round(time.perf_counter() - started, 6)})
         return True
 
-    def enter_checkpointing(self, objects: dict[str, Any]) -> None:
-        self.objects = objects
-        self.base_depth = self.depth
+    def new_checkpointer(self, objects: dict[str, Any]) -> None:
+        return None  # replay restores checkpoints; it takes none
 
     def stop(self) -> None:
         """End the replayed script here; the atexit hook flushes what it recorded."""

@@ -15,10 +15,16 @@ cost a third of a call). Its items:
   record without the record carrying it;
 * a dict — any other record (args, timings, checkpoints, a non-plain value's log).
 
-Loop roles: inside ``flor.checkpointing`` the outermost ``flor.loop`` is the *outer*
-loop (one iteration per epoch) and a ``flor.loop`` directly inside it is a *nested* loop,
-whose end is where checkpoints are taken and where replay skips ahead. Without
-``flor.checkpointing`` the outermost loop is still the outer loop, for timings.
+Loop roles, as replay's discovery reads them from the source: the *main* (outer) loop
+is the first ``flor.loop`` at the top of a ``flor.checkpointing`` block (one iteration
+per epoch), or, in a script that never enters one, its first outermost ``flor.loop``; a
+``flor.loop`` directly inside the main loop is a *nested* loop, whose end is where
+checkpoints are taken and where replay skips ahead. Every other ``flor.loop`` (data
+preparation before the block, evaluation after the main loop) only adds to the context.
+Until a script enters ``flor.checkpointing`` it cannot be known whether it will, so an
+outermost loop before that is taken as the main loop and, if a block then starts, it
+loses the role: the block's loop records a new ``prefix`` timing, and readers of a
+run's timings start from its last one (:func:`main_timings`).
 
 A Session in replay mode (see :mod:`replay_mode`) shares all of this and changes three
 things: which records are kept, whether nested loops run, and where the script stops.
@@ -62,6 +68,10 @@ class Session:
         self.sent_ctx: Ctx = ()  # the context at the end of what was handed to the writer
         self.checkpointer: Checkpointer | None = None
         self.objects: dict[str, Any] = {}
+        self.main: object | None = None  # the running main loop's token
+        self.main_done = False  # the main loop has ended: later loops are plain
+        self.checkpointing = False  # inside a flor.checkpointing block
+        self.seen_checkpointing = False  # entered one: loops outside blocks are plain
         self.outer_index = -1
         self.outer_last = False
         self.nested_ordinal = 0
@@ -102,7 +112,8 @@ class Session:
         generator frame per iteration, which matters for loops around ``flor.log``.
         """
         depth = self.depth
-        if depth == self.base_depth:
+        if (depth == self.base_depth and self.main is None and not self.main_done
+                and (self.checkpointing or not self.seen_checkpointing)):
             return self._outer(name, iterable, self.ctx, depth)
         if depth == self.base_depth + 1 and self.outer_index >= 0:
             return self._nested(name, iterable, self.ctx, depth)
@@ -124,23 +135,32 @@ class Session:
         self.queue.append(parent)
 
     def _outer(self, name: str, iterable: Iterable, parent: Ctx, depth: int) -> Iterator:
+        """The main loop, for as long as it keeps the role (see the module docstring)."""
         self.depth = depth + 1
+        self.main = token = object()
         try:
             self.on_main_start()
             length = _len(iterable)
             for i, item in enumerate(iterable):
                 self.ctx = ctx = parent + (name, i)
                 self.queue.append(ctx)
+                if self.main is not token:
+                    yield item
+                    continue
                 self.on_outer_iteration(i)
                 self.outer_index, self.nested_ordinal = i, 0
                 self.outer_last = length is not None and i == length - 1
                 started = time.perf_counter()
                 yield item
-                self.emit({"t": "time", "k": "outer", "c": ctx_dict(ctx),
-                           "sec": round(time.perf_counter() - started, 6)})
-            self.outer_index = -1
-            self.main_ended_at = time.time()
+                if self.main is token:
+                    self.emit({"t": "time", "k": "outer", "c": ctx_dict(ctx),
+                               "sec": round(time.perf_counter() - started, 6)})
+            if self.main is token:
+                self.main_done = True
+                self.main_ended_at = time.time()
         finally:
+            if self.main is token:
+                self.main, self.outer_index = None, -1
             self._leave(parent, depth)
 
     def _nested(self, name: str, iterable: Iterable, parent: Ctx, depth: int) -> Iterator:
@@ -181,15 +201,23 @@ class Session:
     # -- checkpointing -----------------------------------------------------------------
 
     def enter_checkpointing(self, objects: dict[str, Any]) -> None:
+        if not self.seen_checkpointing and (self.main is not None or self.main_done):
+            self.main_started = False  # that loop was not the main loop: a new prefix
+        self.main, self.outer_index, self.main_done = None, -1, False
         self.objects = objects
         self.base_depth = self.depth
-        self.checkpointer = Checkpointer(objects, self.store, self.emit)
+        self.checkpointing = self.seen_checkpointing = True
+        self.checkpointer = self.new_checkpointer(objects)
+
+    def new_checkpointer(self, objects: dict[str, Any]) -> Checkpointer | None:
+        return Checkpointer(objects, self.store, self.emit)
 
     def exit_checkpointing(self) -> None:
         if self.checkpointer is not None:
             self.checkpointer.close()
             self.checkpointer = None
         self.base_depth = 0
+        self.checkpointing = False
 
     # -- journal -----------------------------------------------------------------------
 

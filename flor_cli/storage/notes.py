@@ -83,6 +83,19 @@ def _in_order(records: list[dict], replayed: bool) -> list[dict]:
 _SEQ = itemgetter("s")
 
 
+def main_timings(records: list[dict]) -> list[dict]:
+    """The recorded run's timing records from its main loop's ``prefix`` on.
+
+    A loop before a script's first ``flor.checkpointing`` block is taken for the main
+    loop until the block starts; the block's own loop then records a new ``prefix`` (see
+    :mod:`flor_cli.runtime.session`), and what the earlier loop recorded is not timings
+    of the main loop.
+    """
+    times = [r for r in records if r.get("t") == "time" and not r.get("rp")]
+    starts = [i for i, r in enumerate(times) if r.get("k") == "prefix"]
+    return times[starts[-1]:] if starts else times
+
+
 def _decode_lines(text: str) -> list:
     """Every line that is JSON, decoded; a line that is not is skipped.
 

@@ -102,7 +102,8 @@ def _run(tree: Path, job: Job, plan: Plan, gpus: Sequence[str], scratch: Path,
         for k, epochs in enumerate(ranges):
             journal = scratch / f"{job.run}-{k}.jsonl"
             config = {"names": plan.names, "mode": job.mode, "range": epochs,
-                      "args": job.args, "ckpts": job.ckpts, "journal": str(journal),
+                      "args": job.args, "ckpts": job.ckpts, "checkpointing": job.checkpointing,
+                      "journal": str(journal),
                       "store": str(plan.store.root)}
             env = {**base, "FLOR_REPLAY": json.dumps(config)}
             if gpus:

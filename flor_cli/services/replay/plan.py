@@ -46,6 +46,7 @@ class Job:
     source: str = ""  # the old script with today's statements transplanted
     src: dict[str, str] = field(default_factory=dict)  # name -> today's statement
     mode: str = ""
+    checkpointing: bool = False  # the run's main loop was inside flor.checkpointing
     ckpts: list[dict] = field(default_factory=list)  # those whose objects are all present
     missing_ckpts: int = 0
     times: list[dict] = field(default_factory=list)  # the run's timing records
@@ -134,11 +135,12 @@ def _job(git: Git, store: ObjectStore, tip: str | None, run: str, commit: str) -
     job.script, job.cwd = header.get("script", ""), header.get("cwd", ".")
     job.argv = list(header.get("argv", []))
     job.args = {r["n"]: r.get("v") for r in note.records if r.get("t") == "arg"}
-    job.epochs = sum(1 for r in note.records if r.get("t") == "time" and r.get("k") == "outer")
-    job.times = [r for r in note.records if r.get("t") == "time"]
+    job.times = notes.main_timings(note.records)
+    job.epochs = sum(1 for r in job.times if r.get("k") == "outer")
     # A checkpoint with an object missing from the store (deleted, a shared store out of
     # reach) costs time, not exactness: its nested loop re-runs from the exact state.
     ckpts = [r for r in note.records if r.get("t") == "ckpt"]
+    job.checkpointing = bool(ckpts)  # it entered flor.checkpointing: the main loop is there
     job.ckpts = [c for c in ckpts
                  if all(store.has(o["sha"]) for o in (c.get("objs") or {}).values())]
     job.missing_ckpts = len(ckpts) - len(job.ckpts)
