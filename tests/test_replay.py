@@ -194,16 +194,21 @@ with flor.checkpointing(state=state):
         flor.log("val", state["w"] * 2)
 flor.log("final", state["w"])
 '''
-NEW = (OLD.replace('state = {"w": offset}\n',
-                   'state = {"w": offset}\nflor.log("start", state["w"])\n')
-       .replace('            flor.log("loss", state["w"])\n',
-                '            flor.log("loss", state["w"])\n'
-                '            flor.log("sq", state["w"] ** 2)\n')
-       .replace('        flor.log("val", state["w"] * 2)\n',
-                '        flor.log("val", state["w"] * 2)\n'
-                '        flor.log("half", state["w"] / 2)\n')
-       .replace('flor.log("final", state["w"])\n',
-                'flor.log("final", state["w"])\nflor.log("total", state["w"] + 1)\n'))
+
+
+def after(script: str, *additions: tuple[str, str]) -> str:
+    """``script`` with each statement added below the line holding its anchor, alike indented."""
+    for anchor, statement in additions:
+        line = next(text for text in script.splitlines() if anchor in text)
+        indent = line[:len(line) - len(line.lstrip())]
+        script = script.replace(f"{line}\n", f"{line}\n{indent}{statement}\n", 1)
+    return script
+
+
+SQ_AND_HALF = (('flor.log("loss", state["w"])', 'flor.log("sq", state["w"] ** 2)'),
+               ('flor.log("val", state["w"] * 2)', 'flor.log("half", state["w"] / 2)'))
+NEW = after(OLD, ('state = {"w": offset}', 'flor.log("start", state["w"])'), *SQ_AND_HALF,
+            ('flor.log("final", state["w"])', 'flor.log("total", state["w"] + 1)'))
 NO_CKPT = (OLD.replace("with flor.checkpointing(state=state):\n", "if True:\n"))
 DATA = {".gitignore": "data/\n", "data/offset.txt": "0.25\n"}
 
@@ -446,17 +451,8 @@ with flor.checkpointing(state=state):
 for k in flor.loop("eval", range(2)):  # after the main loop: suffix
     flor.log("ev", state["w"] + k)
 '''
-PREPARED_NEW = (PREPARED
-                .replace('flor.log("table_sum", sum(table))\n',
-                         'flor.log("table_sum", sum(table))\nflor.log("p2", sum(table) * 2)\n')
-                .replace('            flor.log("loss", state["w"])\n',
-                         '            flor.log("loss", state["w"])\n'
-                         '            flor.log("sq", state["w"] ** 2)\n')
-                .replace('        flor.log("val", state["w"] * 2)\n',
-                         '        flor.log("val", state["w"] * 2)\n'
-                         '        flor.log("half", state["w"] / 2)\n')
-                .replace('    flor.log("ev", state["w"] + k)\n',
-                         '    flor.log("ev", state["w"] + k)\n    flor.log("ev2", state["w"] + 2 * k)\n'))
+PREPARED_NEW = after(PREPARED, ('flor.log("table_sum", sum(table))', 'flor.log("p2", sum(table) * 2)'),
+                     *SQ_AND_HALF, ('flor.log("ev", state["w"] + k)', 'flor.log("ev2", state["w"] + 2 * k)'))
 
 
 def test_loops_before_the_checkpointing_block_and_after_the_main_loop(tmp_path: Path) -> None:
