@@ -50,7 +50,7 @@ with open(os.environ["STAMPS"], "a") as f:
 """
 # Sizes the fixture so that one epoch takes a few seconds on one CPU thread; five epochs,
 # a short training job still, so that per-run costs weigh as they would in one.
-KWARGS = ["epochs=5", "batches=300", "batch_size=256", "hidden=512", "width=256"]
+KWARGS = ["epochs=5", "batches=360", "batch_size=256", "hidden=512", "width=256"]
 
 
 def main() -> None:
