@@ -477,3 +477,35 @@ def test_loops_before_the_checkpointing_block_and_after_the_main_loop(tmp_path: 
         assert values(note, [name], rp["rp"])
     assert rp["restored"] == 3  # ev2: every nested loop skipped
     assert_clean(repo)
+
+
+SWEEP = '''import random
+
+import flor
+
+random.seed(0)
+for lr in flor.loop("lr", [0.1, 0.2]):  # a sweep around the block: one main loop per block
+    state = {"w": 0.0}
+    with flor.checkpointing(state=state):
+        for epoch in flor.loop("epoch", range(3)):
+            for step in flor.loop("step", range(4)):
+                state["w"] += lr * random.random()
+                flor.log("loss", state["w"])
+            flor.log("val", state["w"] * 2)
+'''
+
+
+def test_a_sweep_around_the_checkpointing_block_replays_exactly(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo", files={"train.py": SWEEP})
+    flor(repo, "run", "train.py")
+    (run,) = [row["run"] for row in flor_json(repo, "log")]
+    new = after(SWEEP, *SQ_AND_HALF)
+    (repo / "train.py").write_text(new)
+    ref = reference(tmp_path / "ref", transplant(["sq", "half"], new, SWEEP), [])
+    flor(repo, "replay", "half", "--yes")
+    flor(repo, "replay", "sq", "--yes", "--workers", "2")
+    expected, note = finished(ref, tmp_path / "ref"), show(repo, run)
+    for rp in note["replays"]:
+        (name,) = rp["names"]
+        assert values(note, [name], rp["rp"]) == values(expected, [name]) != []
+    assert_clean(repo)
