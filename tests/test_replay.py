@@ -495,13 +495,18 @@ for lr in flor.loop("lr", [0.1, 0.2]):  # a sweep around the block: one main loo
 '''
 
 
-def test_a_sweep_around_the_checkpointing_block_replays_exactly(tmp_path: Path) -> None:
-    repo = make_repo(tmp_path / "repo", files={"train.py": SWEEP})
+@pytest.mark.parametrize("sweep", ['flor.loop("lr", [0.1, 0.2])', "[0.1, 0.2]"])
+def test_a_sweep_around_the_checkpointing_block_replays_exactly(tmp_path: Path,
+                                                                 sweep: str) -> None:
+    """With a plain ``for``, both blocks have the same loop contexts: checkpoints are told
+    apart by their block, or the first block would be restored from the second's."""
+    old = SWEEP.replace('flor.loop("lr", [0.1, 0.2])', sweep)
+    repo = make_repo(tmp_path / "repo", files={"train.py": old})
     flor(repo, "run", "train.py")
     (run,) = [row["run"] for row in flor_json(repo, "log")]
-    new = after(SWEEP, *SQ_AND_HALF)
+    new = after(old, *SQ_AND_HALF)
     (repo / "train.py").write_text(new)
-    ref = reference(tmp_path / "ref", transplant(["sq", "half"], new, SWEEP), [])
+    ref = reference(tmp_path / "ref", transplant(["sq", "half"], new, old), [])
     flor(repo, "replay", "half", "--yes")
     flor(repo, "replay", "sq", "--yes", "--workers", "2")
     expected, note = finished(ref, tmp_path / "ref"), show(repo, run)
@@ -509,3 +514,13 @@ def test_a_sweep_around_the_checkpointing_block_replays_exactly(tmp_path: Path) 
         (name,) = rp["names"]
         assert values(note, [name], rp["rp"]) == values(expected, [name]) != []
     assert_clean(repo)
+
+
+def test_checkpoints_recorded_without_a_block_number_are_used_only_when_unambiguous() -> None:
+    from flor_cli.runtime.replay_mode import _unambiguous, ckpt_key
+
+    legacy = [{"c": {"epoch": e}, "i": 0, "tag": n} for n, e in enumerate([0, 1, 0])]
+    numbered = [{"b": b, "c": {"epoch": 0}, "i": 0} for b in (0, 1)]
+    assert list(_unambiguous(legacy)) == [ckpt_key(0, {"epoch": 1}, 0)]
+    assert list(_unambiguous(numbered)) == [ckpt_key(0, {"epoch": 0}, 0),
+                                            ckpt_key(1, {"epoch": 0}, 0)]

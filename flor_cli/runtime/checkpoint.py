@@ -35,10 +35,11 @@ RNG = "__rng__"
 
 class Checkpointer:
     def __init__(self, objects: dict[str, Any], store: ObjectStore,
-                 emit: Callable[[dict], None]):
+                 emit: Callable[[dict], None], block: int = 0):
         self.objects = objects
         self.store = store
         self.emit = emit
+        self.block = block  # which flor.checkpointing block of the run (see ckpt_key)
         self.cost = 0.0  # seconds per checkpoint: copy on this thread + write behind it
         self.period = 1
         self.taken_at = -1  # outer index of the last checkpoint taken
@@ -87,7 +88,7 @@ class Checkpointer:
                 size += len(data)
             seconds = copy_seconds + time.perf_counter() - start
             self.cost = seconds if self.cost == 0 else 0.5 * (self.cost + seconds)
-            self.emit({"t": "ckpt", "c": ctx, "i": ordinal, "objs": digests,
+            self.emit({"t": "ckpt", "b": self.block, "c": ctx, "i": ordinal, "objs": digests,
                        "bytes": size, "sec": round(seconds, 6)})
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +28,19 @@ from flor_cli.runtime.session import Ctx, Session, ctx_dict
 from flor_cli.storage.objects import ObjectStore
 
 
-def ckpt_key(ctx: dict, ordinal: int) -> tuple[str, int]:
-    return json.dumps(ctx, sort_keys=True), ordinal
+def ckpt_key(block: int, ctx: dict, ordinal: int) -> tuple[int, str, int]:
+    """Which nested loop a checkpoint stands for: the ``flor.checkpointing`` block (a
+    script may enter one block per value of a plain ``for`` loop, with the same loop
+    contexts in each), the loop context, and the nested loop's ordinal in its epoch."""
+    return block, json.dumps(ctx, sort_keys=True), ordinal
+
+
+def _unambiguous(ckpts: list[dict]) -> dict[tuple[int, str, int], dict]:
+    """Checkpoints by key; a key that several carry (a run recorded before blocks were
+    numbered, with more than one block) is left out: its nested loop re-runs, exactly."""
+    keys = [ckpt_key(c.get("b", 0), c["c"], c["i"]) for c in ckpts]
+    counts = Counter(keys)
+    return {k: c for k, c in zip(keys, ckpts) if counts[k] == 1}
 
 
 class ReplaySession(Session):
@@ -40,7 +52,7 @@ class ReplaySession(Session):
         self.mode = config["mode"]
         self.recorded_args = config.get("args", {})
         self.lo, self.hi = config.get("range") or (0, None)
-        self.ckpts = {ckpt_key(c["c"], c["i"]): c for c in config.get("ckpts", [])}
+        self.ckpts = _unambiguous(config.get("ckpts", []))
         self.active = self.lo == 0
         # a run that entered flor.checkpointing had its main loop there: loops before it
         # are plain from the start (recording could only learn that when the block began)
@@ -68,7 +80,7 @@ class ReplaySession(Session):
         if self.mode == "nested" and self.active:
             return False
         outer = ctx_dict(outer_ctx)
-        entry = self.ckpts.get(ckpt_key(outer, ordinal))
+        entry = self.ckpts.get(ckpt_key(self.block, outer, ordinal))
         if entry is None:
             return False  # thinned out or never taken: re-execute, which is exact too
         started = time.perf_counter()

@@ -77,6 +77,7 @@ class Session:
         self.nested_ordinal = 0
         self.main_started = False
         self.main_ended_at: float | None = None
+        self.block = -1  # flor.checkpointing blocks entered so far, less one
         self._lock = threading.Lock()
         self._sink = _start_writer(journal)
         self._stop = threading.Event()
@@ -206,11 +207,12 @@ class Session:
         self.main, self.outer_index, self.main_done = None, -1, False
         self.objects = objects
         self.base_depth = self.depth
+        self.block += 1
         self.checkpointing = self.seen_checkpointing = True
         self.checkpointer = self.new_checkpointer(objects)
 
     def new_checkpointer(self, objects: dict[str, Any]) -> Checkpointer | None:
-        return Checkpointer(objects, self.store, self.emit)
+        return Checkpointer(objects, self.store, self.emit, self.block)
 
     def exit_checkpointing(self) -> None:
         if self.checkpointer is not None:

@@ -7,13 +7,14 @@ A note is the whole record of one run, attached to the run's shadow commit::
     {"t":"log","s":7,"n":"loss","v":0.41,"c":{"epoch":0,"step":3}}             flor.log
     {"t":"log","s":9,"n":"w","v":[1,2],"ty":"torch.Tensor","c":{}}            non-JSON value
     {"t":"time","s":8,"k":"nested","c":{"epoch":0},"i":0,"sec":2.01}           timings
-    {"t":"ckpt","s":10,"c":{"epoch":0},"i":0,"objs":{...},"bytes":..,"sec":..} checkpoint
+    {"t":"ckpt","s":10,"b":0,"c":{"epoch":0},"i":0,"objs":{..},"sec":..}      checkpoint
     {"t":"replay","rp":"<id>","names":[..],"src":{..},...}                     replay header
     {"t":"log","rp":"<id>","s":0,"n":"grad_norm","v":..,"c":{..}}              replayed
 
 Every line is self-describing and unique, so ``git notes merge -s cat_sort_uniq`` (which
 concatenates, sorts and de-duplicates lines) yields a valid note; readers restore order
-from ``(rp, s)`` and never depend on line position.
+from ``(rp, s)`` and never depend on line position. A checkpoint stands for nested loop
+``i`` of epoch context ``c`` in the run's ``b``-th ``flor.checkpointing`` block.
 """
 
 from __future__ import annotations
