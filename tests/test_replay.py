@@ -504,12 +504,14 @@ def test_a_sweep_around_the_checkpointing_block_replays_exactly(tmp_path: Path,
     repo = make_repo(tmp_path / "repo", files={"train.py": old})
     flor(repo, "run", "train.py")
     (run,) = [row["run"] for row in flor_json(repo, "log")]
-    new = after(old, *SQ_AND_HALF)
+    new = after(old, ('state = {"w": 0.0}', 'flor.log("w0", state["w"] + lr)'), *SQ_AND_HALF)
     (repo / "train.py").write_text(new)
-    ref = reference(tmp_path / "ref", transplant(["sq", "half"], new, old), [])
+    ref = reference(tmp_path / "ref", transplant(["w0", "sq", "half"], new, old), [])
     flor(repo, "replay", "half", "--yes")
     flor(repo, "replay", "sq", "--yes", "--workers", "2")
+    flor(repo, "replay", "w0", "--yes")  # before each block's main loop: not a prefix stop
     expected, note = finished(ref, tmp_path / "ref"), show(repo, run)
+    assert [rp["mode"] for rp in note["replays"]] == ["skip", "nested", "skip"]
     for rp in note["replays"]:
         (name,) = rp["names"]
         assert values(note, [name], rp["rp"]) == values(expected, [name]) != []

@@ -47,6 +47,7 @@ class Job:
     src: dict[str, str] = field(default_factory=dict)  # name -> today's statement
     mode: str = ""
     checkpointing: bool = False  # the run's main loop was inside flor.checkpointing
+    blocks: int = 1  # flor.checkpointing blocks the run entered (a sweep enters several)
     ckpts: list[dict] = field(default_factory=list)  # those whose objects are all present
     missing_ckpts: int = 0
     times: list[dict] = field(default_factory=list)  # the run's timing records
@@ -141,6 +142,7 @@ def _job(git: Git, store: ObjectStore, tip: str | None, run: str, commit: str) -
     # reach) costs time, not exactness: its nested loop re-runs from the exact state.
     ckpts = [r for r in note.records if r.get("t") == "ckpt"]
     job.checkpointing = bool(ckpts)  # it entered flor.checkpointing: the main loop is there
+    job.blocks = 1 + max((c.get("b", 0) for c in ckpts), default=0)
     job.ckpts = [c for c in ckpts
                  if all(store.has(o["sha"]) for o in (c.get("objs") or {}).values())]
     job.missing_ckpts = len(ckpts) - len(job.ckpts)
@@ -203,6 +205,9 @@ def _attach_code(git: Git, jobs: list[Job], names: list[str], rev: str | None) -
         job.source = result
         levels = {s.level for s in find_statements(result, names, path=job.script)}
         job.mode = max((MODE_OF_LEVEL[lvl] for lvl in levels), key=DEMAND.index)
+        if job.mode == "prefix" and job.blocks > 1:
+            job.mode = "skip"  # its main loop started once per block: stopping at the first
+            # would miss what the script logs before the others
 
 
 def _current_source(git: Git, script: str, rev: str | None) -> str:
