@@ -519,10 +519,11 @@ def test_a_sweep_around_the_checkpointing_block_replays_exactly(tmp_path: Path,
 
 
 def test_checkpoints_recorded_without_a_block_number_are_used_only_when_unambiguous() -> None:
-    from flor_cli.runtime.replay_mode import _unambiguous, ckpt_key
+    from flor_cli.runtime.replay_mode import _unambiguous
+    from flor_cli.storage.notes import loop_key
 
     legacy = [{"c": {"epoch": e}, "i": 0, "tag": n} for n, e in enumerate([0, 1, 0])]
     numbered = [{"b": b, "c": {"epoch": 0}, "i": 0} for b in (0, 1)]
-    assert list(_unambiguous(legacy)) == [ckpt_key(0, {"epoch": 1}, 0)]
-    assert list(_unambiguous(numbered)) == [ckpt_key(0, {"epoch": 0}, 0),
-                                            ckpt_key(1, {"epoch": 0}, 0)]
+    assert list(_unambiguous(legacy)) == [loop_key(0, {"epoch": 1}, 0)]
+    assert list(_unambiguous(numbered)) == [loop_key(0, {"epoch": 0}, 0),
+                                            loop_key(1, {"epoch": 0}, 0)]

@@ -39,7 +39,7 @@ class Checkpointer:
         self.objects = objects
         self.store = store
         self.emit = emit
-        self.block = block  # which flor.checkpointing block of the run (see ckpt_key)
+        self.block = block  # which flor.checkpointing block of the run (see notes.loop_key)
         self.cost = 0.0  # seconds per checkpoint: copy on this thread + write behind it
         self.period = 1
         self.taken_at = -1  # outer index of the last checkpoint taken

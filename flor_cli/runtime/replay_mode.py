@@ -17,7 +17,6 @@ values the original run resolved.
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from pathlib import Path
@@ -25,20 +24,14 @@ from typing import Any
 
 from flor_cli.runtime.checkpoint import restore
 from flor_cli.runtime.session import Ctx, Session, ctx_dict
+from flor_cli.storage.notes import loop_key, loop_key_of
 from flor_cli.storage.objects import ObjectStore
-
-
-def ckpt_key(block: int, ctx: dict, ordinal: int) -> tuple[int, str, int]:
-    """Which nested loop a checkpoint stands for: the ``flor.checkpointing`` block (a
-    script may enter one block per value of a plain ``for`` loop, with the same loop
-    contexts in each), the loop context, and the nested loop's ordinal in its epoch."""
-    return block, json.dumps(ctx, sort_keys=True), ordinal
 
 
 def _unambiguous(ckpts: list[dict]) -> dict[tuple[int, str, int], dict]:
     """Checkpoints by key; a key that several carry (a run recorded before blocks were
     numbered, with more than one block) is left out: its nested loop re-runs, exactly."""
-    keys = [ckpt_key(c.get("b", 0), c["c"], c["i"]) for c in ckpts]
+    keys = [loop_key_of(c) for c in ckpts]
     counts = Counter(keys)
     return {k: c for k, c in zip(keys, ckpts) if counts[k] == 1}
 
@@ -80,7 +73,7 @@ class ReplaySession(Session):
         if self.mode == "nested" and self.active:
             return False
         outer = ctx_dict(outer_ctx)
-        entry = self.ckpts.get(ckpt_key(self.block, outer, ordinal))
+        entry = self.ckpts.get(loop_key(self.block, outer, ordinal))
         if entry is None:
             return False  # thinned out or never taken: re-execute, which is exact too
         started = time.perf_counter()

@@ -77,7 +77,7 @@ class Session:
         self.nested_ordinal = 0
         self.main_started = False
         self.main_ended_at: float | None = None
-        self.block = -1  # flor.checkpointing blocks entered so far, less one
+        self.block = -1  # the current flor.checkpointing block's number, from 0; -1: none yet
         self._lock = threading.Lock()
         self._sink = _start_writer(journal)
         self._stop = threading.Event()
@@ -154,7 +154,8 @@ class Session:
                 started = time.perf_counter()
                 yield item
                 if self.main is token:
-                    self.emit({"t": "time", "k": "outer", "c": ctx_dict(ctx),
+                    self.emit({"t": "time", "k": "outer", "b": self.block,
+                               "c": ctx_dict(ctx),
                                "sec": round(time.perf_counter() - started, 6)})
             if self.main is token:
                 self.main_done = True
@@ -181,8 +182,8 @@ class Session:
         finally:
             self._leave(parent, depth)
         outer_ctx = ctx_dict(parent)
-        self.emit({"t": "time", "k": "nested", "c": outer_ctx, "i": ordinal,
-                   "sec": round(seconds, 6)})
+        self.emit({"t": "time", "k": "nested", "b": self.block, "c": outer_ctx,
+                   "i": ordinal, "sec": round(seconds, 6)})
         if self.checkpointer is not None:
             self.checkpointer.maybe_capture(outer_ctx, ordinal, self.outer_index,
                                             self.outer_last, seconds)

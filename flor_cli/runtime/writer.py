@@ -2,8 +2,9 @@
 
 Formatting a JSON line costs several microseconds of interpreter time per record; done
 on a thread of the training process it holds the GIL that training needs. So a session
-hands its queued records, marshalled in batches, through a pipe to a small writer process — ``python -m flor_cli.runtime.writer JOURNAL`` — that formats and
-appends them, on the machine's other core.
+hands its queued records, marshalled in batches, through a pipe to a small writer
+process (``python -m flor_cli.runtime.writer JOURNAL``) that formats and appends them,
+on the machine's other core.
 
 The writer holds the journal's ``flock`` while it lives, so a journal is never folded
 while records are still on their way into it: when training dies (even by SIGKILL) the

@@ -13,8 +13,9 @@ A note is the whole record of one run, attached to the run's shadow commit::
 
 Every line is self-describing and unique, so ``git notes merge -s cat_sort_uniq`` (which
 concatenates, sorts and de-duplicates lines) yields a valid note; readers restore order
-from ``(rp, s)`` and never depend on line position. A checkpoint stands for nested loop
-``i`` of epoch context ``c`` in the run's ``b``-th ``flor.checkpointing`` block.
+from ``(rp, s)`` and never depend on line position. A checkpoint, and the timing of an
+epoch or a nested loop, is about nested loop ``i`` of epoch context ``c`` in the run's
+``flor.checkpointing`` block number ``b`` (from 0; -1 outside any; see :func:`loop_key`).
 """
 
 from __future__ import annotations
@@ -82,6 +83,19 @@ def _in_order(records: list[dict], replayed: bool) -> list[dict]:
 
 
 _SEQ = itemgetter("s")
+
+
+def loop_key(block: int, ctx: dict, ordinal: int) -> tuple[int, str, int]:
+    """Which nested loop a record is about: the ``flor.checkpointing`` block (a script may
+    enter one block per value of a plain ``for`` loop, with the same loop contexts in
+    each), the epoch's loop context, and the nested loop's ordinal in that epoch."""
+    return block, json.dumps(ctx, sort_keys=True), ordinal
+
+
+def loop_key_of(record: dict) -> tuple[int, str, int]:
+    """:func:`loop_key` of a checkpoint or timing record; one written before blocks were
+    numbered is taken to be from the first block."""
+    return loop_key(record.get("b", 0), record.get("c") or {}, record.get("i", 0))
 
 
 def main_timings(records: list[dict]) -> list[dict]:

@@ -14,7 +14,6 @@ statements re-run the nested loops (epochs split across workers).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -46,13 +45,17 @@ class Job:
     source: str = ""  # the old script with today's statements transplanted
     src: dict[str, str] = field(default_factory=dict)  # name -> today's statement
     mode: str = ""
-    checkpointing: bool = False  # the run's main loop was inside flor.checkpointing
-    blocks: int = 1  # flor.checkpointing blocks the run entered (a sweep enters several)
+    blocks: int = 0  # flor.checkpointing blocks the run entered (a sweep enters several)
     ckpts: list[dict] = field(default_factory=list)  # those whose objects are all present
     missing_ckpts: int = 0
     times: list[dict] = field(default_factory=list)  # the run's timing records
     est: float = 0.0
     skip: str | None = None
+
+    @property
+    def checkpointing(self) -> bool:
+        """Whether the run's main loop was inside flor.checkpointing (it checkpointed)."""
+        return self.blocks > 0
 
 
 @dataclass
@@ -141,8 +144,7 @@ def _job(git: Git, store: ObjectStore, tip: str | None, run: str, commit: str) -
     # A checkpoint with an object missing from the store (deleted, a shared store out of
     # reach) costs time, not exactness: its nested loop re-runs from the exact state.
     ckpts = [r for r in note.records if r.get("t") == "ckpt"]
-    job.checkpointing = bool(ckpts)  # it entered flor.checkpointing: the main loop is there
-    job.blocks = 1 + max((c.get("b", 0) for c in ckpts), default=0)
+    job.blocks = 1 + max((notes.loop_key_of(c)[0] for c in ckpts), default=-1)
     job.ckpts = [c for c in ckpts
                  if all(store.has(o["sha"]) for o in (c.get("objs") or {}).values())]
     job.missing_ckpts = len(ckpts) - len(job.ckpts)
@@ -236,12 +238,13 @@ def estimate(job: Job, workers: int) -> float:
 
     if job.mode == "prefix":
         return total("prefix")
-    nested = {_key(r): r.get("sec", 0) for r in job.times if r.get("k") == "nested"}
-    saved: dict[str, float] = {}  # epoch context -> what restoring saves over re-running
+    nested = {notes.loop_key_of(r): r.get("sec", 0)
+              for r in job.times if r.get("k") == "nested"}
+    saved: dict[tuple, float] = {}  # (block, epoch context) -> what restoring saves
     for c in job.ckpts:
-        key = _key(c)
-        saved[key[0]] = saved.get(key[0], 0) + nested.get(key, 0) - c.get("sec", 0)
-    outer = [(json.dumps(r.get("c") or {}, sort_keys=True), r.get("sec", 0))
+        key = notes.loop_key_of(c)
+        saved[key[:2]] = saved.get(key[:2], 0) + nested.get(key, 0) - c.get("sec", 0)
+    outer = [(notes.loop_key_of(r)[:2], r.get("sec", 0))
              for r in job.times if r.get("k") == "outer"]
     full = [sec for _, sec in outer]
     fast = [sec - saved.get(ctx, 0) for ctx, sec in outer]
@@ -262,10 +265,6 @@ def worker_ranges(epochs: int, workers: int) -> list[list[int] | None]:
         return [None]
     bounds = [k * epochs // n for k in range(n + 1)]
     return [[bounds[k], bounds[k + 1] if k < n - 1 else None] for k in range(n)]
-
-
-def _key(record: dict) -> tuple[str, int]:
-    return json.dumps(record.get("c") or {}, sort_keys=True), record.get("i", 0)
 
 
 def _note(job: Job) -> str:
