@@ -38,7 +38,7 @@ FIXED_REPEATS = 15
 T95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26,
        10: 2.23, 11: 2.20, 12: 2.18, 13: 2.16, 14: 2.14, 15: 2.13, 19: 2.09, 24: 2.06,
        29: 2.05}
-STAMPS = """import os, sys, time
+STAMPS = """import os, time
 stamps = [time.time()]
 import flor
 for i in flor.loop("epoch", range(1)):
