@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import IO, Sequence
 
 from flor_cli.services.replay.plan import Job, Plan, worker_ranges
-from flor_cli.storage import cache
 from flor_cli.storage.git import Git
 from flor_cli.storage.journal import new_id
 
@@ -83,7 +82,6 @@ def execute(git: Git, plan: Plan, gpus: Sequence[str] = ()) -> Outcome:
         raise
     if not outcome.failed:
         shutil.rmtree(scratch, ignore_errors=True)
-    cache.connect(git).close()
     return outcome
 
 
