@@ -14,6 +14,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet "torch==2.13.0"
 	$(BIN)/pip install --quiet -e ".[test]"
+	# the report test opens flor's HTML report in the system's chromium (needs root)
+	command -v chromium >/dev/null || { apt-get update -q && apt-get install -y -q chromium; }
 	touch $(STAMP)
 
 demo: install

@@ -30,6 +30,9 @@ COMMANDS = {
     "pull": "Fetch and merge runs from a remote.",
     "check": "Exit non-zero when a run's values fail an expression (CI gate).",
     "lint": "Check flor calls in scripts for problems that break replay.",
+    "plot": "Plot logged values: one panel per name, one line per run.",
+    "report": "Write one self-contained HTML page about the runs.",
+    "export": "Write logged images and files out to a directory.",
 }
 
 

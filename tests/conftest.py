@@ -64,3 +64,18 @@ def repo(tmp_path: Path) -> Path:
     """A git repository holding the deterministic torch training fixture, committed."""
     return make_repo(tmp_path / "repo", files={"train.py": fixture_script("train.py"),
                                                ".gitignore": "data/\n*.log\n"})
+
+
+def append_replayed(repo: Path, run_offset: int, name: str, values: list) -> None:
+    """Append a replay of ``name`` (one value per epoch) to a run's note, as `flor replay`
+    writes it; ``run_offset`` counts runs from the latest back (a real replay costs
+    seconds; test_replay.py runs those)."""
+    from flor_cli.services import query
+    from flor_cli.storage.git import Git
+
+    g = Git(repo)
+    _, commit = query.sql(g, "SELECT run, commit_id FROM runs ORDER BY start DESC")[1][run_offset]
+    records = [{"t": "replay", "rp": "rp1", "names": [name], "start": 1.0}]
+    records += [{"t": "log", "rp": "rp1", "s": i, "n": name, "v": v, "c": {"epoch": i}}
+                for i, v in enumerate(values)]
+    g.append_notes({commit: "".join(json.dumps(r) + "\n" for r in records)}, "test: replay")

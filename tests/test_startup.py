@@ -6,7 +6,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
-HEAVY = ("pandas", "libcst", "torch", "pygit2", "tabulate", "numpy", "cloudpickle")
+HEAVY = ("pandas", "libcst", "torch", "pygit2", "tabulate", "numpy", "cloudpickle", "matplotlib",
+         "PIL", "plotext", "playwright")
 
 
 def imported_after(code: str, cwd=None) -> set[str]:

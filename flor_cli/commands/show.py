@@ -13,7 +13,8 @@ from flor_cli.output import chosen_format, output_options, render
 @click.argument("run", default="latest")
 @output_options
 def command(run: str, fmt_name, as_csv, as_json, as_markdown, tablefmt) -> None:
-    """Show one run in full: metadata, args, every record, timings and checkpoints.
+    """Show one run in full: metadata, args, every record, timings and checkpoints, and
+    the images and files it logged.
 
     RUN is a run id, a unique prefix of one, a shadow commit prefix, or `latest`.
     """
@@ -36,6 +37,10 @@ def command(run: str, fmt_name, as_csv, as_json, as_markdown, tablefmt) -> None:
          [(r.get("s"), r.get("t"), r.get("n") or r.get("k"), _text(r.get("v", r.get("sec"))),
            _text(r.get("c", "")), r.get("rp") or "") for r in note.records]),
     ]
+    logged_files = _files(note.records)
+    if logged_files:
+        sections.append(("files", ["seq", "name", "file", "type", "bytes", "context", "sha"],
+                         logged_files))
     for title, columns, rows in sections:
         if fmt == "table":
             click.echo(f"\n== {title} ==")
@@ -44,3 +49,16 @@ def command(run: str, fmt_name, as_csv, as_json, as_markdown, tablefmt) -> None:
 
 def _text(value) -> str:
     return value if isinstance(value, str) else json.dumps(value)
+
+
+def _files(records: list[dict]) -> list[tuple]:
+    """The logged images and files (flor.Image, flor.File) among a run's records."""
+    from flor_cli.storage.media import MEDIA_TYPES, parse
+
+    rows = []
+    for r in records:
+        ref = parse(r.get("v")) if r.get("ty") in MEDIA_TYPES else None
+        if ref is not None:
+            rows.append((r.get("s"), r.get("n"), ref.file, ref.mime, ref.size,
+                         _text(r.get("c", "")), ref.sha[:12]))
+    return rows

@@ -1,5 +1,5 @@
 """The in-script API, with FlorDB's names: arg, log, loop, checkpointing, commit, and the
-read side (dataframe, query, replay) for notebooks.
+read side (dataframe, query, replay, plot) for notebooks.
 
 A run starts lazily, at the first call that needs one, so that ``import flor`` costs
 nothing in a notebook. Which kind of run depends on how the script was started:
@@ -215,11 +215,23 @@ def commit() -> None:
 # -- reading ---------------------------------------------------------------------------
 
 def dataframe(*names: str):
-    """FlorDB's pivot as a pandas DataFrame: one row per run x loop iteration."""
-    from flor_cli.services import query
+    """FlorDB's pivot as a pandas DataFrame: one row per run x loop iteration. A logged
+    image or file is a value a notebook displays (``_repr_png_``), with its ``path``."""
+    from flor_cli.services import files, query
     from flor_cli.storage.git import Git
 
-    return query.pivot_frame(Git.discover(Path.cwd()), list(names))
+    git = Git.discover(Path.cwd())
+    return files.displayable(git, query.pivot_frame(git, list(names)))
+
+
+def plot(*names: str, where: str | None = None, x: str | None = None,
+         by: Sequence[str] = ()):
+    """``flor plot`` in a notebook: a matplotlib Figure, one panel per name."""
+    from flor_cli.services import plot as service
+    from flor_cli.storage.git import Git
+
+    return service.figure(service.panels(Git.discover(Path.cwd()), list(names), where, x,
+                                         list(by)))
 
 
 def query(sql: str):

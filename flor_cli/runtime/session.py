@@ -38,7 +38,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from flor_cli.runtime import values
+from flor_cli.runtime import media, values
 from flor_cli.runtime.checkpoint import Checkpointer
 from flor_cli.runtime.writer import InProcessWriter, LineFormatter, WriterProcess
 from flor_cli.storage.objects import ObjectStore
@@ -91,7 +91,10 @@ class Session:
         if type(value) in values.PLAIN_TYPES:
             self.queue.extend((name, value))
         else:
-            value, type_name = values.encode(value)
+            if media.is_media(value):  # an image or a file: stored, a reference logged
+                value, type_name = media.store(name, value, self.store)
+            else:
+                value, type_name = values.encode(value)
             self.queue.append({"t": "log", "n": name, "v": value, "ty": type_name})
 
     def emit(self, record: dict) -> None:

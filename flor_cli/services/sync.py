@@ -7,9 +7,10 @@ flor.shadow`` and ``refs/notes/remotes/<remote>/flor``, which only ever mirror t
 and merges them into the local refs, so no local record can be lost: notes merge by union
 of their JSONL lines, the shadow branch by fast-forward or a merge commit.
 
-Checkpoints are too big for git. They stay in ``.git/flor/objects`` unless ``git config
-flor.store`` names a shared store (a directory, a mount, a ``file://`` URL); then ``push``
-copies the checkpoints of the runs it ships there, so other clones can replay them.
+Checkpoints (and logged images and files) are too big for git. They stay in
+``.git/flor/objects`` unless ``git config flor.store`` names a shared store (a directory, a
+mount, a ``file://`` URL); then ``push`` copies the objects of the runs it ships there, so
+other clones can replay them and see their images.
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from flor_cli.errors import UserError
-from flor_cli.storage import cache
+from flor_cli.storage import cache, media
 from flor_cli.storage.git import NOTES_REF, SHADOW_REF, Git
+from flor_cli.storage.media import MEDIA_TYPES
 from flor_cli.storage.objects import ObjectStore, configured_store, store_for
 
 PUSH_TRIES = 5  # each retry first merges what the remote gained meanwhile
@@ -37,7 +39,7 @@ class NothingToPull(UserError):
 class PushResult:
     remote: str
     refs: list[str]     # the refs shipped
-    copied: int         # checkpoint objects copied to the shared store
+    copied: int         # objects (checkpoints, logged files) copied to the shared store
     store: str | None   # the shared store, when one is configured
 
 
@@ -65,7 +67,7 @@ def push(git: Git, remote: str) -> PushResult:
         raise UserError("nothing to push: no runs recorded here (flor run SCRIPT records one)")
     db = cache.connect(git)  # folds crashed runs' journals, so they travel too
     try:
-        store, copied = _share_checkpoints(git, db)
+        store, copied = _share_objects(git, db)
     finally:
         db.close()
     for _ in range(PUSH_TRIES):
@@ -106,7 +108,7 @@ def replayable(git: Git, run_ids: Iterable[str]) -> dict[str, bool]:
     result = dict.fromkeys(run_ids, True)
     if not result:
         return result
-    local, shared = _stores(git)
+    local, shared = stores(git)
     db = cache.connect(git)
     try:
         marks = ",".join("?" * len(result))
@@ -126,24 +128,35 @@ def _check_remote(git: Git, remote: str) -> None:
         raise UserError(f"no such remote: {remote} (see git remote -v)")
 
 
-def _stores(git: Git) -> tuple[ObjectStore, ObjectStore | None]:
-    """The local checkpoint store and the shared one, if ``flor.store`` names one."""
+def stores(git: Git) -> tuple[ObjectStore, ObjectStore | None]:
+    """The local object store and the shared one, if ``flor.store`` names one."""
     shared = configured_store(git) if git.config("flor.store") else None
     return store_for(git.flor_dir), shared
 
 
-def _share_checkpoints(git: Git, db) -> tuple[str | None, int]:
-    """Copy local checkpoint objects of the recorded runs that the shared store lacks."""
-    local, shared = _stores(git)
+def _share_objects(git: Git, db) -> tuple[str | None, int]:
+    """Copy the local checkpoint objects and logged files of the recorded runs that the
+    shared store lacks."""
+    local, shared = stores(git)
     if shared is None or shared.root.resolve() == local.root.resolve():
         return (str(shared.root) if shared else None), 0
     copied = 0
-    for (objs,) in db.execute("SELECT objs FROM checkpoints"):
-        for sha in _digests(objs):
-            if not shared.has(sha) and local.has(sha):
-                _copy_object(local, shared, sha)
-                copied += 1
+    for sha in dict.fromkeys(_object_digests(db)):
+        if not shared.has(sha) and local.has(sha):
+            _copy_object(local, shared, sha)
+            copied += 1
     return str(shared.root), copied
+
+
+def _object_digests(db) -> Iterator[str]:
+    """Every object the notes refer to: checkpoints' and logged images' and files'."""
+    for (objs,) in db.execute("SELECT objs FROM checkpoints"):
+        yield from _digests(objs)
+    marks = ",".join("?" * len(MEDIA_TYPES))
+    for (value,) in db.execute(f"SELECT value FROM logs WHERE type IN ({marks})", MEDIA_TYPES):
+        ref = media.parse(value)
+        if ref is not None:
+            yield ref.sha
 
 
 def _digests(objs: str | None) -> list[str]:

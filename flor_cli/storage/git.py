@@ -225,6 +225,14 @@ class Git:
             blob = None if delta.status_char() == "D" else str(delta.new_file.id)
             yield annotated, blob
 
+    def tree_of(self, commit: str) -> str:
+        """The tree a commit records: runs with equal trees ran the same code."""
+        return str(self.repo[commit].peel(_tree_type()).id)
+
+    def diff_trees(self, old: str, new: str) -> str:
+        """The patch from one tree to another (``git diff`` of two code versions)."""
+        return self.repo.diff(self.repo[old], self.repo[new]).patch or ""
+
     def blob_text(self, blob_id: str) -> str:
         return self.repo[blob_id].data.decode()
 

@@ -1,0 +1,30 @@
+"""``flor export NAME... [--where SQL] -o DIR``"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command("export")
+@click.argument("names", nargs=-1, required=True)
+@click.option("--where", help="SQL condition over `flor log`'s columns: which runs.")
+@click.option("-o", "--output", "output", required=True, metavar="DIR",
+              type=click.Path(file_okay=False, path_type=Path),
+              help="Directory to write into: DIR/<run>/<name>[.<loop>-<index>...].<ext>.")
+def command(names: tuple[str, ...], where: str | None, output: Path) -> None:
+    """Write logged images and files (flor.log of a Figure, flor.Image, flor.File) out.
+
+    One folder per run, one file per logged value, named by its loop context. NAMEs may
+    also be comma-separated.
+    """
+    from flor_cli.services.export import export
+    from flor_cli.storage.git import Git
+
+    result = export(Git.discover("."), names, output, where)
+    for path in result.written:
+        click.echo(str(path))
+    for what in result.missing:
+        click.echo(f"flor: not in any object store (pull it, or set flor.store): {what}",
+                   err=True)
