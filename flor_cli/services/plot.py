@@ -58,10 +58,10 @@ class Runs:
         return ", ".join(f"{k}={_text(values.get(k))}" for k in keys) or run
 
 
-def select_runs(git: Git, where: str | None = None) -> Runs:
-    """The runs ``--where`` (SQL over ``flor log``'s columns) selects."""
-    columns, rows = query.runs(git, where)
-    ids = [row[0] for row in rows]
+def select_runs(git: Git, where: str | None = None, table: query.Table | None = None) -> Runs:
+    """The runs ``--where`` (SQL over ``flor log``'s columns) selects, or those of ``table``
+    (what ``query.runs`` gave for it already)."""
+    ids = [row[0] for row in (table or query.runs(git, where))[1]]
     args: dict[str, dict[str, Any]] = defaultdict(dict)
     chosen = set(ids)
     for run, name, value in query.sql(git, "SELECT run, name, value FROM args")[1]:

@@ -26,12 +26,13 @@ from flor_cli.storage.git import Git
 MAX_IMAGES = 400             # thumbnails embedded; `flor export` writes all of them
 MAX_IMAGE_BYTES = 4 << 20    # total bytes of embedded images
 MAX_DIFF_CHARS = 40_000      # per code version
+MAX_POINTS = 1_000           # per series in a chart; longer ones are thinned evenly
 
 
 def build(git: Git, where: str | None = None) -> dict[str, Any]:
     """Everything the page shows, as JSON-able data."""
     columns, rows = query.runs(git, where)
-    runs = plot.select_runs(git, where)
+    runs = plot.select_runs(git, table=(columns, rows))
     commits = dict(query.sql(git, "SELECT run, commit_id FROM runs")[1])
     versions, version_of = _versions(git, [(run, commits[run]) for run in runs.ids])
     replayed: dict[str, list[str]] = {}
@@ -67,20 +68,26 @@ def _finite(value: Any) -> Any:
 def _panel(panel: plot.Panel) -> dict:
     series = []
     for s in panel.series:
-        item: dict[str, Any] = {"run": s.run, "label": s.label, "replayed": s.replayed,
-                                "y": [_finite(v) for v in s.y]}
-        if s.x != list(range(len(s.x))):  # 0, 1, 2, ...: left out, the page counts
-            item["x"] = s.x
+        step = -(-len(s.y) // MAX_POINTS)  # a chart is 360 pixels wide: every step-th point
+        ys = [_drawn(v) for v in s.y[::step]]
+        item: dict[str, Any] = {"run": s.run, "label": s.label, "replayed": s.replayed, "y": ys}
+        if s.x != list(range(len(s.x))) or step > 1:  # 0, 1, 2, ...: left out, the page counts
+            item["x"] = s.x[::step]
         series.append(item)
     return {"name": panel.name, "kind": panel.kind, "xlabel": panel.xlabel,
             "xticks": panel.xticks, "series": series}
+
+
+def _drawn(value: float) -> float | None:
+    """A value as a chart needs it: 6 significant digits (the table keeps them all)."""
+    return _finite(float(f"{value:.6g}"))
 
 
 def _finals(panel: plot.Panel) -> dict[str, Any]:
     """Each run's final value of a curve (what it ended at), for final-vs-arg charts."""
     if panel.kind != "curve":
         return {}
-    return {s.run: [_finite(s.y[-1]), s.replayed] for s in panel.series}
+    return {s.run: [_drawn(s.y[-1]), s.replayed] for s in panel.series}
 
 
 def _images(git: Git, runs: list[str]) -> dict[str, Any]:
