@@ -8,10 +8,25 @@ that checkpointing costs at most ~1/15 of loop time: an iteration whose nested l
 iterations (every iteration when ``L >= 15*C``); the first and the last iteration (when
 the loop's length is known) are always kept.
 
-Objects with ``state_dict``/``load_state_dict`` (torch modules, optimizers, LR
-schedulers, GradScaler, anything following that protocol) are saved by state dict with
-``torch.save``; everything else with cloudpickle and restored in place. RNG states
-(python, numpy, torch CPU, CUDA) go with every checkpoint so that replay is exact.
+A checkpoint is everything the rest of the run can observe of what the nested loop did:
+
+* torch modules: the state dict (parameters and buffers), each parameter's ``.grad``
+  (None stays None: ``zero_grad()`` and ``zero_grad(set_to_none=False)`` differ) and each
+  submodule's ``training`` flag (a loop that calls ``model.eval()``);
+* other objects with ``state_dict``/``load_state_dict`` (optimizers, LR schedulers,
+  GradScaler) by state dict; both with ``torch.save``; everything else with cloudpickle,
+  restored in place;
+* the loop's effects on the frame that runs it (see :mod:`effects`): the values of the
+  names its body binds or mutates, pickled with the declared objects *by reference* (so a
+  restored ``self`` still holds the live model), put back into that frame — module or
+  function scope — when replay skips the loop. A value that cannot be pickled, or whose
+  pickle is over ``FRAME_VALUE_CAP`` bytes, is listed by name in the record's ``nc``
+  (not captured); replay's planner re-executes the runs whose statements read it.
+  Modules, functions and classes are not state and are left out;
+* RNG states (python, numpy, torch CPU, CUDA), so that what follows draws the same numbers.
+
+Copying the frame costs training-thread time like the rest, so it counts in the
+adaptive period's cost (``BUDGET``).
 """
 
 from __future__ import annotations
@@ -25,12 +40,19 @@ import random
 import sys
 import threading
 import time
+import types
 from typing import Any, Callable
 
+from flor_cli.runtime.effects import Effects
 from flor_cli.storage.objects import ObjectStore
 
 BUDGET = 15.0  # loop time per unit of checkpoint cost (VLDB'21)
 RNG = "__rng__"
+FRAME = "__frame__"  # the nested loop's effects on its frame
+FRAME_VALUE_CAP = 16 << 20  # bytes: a bigger value (a whole dataset bound to a name) is
+# listed as not captured rather than copied at every checkpoint
+_NOT_STATE = (types.ModuleType, types.FunctionType, types.BuiltinFunctionType, types.MethodType,
+              type)
 
 
 class Checkpointer:
@@ -50,8 +72,13 @@ class Checkpointer:
     # -- training thread ---------------------------------------------------------------
 
     def maybe_capture(self, ctx: dict, ordinal: int, outer_index: int, last: bool,
-                      loop_seconds: float) -> None:
-        """Checkpoint at the end of a nested loop, if the adaptive period says so."""
+                      loop_seconds: float, frame: types.FrameType | None = None,
+                      effects: Effects | None = None) -> None:
+        """Checkpoint at the end of a nested loop, if the adaptive period says so.
+
+        ``frame`` is the frame that ran the loop and ``effects`` what its body changes
+        there (None: not known, so nothing of the frame can be restored: ``nc`` says
+        ``*``)."""
         self._adapt(loop_seconds)
         due = (self.taken_at < 0 or last or outer_index - self.taken_at >= self.period
                or outer_index == self.taken_at)  # a second nested loop of the same epoch
@@ -60,8 +87,12 @@ class Checkpointer:
         start = time.perf_counter()
         states = {name: _copy_state(obj) for name, obj in self.objects.items()}
         states[RNG] = rng_state()
+        extra: dict[str, list[str]] = {"nc": ["*"]}
+        if frame is not None and effects is not None:
+            values, extra = capture_frame(frame, effects, self.objects)
+            states[FRAME] = ("frame", values)
         self.taken_at = outer_index
-        self._jobs.put((dict(ctx), ordinal, states, time.perf_counter() - start))
+        self._jobs.put((dict(ctx), ordinal, states, extra, time.perf_counter() - start))
 
     def close(self) -> None:
         """Wait for pending writes: a checkpoint in the manifest must exist on disk."""
@@ -79,7 +110,7 @@ class Checkpointer:
             job = self._jobs.get()
             if job is None:
                 return
-            ctx, ordinal, states, copy_seconds = job
+            ctx, ordinal, states, extra, copy_seconds = job
             start = time.perf_counter()
             digests, size = {}, 0
             for name, (kind, state) in states.items():
@@ -89,20 +120,133 @@ class Checkpointer:
             seconds = copy_seconds + time.perf_counter() - start
             self.cost = seconds if self.cost == 0 else 0.5 * (self.cost + seconds)
             self.emit({"t": "ckpt", "b": self.block, "c": ctx, "i": ordinal, "objs": digests,
-                       "bytes": size, "sec": round(seconds, 6)})
+                       **extra, "bytes": size, "sec": round(seconds, 6)})
 
 
-def restore(objects: dict[str, Any], entry: dict, store: ObjectStore) -> None:
-    """Put the checkpointed state back into the live objects, RNG states included."""
+def restore(objects: dict[str, Any], entry: dict, store: ObjectStore,
+            frame: types.FrameType | None = None) -> None:
+    """Put the checkpointed state back into the live objects and into ``frame`` (the
+    frame running the skipped loop), RNG states included."""
     for name, info in entry["objs"].items():
         state = _deserialize(info["kind"], store.get(info["sha"]))
         if name == RNG:
             set_rng_state(state)
+        elif name == FRAME:
+            if frame is not None:
+                restore_frame(frame, state, objects)
         elif name in objects:
             _load_state(objects[name], info["kind"], state)
 
 
+# -- the frame ---------------------------------------------------------------------------
+
+def capture_frame(frame: types.FrameType, effects: Effects, objects: dict[str, Any]
+                  ) -> tuple[dict[str, tuple[bytes, bool]], dict[str, list[str]]]:
+    """The values ``effects`` names in ``frame``: name -> (pickle, restore in place), and
+    the record's lists: ``fx`` (captured) and ``nc`` (not captured)."""
+    local = _local_names(frame)
+    declared = {id(o) for o in objects.values()}
+    values: dict[str, tuple[bytes, bool]] = {}
+    missed: list[str] = []
+    for name in effects.names:
+        scope = frame.f_locals if name in local else frame.f_globals
+        if name not in scope:
+            continue  # never bound (the loop ran no iteration): nothing to put back
+        value = scope[name]
+        if isinstance(value, _NOT_STATE) or id(value) in declared:
+            continue  # code, or restored by its own state
+        try:
+            data = _pickle_by_reference(value, objects)
+        except Exception:  # noqa: BLE001 - whatever an object's reducer raises
+            missed.append(name)
+            continue
+        if len(data) > FRAME_VALUE_CAP:
+            missed.append(name)
+        else:
+            values[name] = (data, name not in effects.bound)
+    return values, {"fx": sorted(values), "nc": missed}
+
+
+def restore_frame(frame: types.FrameType, values: dict[str, tuple[bytes, bool]],
+                  objects: dict[str, Any]) -> None:
+    """Put captured values back: a mutated object in place where the frame still holds
+    one of its type (other references to it see the change, as they did), else bound."""
+    local = _local_names(frame)
+    changed_locals = False
+    f_locals = frame.f_locals  # a function frame's snapshot of its fast locals
+    for name, (data, in_place) in values.items():
+        value = _unpickle_by_reference(data, objects)
+        scope = f_locals if name in local else frame.f_globals
+        current = scope.get(name, _MISSING)
+        if not (in_place and type(current) is type(value) and _update_in_place(current, value)):
+            scope[name] = value
+            changed_locals |= scope is f_locals and f_locals is not frame.f_globals
+    if changed_locals:
+        import ctypes
+
+        ctypes.pythonapi.PyFrame_LocalsToFast(ctypes.py_object(frame), ctypes.c_int(0))
+
+
+_MISSING = object()
+
+
+def _local_names(frame: types.FrameType) -> set[str]:
+    """Names that are the frame's own (function locals and cells); the rest are globals."""
+    if frame.f_locals is frame.f_globals:
+        return set()
+    code = frame.f_code
+    return {*code.co_varnames, *code.co_cellvars, *code.co_freevars}
+
+
+def _update_in_place(current: Any, value: Any) -> bool:
+    if isinstance(current, dict):
+        current.clear()
+        current.update(value)
+    elif isinstance(current, (list, bytearray)):
+        current[:] = value
+    elif isinstance(current, set):
+        current.clear()
+        current.update(value)
+    elif hasattr(current, "__dict__") and not _has_state_dict(current) \
+            and not hasattr(current, "shape"):
+        current.__dict__.clear()
+        current.__dict__.update(value.__dict__)
+    else:
+        return False
+    return True
+
+
+def _pickle_by_reference(value: Any, objects: dict[str, Any]) -> bytes:
+    """cloudpickle of ``value``, the declared objects in it pickled as their names."""
+    import cloudpickle
+
+    names = {id(o): name for name, o in objects.items()}
+
+    class Pickler(cloudpickle.CloudPickler):
+        def persistent_id(self, obj: Any) -> str | None:
+            return names.get(id(obj))
+
+    buf = io.BytesIO()
+    Pickler(buf, protocol=pickle.HIGHEST_PROTOCOL).dump(value)
+    return buf.getvalue()
+
+
+def _unpickle_by_reference(data: bytes, objects: dict[str, Any]) -> Any:
+    class Unpickler(pickle.Unpickler):
+        def persistent_load(self, pid: str) -> Any:
+            return objects[pid]
+
+    return Unpickler(io.BytesIO(data)).load()
+
+
+# -- declared objects ----------------------------------------------------------------------
+
 def _copy_state(obj: Any) -> tuple[str, Any]:
+    if _is_module(obj):
+        return "module", _detached_copy({
+            "state": obj.state_dict(),
+            "grads": {n: p.grad for n, p in obj.named_parameters()},
+            "training": {n: m.training for n, m in obj.named_modules()}})
     if _has_state_dict(obj):
         return "state_dict", _detached_copy(obj.state_dict())
     import cloudpickle
@@ -126,8 +270,13 @@ def _detached_copy(state: Any) -> Any:
     return copy.deepcopy(state)
 
 
+def _is_module(obj: Any) -> bool:
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(obj, torch.nn.Module)
+
+
 def _serialize(kind: str, state: Any) -> bytes:
-    if kind == "state_dict":
+    if kind in ("state_dict", "module"):
         import torch
 
         buf = io.BytesIO()
@@ -139,7 +288,7 @@ def _serialize(kind: str, state: Any) -> bytes:
 
 
 def _deserialize(kind: str, data: bytes) -> Any:
-    if kind == "state_dict":
+    if kind in ("state_dict", "module"):
         import torch
 
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
@@ -147,7 +296,9 @@ def _deserialize(kind: str, data: bytes) -> Any:
 
 
 def _load_state(obj: Any, kind: str, state: Any) -> None:
-    if kind == "state_dict":
+    if kind == "module":
+        _load_module(obj, state)
+    elif kind == "state_dict":
         obj.load_state_dict(state)
     elif isinstance(obj, dict):
         obj.clear()
@@ -162,6 +313,24 @@ def _load_state(obj: Any, kind: str, state: Any) -> None:
     else:
         raise TypeError(f"cannot restore a {type(obj).__name__} in place; "
                         "checkpoint a mutable container holding it instead")
+
+
+def _load_module(module: Any, state: dict) -> None:
+    """Parameters and buffers, then each ``.grad`` (None stays None) and training flag."""
+    module.load_state_dict(state["state"])
+    grads = state["grads"]
+    for name, param in module.named_parameters():
+        grad = grads.get(name)
+        if grad is None:
+            param.grad = None
+        elif param.grad is not None and param.grad.shape == grad.shape:
+            param.grad.copy_(grad)  # the same tensor, as zero_grad(set_to_none=False) keeps it
+        else:
+            param.grad = grad.to(param.device)
+    flags = state["training"]
+    for name, sub in module.named_modules():
+        if name in flags:
+            sub.training = flags[name]
 
 
 def rng_state() -> tuple[str, dict]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from flor_cli.runtime.checkpoint import restore
@@ -69,7 +70,7 @@ class ReplaySession(Session):
         if self.mode == "nested":
             self.active = index >= self.lo
 
-    def skip_nested(self, outer_ctx: Ctx, ordinal: int) -> bool:
+    def skip_nested(self, outer_ctx: Ctx, ordinal: int, frame: FrameType) -> bool:
         if self.mode == "nested" and self.active:
             return False
         outer = ctx_dict(outer_ctx)
@@ -77,7 +78,7 @@ class ReplaySession(Session):
         if entry is None:
             return False  # thinned out or never taken: re-execute, which is exact too
         started = time.perf_counter()
-        restore(self.objects, entry, self.store)
+        restore(self.objects, entry, self.store, frame)
         self.emit({"t": "time", "k": "ckpt_load", "c": outer, "i": ordinal,
                    "sec": round(time.perf_counter() - started, 6)})
         return True

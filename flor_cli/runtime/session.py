@@ -32,14 +32,17 @@ things: which records are kept, whether nested loops run, and where the script s
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections import deque
 from pathlib import Path
+from types import FrameType
 from typing import Any, Iterable, Iterator
 
 from flor_cli.runtime import media, values
 from flor_cli.runtime.checkpoint import Checkpointer
+from flor_cli.runtime.effects import loop_effects
 from flor_cli.runtime.writer import InProcessWriter, LineFormatter, WriterProcess
 from flor_cli.storage.objects import ObjectStore
 
@@ -114,13 +117,16 @@ class Session:
 
         Returning the role's generator itself (rather than delegating to it) saves a
         generator frame per iteration, which matters for loops around ``flor.log``.
+        A nested loop keeps the frame that called ``flor.loop`` (two frames up: the
+        user's code calls ``flor.loop``, which calls this), whose names the loop changes.
         """
         depth = self.depth
         if (depth == self.base_depth and self.main is None and not self.main_done
                 and (self.checkpointing or not self.seen_checkpointing)):
             return self._outer(name, iterable, self.ctx, depth)
         if depth == self.base_depth + 1 and self.outer_index >= 0:
-            return self._nested(name, iterable, self.ctx, depth)
+            frame = sys._getframe(2)
+            return self._nested(name, iterable, self.ctx, depth, frame, frame.f_lineno)
         return self._inner(name, iterable, self.ctx, depth)
 
     def _inner(self, name: str, iterable: Iterable, parent: Ctx, depth: int) -> Iterator:
@@ -168,10 +174,11 @@ class Session:
                 self.main, self.outer_index = None, -1
             self._leave(parent, depth)
 
-    def _nested(self, name: str, iterable: Iterable, parent: Ctx, depth: int) -> Iterator:
+    def _nested(self, name: str, iterable: Iterable, parent: Ctx, depth: int,
+                frame: FrameType, line: int) -> Iterator:
         ordinal = self.nested_ordinal
         self.nested_ordinal += 1
-        if self.skip_nested(parent, ordinal):
+        if self.skip_nested(parent, ordinal, frame):
             return
         self.depth = depth + 1
         mark = self.queue.append
@@ -189,7 +196,8 @@ class Session:
                    "i": ordinal, "sec": round(seconds, 6)})
         if self.checkpointer is not None:
             self.checkpointer.maybe_capture(outer_ctx, ordinal, self.outer_index,
-                                            self.outer_last, seconds)
+                                            self.outer_last, seconds, frame,
+                                            loop_effects(frame.f_code.co_filename, line))
 
     def on_main_start(self) -> None:
         if not self.main_started:
@@ -199,7 +207,7 @@ class Session:
     def on_outer_iteration(self, index: int) -> None:
         """Replay hooks in here to stop or to narrow recording to its epochs."""
 
-    def skip_nested(self, outer_ctx: Ctx, ordinal: int) -> bool:
+    def skip_nested(self, outer_ctx: Ctx, ordinal: int, frame: FrameType) -> bool:
         """Replay skips a nested loop by restoring its checkpoint; recording never does."""
         return False
 
