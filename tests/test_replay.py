@@ -527,3 +527,59 @@ def test_checkpoints_recorded_without_a_block_number_are_used_only_when_unambigu
     assert list(_unambiguous(legacy)) == [loop_key(0, {"epoch": 1}, 0)]
     assert list(_unambiguous(numbered)) == [loop_key(0, {"epoch": 0}, 0),
                                             loop_key(1, {"epoch": 0}, 0)]
+
+
+# -- exactness: everything a skipped nested loop leaves behind ----------------------------
+
+EXACT = FIXTURES / "exactness"
+EXACT_NAMES = ["grad_norm", "grad_none", "last_loss", "mean_loss", "steps", "running",
+               "training", "val", "best"]
+
+
+def test_statements_reading_what_the_nested_loop_left_replay_exactly(tmp_path: Path) -> None:
+    """Gradients (None and zeros), eval() inside the loop, the last loss, a list of
+    losses, a counter, a dict of averages, a global read in a called function: at module
+    scope (train.py) and inside ``def main()`` (main.py), skipped and verified, equal to a
+    full run of v2; with a captured value deleted from the store, re-executed, still equal."""
+    scripts = {s: {v: (EXACT / f"{s}_v{v}.py").read_text() for v in (1, 2)}
+               for s in ("train", "main")}
+    procs = {s: reference(tmp_path / f"ref-{s}", versions[2], [])
+             for s, versions in scripts.items()}
+    repo = make_repo(tmp_path / "repo", files={f"{s}.py": v[1] for s, v in scripts.items()})
+    for s in scripts:
+        flor(repo, "run", f"{s}.py")
+    runs = {row["script"].removesuffix(".py"): row["run"] for row in flor_json(repo, "log")}
+    for s, versions in scripts.items():
+        (repo / f"{s}.py").write_text(versions[2])
+    git(repo, "commit", "-qam", "v2: hindsight statements")
+    plan = json.loads(flor(repo, "replay", ",".join(EXACT_NAMES), "--dry-run",
+                           "--format", "json").stdout)
+    assert [(row["mode"], row["note"]) for row in plan] == [("skip", "")] * 2
+    flor(repo, "replay", ",".join(EXACT_NAMES), "--yes")
+    expected = {s: finished(procs[s], tmp_path / f"ref-{s}") for s in scripts}
+    for s, run in runs.items():
+        note = show(repo, run)
+        (rp,) = note["replays"]
+        assert rp["mode"] == "skip" and rp["restored"] >= 2  # first and last: always
+        assert rp["verify"]["ok"] and rp["verify"]["epochs"] in ([2, None], [1, 2])
+        for name in EXACT_NAMES:
+            assert values(note, [name], rp["rp"]) == values(expected[s], [name]) != [], (s, name)
+
+    # delete the frame part of the last epoch's checkpoint: that loop re-executes, exactly
+    run = runs["train"]
+    restored = show(repo, run)["replays"][0]["restored"]
+    (ckpt,) = [r for r in show(repo, run)["records"]
+               if r.get("t") == "ckpt" and r["c"] == {"epoch": 2}]
+    sha = ckpt["objs"]["__frame__"]["sha"]
+    (repo / ".git" / "flor" / "objects" / sha[:2] / sha[2:]).unlink()
+    again = ["last_loss", "mean_loss", "best"]
+    (row,) = json.loads(flor(repo, "replay", ",".join(again), "--where", f"run = '{run}'",
+                             "--dry-run", "--format", "json").stdout)
+    assert row["mode"] == "skip" and "1 checkpoint(s) missing" in row["note"]
+    flor(repo, "replay", ",".join(again), "--where", f"run = '{run}'", "--yes", "--no-verify")
+    note = show(repo, run)
+    rp = note["replays"][-1]
+    assert rp["restored"] == restored - 1 and "verify" not in rp
+    for name in again:
+        assert values(note, [name], rp["rp"]) == values(expected["train"], [name]), name
+    assert_clean(repo)

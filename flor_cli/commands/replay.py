@@ -22,9 +22,11 @@ from flor_cli.output import chosen_format, output_options, render
               help="Processes per run for nested-loop statements (epochs split among them).")
 @click.option("--gpus", help="Comma-separated GPU ids, given to workers round-robin.")
 @click.option("--rev", help="Take today's statements from this commit, not the worktree.")
+@click.option("--no-verify", "no_verify", is_flag=True,
+              help="Do not check skipping against re-execution on one epoch per version.")
 @output_options
 def command(names: tuple[str, ...], where: str | None, yes: bool, dry_run: bool,
-            show_diff: bool, workers: int, gpus: str | None, rev: str | None,
+            show_diff: bool, workers: int, gpus: str | None, rev: str | None, no_verify: bool,
             fmt_name, as_csv, as_json, as_markdown, tablefmt) -> None:
     """Backfill the flor.log statements for NAMEs into past runs by replaying them.
 
@@ -41,7 +43,8 @@ def command(names: tuple[str, ...], where: str | None, yes: bool, dry_run: bool,
     fmt = chosen_format(fmt_name, as_csv, as_json, as_markdown)
     wanted = [n for name in names for n in name.split(",") if n]
     frame = api.replay(Git.discover("."), wanted, where=where, yes=yes, workers=workers,
-                       gpus=gpus, dry_run=dry_run, rev=rev, show_diff=show_diff, fmt=fmt,
+                       gpus=gpus, dry_run=dry_run, rev=rev, verify=not no_verify,
+                       show_diff=show_diff, fmt=fmt,
                        tablefmt=tablefmt, out=click.echo)
     if not frame.empty:
         click.echo(render(list(frame.columns), frame.itertuples(index=False), fmt, tablefmt))

@@ -19,7 +19,8 @@ A checkpoint is everything the rest of the run can observe of what the nested lo
 * the loop's effects on the frame that runs it (see :mod:`effects`): the values of the
   names its body binds or mutates, pickled with the declared objects *by reference* (so a
   restored ``self`` still holds the live model), put back into that frame — module or
-  function scope — when replay skips the loop. A value that cannot be pickled, or whose
+  function scope — when replay skips the loop. Dicts, lists and sets passed to a call
+  in the loop (which may fill them in) are captured as well, when they can be. A value that cannot be pickled, or whose
   pickle is over ``FRAME_VALUE_CAP`` bytes, is listed by name in the record's ``nc``
   (not captured); replay's planner re-executes the runs whose statements read it.
   Modules, functions and classes are not state and are left out;
@@ -51,6 +52,7 @@ RNG = "__rng__"
 FRAME = "__frame__"  # the nested loop's effects on its frame
 FRAME_VALUE_CAP = 16 << 20  # bytes: a bigger value (a whole dataset bound to a name) is
 # listed as not captured rather than copied at every checkpoint
+_CONTAINERS = (dict, list, set)  # what a call is given to fill in: `update(stats)`
 _NOT_STATE = (types.ModuleType, types.FunctionType, types.BuiltinFunctionType, types.MethodType,
               type)
 
@@ -148,22 +150,25 @@ def capture_frame(frame: types.FrameType, effects: Effects, objects: dict[str, A
     declared = {id(o) for o in objects.values()}
     values: dict[str, tuple[bytes, bool]] = {}
     missed: list[str] = []
-    for name in effects.names:
+    certain = effects.names
+    for name in [*certain, *sorted(effects.passed - set(certain))]:
         scope = frame.f_locals if name in local else frame.f_globals
         if name not in scope:
             continue  # never bound (the loop ran no iteration): nothing to put back
         value = scope[name]
         if isinstance(value, _NOT_STATE) or id(value) in declared:
             continue  # code, or restored by its own state
+        maybe = name in effects.passed and name not in certain
+        if maybe and not isinstance(value, _CONTAINERS):
+            continue  # a tensor or batch handed to a model: not worth a copy per checkpoint
         try:
             data = _pickle_by_reference(value, objects)
         except Exception:  # noqa: BLE001 - whatever an object's reducer raises
-            missed.append(name)
-            continue
-        if len(data) > FRAME_VALUE_CAP:
-            missed.append(name)
-        else:
+            data = None
+        if data is not None and len(data) <= FRAME_VALUE_CAP:
             values[name] = (data, name not in effects.bound)
+        elif not maybe:
+            missed.append(name)
     return values, {"fx": sorted(values), "nc": missed}
 
 

@@ -9,12 +9,15 @@ loss.item())``). Those names are found here, once per loop, from the loop's sour
 :mod:`checkpoint` captures their values from the frame at the loop's end and puts them
 back into the frame when replay skips the loop.
 
-The analysis is syntactic: a change made through a call (``update(stats)`` mutating its
-argument inside another function) is not seen. That is what replay's verification (one
+Calls are followed as far as the source shows them: a function of the same file that the
+body calls adds the names it declares ``global`` and the module-level objects it changes;
+a name passed to any call (``update(stats)``) may be changed by it, so it is captured too
+when it holds a container (see :mod:`checkpoint`). What a call into another module
+changes there (``helper.counter``) is not seen: that is what replay's verification (one
 epoch replayed both ways, compared) is there to catch.
 
 Standard library only: this runs inside the training process (the runtime stays light).
-The replay planner uses the same functions on the transplanted code (:func:`reads`).
+The replay planner uses the same analysis on the transplanted code (replay/reads.py).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from __future__ import annotations
 import ast
 import functools
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from typing import Iterator
 
 _SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda,
            ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
@@ -30,13 +33,16 @@ _SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda,
 
 @dataclass(frozen=True)
 class Effects:
-    """The names a loop body binds and the names whose objects it changes in place."""
+    """The names a loop body binds, the names whose objects it changes in place, and the
+    names it passes to calls (which may change them)."""
 
     bound: frozenset[str]
     mutated: frozenset[str]
+    passed: frozenset[str] = frozenset()
 
     @property
     def names(self) -> list[str]:
+        """The names whose values the loop certainly changes."""
         return sorted(self.bound | self.mutated)
 
 
@@ -49,7 +55,7 @@ def loop_effects(filename: str, lineno: int) -> Effects | None:
     if tree is None:
         return None
     node = loop_at(tree, lineno)
-    return None if node is None else effects_of(node)
+    return None if node is None else effects_of(node, _functions(tree))
 
 
 def loop_at(tree: ast.AST, lineno: int) -> ast.For | ast.AsyncFor | None:
@@ -64,30 +70,58 @@ def loop_at(tree: ast.AST, lineno: int) -> ast.For | ast.AsyncFor | None:
     return found
 
 
-def effects_of(loop: ast.For | ast.AsyncFor) -> Effects:
+def effects_of(loop: ast.For | ast.AsyncFor,
+               functions: dict[str, ast.FunctionDef] | None = None) -> Effects:
     """Bound and mutated names of a ``for`` loop (its target included), not counting
-    what nested functions, classes and comprehensions bind in their own scopes."""
+    what nested functions, classes and comprehensions bind in their own scopes, plus the
+    globals changed by the ``functions`` (module-level, by name) it calls."""
     bound: set[str] = set(_stored_names(loop.target))
     mutated: set[str] = set()
-    for node in _walk_scope(loop.body + loop.orelse):
+    passed: set[str] = set()
+    called = _scan(loop.body + loop.orelse, bound, mutated, passed)
+    functions = functions or {}
+    seen: set[str] = set()
+    while called:
+        name = called.pop()
+        if name in seen or name not in functions:
+            continue
+        seen.add(name)
+        fn = functions[name]
+        fn_bound: set[str] = set()
+        fn_mutated: set[str] = set()
+        called |= _scan(fn.body, fn_bound, fn_mutated, set())
+        declared = {g for n in _walk_scope(fn.body) if isinstance(n, ast.Global) for g in n.names}
+        local = (fn_bound | {a.arg for a in ast.walk(fn.args) if isinstance(a, ast.arg)}) - declared
+        mutated |= (fn_bound & declared) | (fn_mutated - local)
+    return Effects(frozenset(bound), frozenset(mutated - bound), frozenset(passed - bound))
+
+
+def _scan(body: list[ast.stmt], bound: set[str], mutated: set[str], passed: set[str]
+          ) -> set[str]:
+    """Add what ``body`` binds, mutates and passes to calls; the names of what it calls."""
+    called: set[str] = set()
+    for node in _walk_scope(body):
         if isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
             bound.add(node.id)
         elif isinstance(node, (ast.Attribute, ast.Subscript)) \
                 and isinstance(node.ctx, (ast.Store, ast.Del)):
             _add_root(node.value, mutated)
-        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
-            _add_root(node.func.value, mutated)  # a method call may change its receiver
+        elif isinstance(node, ast.Call):
+            if isinstance(node.func, ast.Attribute):
+                _add_root(node.func.value, mutated)  # a method call may change its receiver
+            elif isinstance(node.func, ast.Name):
+                called.add(node.func.id)
+            passed.update(a.id for a in [*node.args, *(k.value for k in node.keywords)]
+                          if isinstance(a, ast.Name))
         elif isinstance(node, (ast.Import, ast.ImportFrom)):
             bound.update((a.asname or a.name).split(".")[0] for a in node.names)
         elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             bound.add(node.name)
-    return Effects(frozenset(bound), frozenset(mutated - bound))
+    return called
 
 
-def reads(nodes: Iterable[ast.AST]) -> set[str]:
-    """Names that ``nodes`` read (loaded), nested functions and comprehensions included."""
-    return {n.id for node in nodes for n in ast.walk(node)
-            if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+def _functions(tree: ast.Module) -> dict[str, ast.FunctionDef]:
+    return {n.name: n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
 
 
 def _walk_scope(nodes: list[ast.stmt]) -> Iterator[ast.AST]:

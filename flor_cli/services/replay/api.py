@@ -20,14 +20,15 @@ from flor_cli.storage.git import Git
 
 def replay(git: Git, names: Sequence[str], where: str | None = None, yes: bool = False,
            workers: int = 1, gpus: str | Sequence[str] | None = None, dry_run: bool = False,
-           rev: str | None = None, *, show_diff: bool = False, fmt: str = "table",
+           rev: str | None = None, *, verify: bool = True, show_diff: bool = False,
+           fmt: str = "table",
            tablefmt: str = "simple", out: Callable[[str], None] = print):
     """Backfill ``names`` into the selected runs; the new values (FlorDB's pivot).
 
     Runs whose replay failed are left as they were and listed, with the reason, in the
     frame's ``attrs["failed"]`` (run -> reason).
     """
-    plan = make_plan(git, names, where=where, workers=workers, rev=rev)
+    plan = make_plan(git, names, where=where, workers=workers, rev=rev, verify=verify)
     out(render(*plan.table(), fmt, tablefmt))
     if show_diff:
         out(diffs(plan))

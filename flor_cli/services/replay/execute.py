@@ -8,6 +8,13 @@ run's recorded directory with its recorded argv, and ``FLOR_REPLAY`` telling the
 what to do (see :mod:`flor_cli.runtime.replay_mode`). In ``nested`` mode the epochs are split into
 contiguous ranges, one worker process each, run in parallel.
 
+Verification (on unless the plan says not): the first run of each distinct transplanted
+code that would be replayed by skipping nested loops gets one more worker, which
+re-executes one checkpointed epoch (``nested`` mode from the previous checkpoint) while the
+others restore. Its values are compared with the restoring workers' for that epoch; any
+difference turns skipping off for that code: the run and the later runs of that code are
+re-executed, and the outcome says which name diverged where.
+
 A run's new records reach its note in one append, and only once all its workers have
 succeeded: a replay that fails or is interrupted half-way has appended the runs that
 finished and nothing else, so running it again picks up exactly the runs still lacking.
@@ -35,10 +42,25 @@ _FLOR_ENV = ("FLOR_JOURNAL", "FLOR_STORE", "FLOR_KWARGS", "FLOR_T0", "FLOR_REPLA
 
 
 @dataclass
+class Verification:
+    """One epoch of one run replayed both ways (restored and re-executed), compared."""
+
+    run: str
+    script: str
+    epochs: list[int | None]  # the re-executed range [lo, hi); hi None: to the end
+    diverged: str | None = None  # the first value that differed, and where
+
+    def record(self) -> dict:
+        return {"epochs": self.epochs, "ok": self.diverged is None,
+                **({"diverged": self.diverged} if self.diverged else {})}
+
+
+@dataclass
 class Outcome:
     replay_id: str
     done: list[str] = field(default_factory=list)  # runs whose notes got the new records
     failed: dict[str, str] = field(default_factory=dict)  # run -> why
+    verified: list[Verification] = field(default_factory=list)
 
 
 class Failed(Exception):
@@ -56,21 +78,32 @@ def execute(git: Git, plan: Plan, gpus: Sequence[str] = ()) -> Outcome:
     scratch = git.flor_dir / "replays" / outcome.replay_id
     progress = Progress(len(plan.runnable), sys.stderr)
     extra = _untracked_paths(git)
+    checked: dict[tuple[str, str], Verification] = {}  # per distinct transplanted code
     try:
         for job in plan.runnable:
             progress.start(job)
             started = time.time()
+            code = (job.script, job.source)
+            earlier = checked.get(code)
+            if earlier is not None and earlier.diverged and job.mode == "skip":
+                job.mode, job.why = "nested", f"verification failed on run {earlier.run}"
+            check = (_check_range(job) if plan.verify and job.mode == "skip" and earlier is None
+                     else None)
             try:
                 with Sandbox(git, git.flor_dir / "worktrees" / f"{outcome.replay_id}-{job.run}",
                              job.commit, extra) as tree:
-                    journals = _run(tree, job, plan, gpus, scratch, progress)
-                text = replay_note(outcome.replay_id, plan, job, journals, started, time.time())
+                    journals, verification = _replay(tree, job, plan, gpus, scratch, progress,
+                                                     check)
+                if verification is not None:
+                    checked[code] = verification
+                    outcome.verified.append(verification)
+                text = replay_note(outcome.replay_id, plan, job, journals, started, time.time(),
+                                   verification)
                 git.append_notes({job.commit: text}, f"flor: replay {outcome.replay_id} "
                                  f"({', '.join(plan.names)}) into run {job.run}")
                 outcome.done.append(job.run)
-                for path in journals:
-                    path.unlink(missing_ok=True)
-                    path.with_suffix(".log").unlink(missing_ok=True)
+                for path in scratch.glob(f"{job.run}-*"):
+                    path.unlink()
                 progress.finish(job, None, time.time() - started)
             except Failed as e:
                 outcome.failed[job.run] = str(e)
@@ -85,34 +118,52 @@ def execute(git: Git, plan: Plan, gpus: Sequence[str] = ()) -> Outcome:
     return outcome
 
 
+def _replay(tree: Path, job: Job, plan: Plan, gpus: Sequence[str], scratch: Path,
+            progress: "Progress", check: list[int | None] | None
+            ) -> tuple[list[Path], Verification | None]:
+    """The job's journals, and its verification when ``check`` asks for one; a run whose
+    restored values differ from re-executed ones is replayed again, re-executing."""
+    journals = _run(tree, job, plan, gpus, scratch, progress, check)
+    if check is None:
+        return journals, None
+    *journals, checker = journals
+    verification = Verification(job.run, job.script, check,
+                                _diverged(_logs(journals), _logs([checker])))
+    if verification.diverged:
+        job.mode, job.why = "nested", f"verification: {verification.diverged}"
+        journals = _run(tree, job, plan, gpus, scratch, progress, None)
+    return journals, verification
+
+
 def _run(tree: Path, job: Job, plan: Plan, gpus: Sequence[str], scratch: Path,
-         progress: "Progress") -> list[Path]:
-    """Run the job's workers to the end; their journals, or Failed."""
+         progress: "Progress", check: list[int | None] | None) -> list[Path]:
+    """Run the job's workers to the end; their journals (the checking worker's last,
+    when ``check`` asks for one to re-execute that epoch range), or Failed."""
     (tree / job.script).write_bytes(job.source.encode())
     cwd = tree / job.cwd
     script = os.path.relpath(tree / job.script, cwd)
     ranges = worker_ranges(job.epochs, plan.workers) if job.mode == "nested" else [None]
+    specs = [(job.mode, epochs) for epochs in ranges]
+    if check is not None:
+        specs.append(("nested", check))
     scratch.mkdir(parents=True, exist_ok=True)
     base = {k: v for k, v in os.environ.items() if k not in _FLOR_ENV}
     base["PYTHONDONTWRITEBYTECODE"] = "1"  # the user's __pycache__ may be linked in
     workers: list[tuple[subprocess.Popen, Path, int]] = []
     try:
-        for k, epochs in enumerate(ranges):
-            journal = scratch / f"{job.run}-{k}.jsonl"
-            config = {"names": plan.names, "mode": job.mode, "range": epochs,
+        for k, (mode, epochs) in enumerate(specs):
+            journal = scratch / f"{job.run}-{job.mode}-{k}.jsonl"
+            journal.unlink(missing_ok=True)  # a re-execution after a failed check
+            config = {"names": plan.names, "mode": mode, "range": epochs,
                       "args": job.args, "ckpts": job.ckpts, "checkpointing": job.checkpointing,
                       "journal": str(journal),
                       "store": str(plan.store.root)}
             env = {**base, "FLOR_REPLAY": json.dumps(config)}
             if gpus:
                 env["CUDA_VISIBLE_DEVICES"] = gpus[k % len(gpus)]
-            with open(journal.with_suffix(".log"), "wb") as log:
-                proc = subprocess.Popen([sys.executable, "-m", "flor_cli.runtime.replay_worker",
-                                         script, *job.argv], cwd=cwd, env=env,
-                                        stdin=subprocess.DEVNULL, stdout=log,
-                                        stderr=subprocess.STDOUT)
+            proc = _launch([script, *job.argv], cwd, env, journal.with_suffix(".log"))
             workers.append((proc, journal, epochs[0] if epochs else 0))
-        _wait(job, workers, progress)
+        _wait(job, workers, progress, len(ranges))
     finally:
         for proc, _, _ in workers:
             if proc.poll() is None:
@@ -121,9 +172,51 @@ def _run(tree: Path, job: Job, plan: Plan, gpus: Sequence[str], scratch: Path,
     return [journal for _, journal, _ in workers]
 
 
+def _launch(argv: list[str], cwd: Path, env: dict[str, str], log_path: Path
+            ) -> subprocess.Popen:
+    """Start one replay worker: the old script run as python would, output to ``log_path``."""
+    with open(log_path, "wb") as log:
+        return subprocess.Popen([sys.executable, "-m", "flor_cli.runtime.replay_worker", *argv],
+                                cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                stderr=subprocess.STDOUT)
+
+
+def _check_range(job: Job) -> list[int | None] | None:
+    """The epochs a verifying worker re-executes: the last one (with the suffix) when the
+    epoch before it is checkpointed, else the second (the first is always checkpointed),
+    else the only one. None when there is nothing to verify (no checkpoint restored)."""
+    if not job.ckpts or job.epochs < 1:
+        return None
+    held = {list((c.get("c") or {0: 0}).values())[-1] for c in job.ckpts}
+    last = job.epochs - 1
+    if last == 0 or last - 1 in held:
+        return [last, None]
+    return [1, 2] if 0 in held else [0, 1]
+
+
+def _diverged(restored: list[dict], reexecuted: list[dict]) -> str | None:
+    """The first value the re-executing worker logged that the restoring ones did not
+    log the same, as ``'name' at {context}: restored X, re-executed Y``; else None."""
+    def by_key(logs: list[dict]) -> dict[tuple[str, str], list]:
+        found: dict[tuple[str, str], list] = {}
+        for rec in logs:
+            key = (rec.get("n"), json.dumps(rec.get("c") or {}, sort_keys=True))
+            found.setdefault(key, []).append(rec.get("v"))
+        return found
+
+    fast, slow = by_key(restored), by_key(reexecuted)
+    for (name, ctx), values in slow.items():
+        if fast.get((name, ctx)) != values:
+            return (f"{name!r} at {ctx}: restored {fast.get((name, ctx))}, "
+                    f"re-executed {values}")
+    return None
+
+
 def _wait(job: Job, workers: list[tuple[subprocess.Popen, Path, int]],
-          progress: "Progress") -> None:
-    counters = [EpochCounter(journal, lo) for _, journal, lo in workers]
+          progress: "Progress", counted: int) -> None:
+    """Until every worker has ended well (Failed otherwise); progress from the first
+    ``counted`` (a verifying worker's epochs are not the run's)."""
+    counters = [EpochCounter(journal, lo) for _, journal, lo in workers[:counted]]
     while True:
         codes = [proc.poll() for proc, _, _ in workers]
         progress.epochs(job, sum(c.read() for c in counters))
@@ -143,32 +236,42 @@ def _wait(job: Job, workers: list[tuple[subprocess.Popen, Path, int]],
             pass
 
 
+def _records(journal: Path) -> list[dict]:
+    records = []
+    for line in journal.read_text().splitlines() if journal.exists() else ():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict):
+            records.append(rec)
+    return records
+
+
+def _logs(journals: list[Path]) -> list[dict]:
+    """The log records of workers' journals, in epoch order (worker 0 first)."""
+    return [rec for journal in journals
+            for rec in sorted((r for r in _records(journal) if r.get("t") == "log"),
+                              key=lambda r: r.get("s", 0))]
+
+
 def replay_note(replay_id: str, plan: Plan, job: Job, journals: list[Path], start: float,
-                end: float) -> str:
+                end: float, verification: Verification | None = None) -> str:
     """The text appended to the run's note: a replay header, then the new log records.
 
     Workers' records are concatenated in epoch order (worker 0 first, each in its own
     sequence) and renumbered, so ``(rp, s)`` orders them as one run would have. The
-    header counts the checkpoints restored: the nested loops the replay did not re-run.
+    header counts the checkpoints restored: the nested loops the replay did not re-run,
+    and says why the mode is slower than needed (``why``) and how verification went.
     """
-    logs, restored = [], 0
-    for journal in journals:
-        records = []
-        for line in journal.read_text().splitlines() if journal.exists() else ():
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue
-            if not isinstance(rec, dict):
-                continue
-            if rec.get("t") == "log":
-                records.append(rec)
-            elif rec.get("t") == "time" and rec.get("k") == "ckpt_load":
-                restored += 1
-        logs += sorted(records, key=lambda r: r.get("s", 0))
+    logs = _logs(journals)
+    restored = sum(1 for journal in journals for r in _records(journal)
+                   if r.get("t") == "time" and r.get("k") == "ckpt_load")
     header = {"t": "replay", "rp": replay_id, "names": plan.names, "mode": job.mode,
               "src": job.src, "workers": len(journals), "restored": restored,
-              "start": start, "end": end, "status": "ok"}
+              "start": start, "end": end, "status": "ok",
+              **({"why": job.why} if job.why else {}),
+              **({"verify": verification.record()} if verification else {})}
     lines = [json.dumps(header, separators=(",", ":"))]
     for seq, rec in enumerate(logs):
         rest = {k: v for k, v in rec.items() if k not in ("t", "s", "rp")}

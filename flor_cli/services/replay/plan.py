@@ -9,7 +9,9 @@ the notes, the shadow commits' blobs and the checkpoint store.
 The mode follows from where the requested statements land in each run's (transplanted)
 code, the most demanding level winning: prefix-only statements stop at the main loop,
 outer-loop and suffix statements skip nested loops by restoring checkpoints, and nested
-statements re-run the nested loops (epochs split across workers).
+statements re-run the nested loops (epochs split across workers). A ``skip`` whose code
+reads something the checkpoints do not hold (see :mod:`reads`) becomes a re-execution,
+and the plan's note says which name forced it.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ class Job:
     times: list[dict] = field(default_factory=list)  # the run's timing records
     est: float = 0.0
     skip: str | None = None
+    why: str = ""  # why the mode is slower than the statements' levels need
 
     @property
     def checkpointing(self) -> bool:
@@ -64,6 +67,7 @@ class Plan:
     workers: int
     store: ObjectStore
     jobs: list[Job]
+    verify: bool = True  # replay one epoch both ways for each distinct code (execute.py)
 
     @property
     def runnable(self) -> list[Job]:
@@ -81,7 +85,7 @@ class Plan:
 
 
 def make_plan(git: Git, names: Sequence[str], where: str | None = None, workers: int = 1,
-              rev: str | None = None) -> Plan:
+              rev: str | None = None, verify: bool = True) -> Plan:
     names = list(dict.fromkeys(names))
     if not names:
         raise UserError("name at least one logged value to replay")
@@ -100,7 +104,7 @@ def make_plan(git: Git, names: Sequence[str], where: str | None = None, workers:
     for job in jobs:
         if job.skip is None:
             job.est = estimate(job, workers)
-    return Plan(names, workers, store, jobs)
+    return Plan(names, workers, store, jobs, verify)
 
 
 def _select(git: Git, names: list[str], where: str | None) -> list[tuple[str, str]]:
@@ -169,6 +173,7 @@ def _attach_code(git: Git, jobs: list[Job], names: list[str], rev: str | None) -
     most likely); a script that lacks it only skips its own runs.
     """
     from flor_cli.services.replay.discover import find_statements
+    from flor_cli.services.replay.reads import unheld_reads
     from flor_cli.services.replay.transplant import transplant
 
     wanted = [j for j in jobs if j.skip is None]
@@ -210,6 +215,12 @@ def _attach_code(git: Git, jobs: list[Job], names: list[str], rev: str | None) -
         if job.mode == "prefix" and job.blocks > 1:
             job.mode = "skip"  # its main loop started once per block: stopping at the first
             # would miss what the script logs before the others
+        if job.mode == "skip":
+            unheld = unheld_reads(result, job.ckpts)
+            if unheld:
+                job.mode = "nested"
+                job.why = (f"reads {', '.join(unheld)}, which the checkpoints do not hold: "
+                           "nested loops re-executed")
 
 
 def _current_source(git: Git, script: str, rev: str | None) -> str:
@@ -268,6 +279,7 @@ def worker_ranges(epochs: int, workers: int) -> list[list[int] | None]:
 
 
 def _note(job: Job) -> str:
+    notes_ = [job.why] if job.why else []
     if job.missing_ckpts and job.mode != "prefix":
-        return f"{job.missing_ckpts} checkpoint(s) missing: re-executed instead"
-    return ""
+        notes_.append(f"{job.missing_ckpts} checkpoint(s) missing: re-executed instead")
+    return "; ".join(notes_)
