@@ -91,6 +91,15 @@ def bad_input(repo: Path, *args: str, expect: str) -> None:
     assert_clean(repo)
 
 
+def nothing_to_do(repo: Path, name: str) -> None:
+    """A replay of a name every run has says so, exits 0 and writes nothing."""
+    before = refs(repo)
+    proc = flor(repo, "replay", name, "--yes")
+    assert proc.stderr.strip() == (f"nothing to do: every run already has {name} "
+                                   "(use --where to replay some again)")
+    assert proc.stdout == "" and refs(repo) == before
+
+
 # -- torch fixtures: exactness at every level, across versions ---------------------------
 
 
@@ -137,7 +146,7 @@ def test_one_replay_backfills_runs_of_every_version_exactly(recorded, tmp_path: 
     # the replayed values are queryable like recorded ones, and nothing is left to do
     assert {r["run"] for r in flor_json(repo, "log", "--pivot", "weight_norm")} == set(
         recorded.expected)
-    bad_input(repo, "weight_norm", "--yes", expect="every run already has weight_norm")
+    nothing_to_do(repo, "weight_norm")
 
 
 def test_prefix_statement_stops_at_the_main_loop(recorded, tmp_path: Path) -> None:
@@ -356,7 +365,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path: Path) -> None
               expect="unknown name 'nope': train.py logs start, loss, sq, val, half, final, total")
     bad_input(repo, "half", "--yes", "--where", "scale <<< 1", expect="--where")
     bad_input(repo, "half", "--yes", "--where", "scale > 100", expect="no runs match")
-    bad_input(repo, "val", "--yes", expect="every run already has val")
+    nothing_to_do(repo, "val")
     bad_input(repo, "half", "--yes", "--rev", "no-such-rev", expect="--rev no-such-rev")
     bad_input(repo, "half", expect="pass --yes")  # no terminal to ask on
     # no place for the statement in the old code: the run is skipped, with the reason
@@ -583,3 +592,101 @@ def test_statements_reading_what_the_nested_loop_left_replay_exactly(tmp_path: P
     for name in again:
         assert values(note, [name], rp["rp"]) == values(expected["train"], [name]), name
     assert_clean(repo)
+
+
+def record_then_edit(tmp_path: Path, old: str, new: str, files: dict | None = None
+                     ) -> tuple[Path, str]:
+    """A repository with one run of ``old``, then ``new`` in the working tree."""
+    repo = make_repo(tmp_path / "repo", files={"train.py": old, **(files or {})})
+    flor(repo, "run", "train.py")
+    (run,) = [row["run"] for row in flor_json(repo, "log")]
+    (repo / "train.py").write_text(new)
+    return repo, run
+
+
+def dry_run(repo: Path, name: str) -> dict:
+    (row,) = json.loads(flor(repo, "replay", name, "--dry-run", "--format", "json").stdout)
+    return row
+
+
+UNPICKLABLE = '''import flor
+
+state = {"w": 0.0}
+with flor.checkpointing(state=state):
+    for epoch in flor.loop("epoch", range(3)):
+        for step in flor.loop("step", range(4)):
+            state["w"] += step
+            pending = (i for i in range(step))  # a generator: it cannot be captured
+        flor.log("val", state["w"])
+'''
+
+
+def test_a_statement_reading_what_checkpoints_lack_re_executes_and_the_plan_says_why(
+        tmp_path: Path) -> None:
+    new = after(UNPICKLABLE, ('flor.log("val", state["w"])', 'flor.log("left", sum(pending))'),
+                ('flor.log("val", state["w"])', 'flor.log("val2", state["w"] * 2)'))
+    repo, run = record_then_edit(tmp_path, UNPICKLABLE, new)
+    (ckpt, *_) = [r for r in show(repo, run)["records"] if r.get("t") == "ckpt"]
+    assert ckpt["nc"] == ["pending"] and "step" in ckpt["fx"]
+    assert (dry_run(repo, "val2")["mode"], dry_run(repo, "val2")["note"]) == ("skip", "")
+    row = dry_run(repo, "left")
+    assert row["mode"] == "nested" and row["note"] == (
+        "reads pending, which the checkpoints do not hold: nested loops re-executed")
+    flor(repo, "replay", "left", "--yes")
+    note = show(repo, run)
+    (rp,) = note["replays"]
+    assert rp["mode"] == "nested" and "pending" in rp["why"]
+    assert [v for _, _, v in values(note, ["left"], rp["rp"])] == [3, 3, 3]
+
+
+HELPER = "count = 0\n\n\ndef bump():\n    global count\n    count += 1\n"
+BUMPING = '''import flor
+import helper
+
+state = {"w": 0.0}
+with flor.checkpointing(state=state):
+    for epoch in flor.loop("epoch", range(3)):
+        for step in flor.loop("step", range(4)):
+            state["w"] += step
+            helper.bump()  # state in another module: nothing captures it
+        flor.log("val", state["w"])
+'''
+
+
+def test_verification_catches_what_capture_missed_and_re_executes(tmp_path: Path) -> None:
+    new = after(BUMPING, ('flor.log("val", state["w"])', 'flor.log("bumps", helper.count)'))
+    repo, run = record_then_edit(tmp_path, BUMPING, new, {"helper.py": HELPER})
+    assert dry_run(repo, "bumps")["mode"] == "skip"
+    proc = flor(repo, "replay", "bumps", "--yes")
+    assert "verification of run" in proc.stderr and "'bumps'" in proc.stderr, proc.stderr
+    note = show(repo, run)
+    (rp,) = note["replays"]
+    assert rp["mode"] == "nested" and rp["verify"]["ok"] is False
+    assert "'bumps'" in rp["verify"]["diverged"] and "'bumps'" in rp["why"]
+    assert [v for _, _, v in values(note, ["bumps"], rp["rp"])] == [4, 8, 12]
+    assert_clean(repo)
+
+
+NO_NESTED = '''import flor
+
+state = {"w": 0.0}
+for i in flor.loop("prep", range(2)):  # an outermost loop before the block
+    state["w"] += 1
+with flor.checkpointing(state=state):
+    for epoch in flor.loop("epoch", range(3)):  # the main loop, with no nested loop
+        state["w"] += 0.5
+        flor.log("w", state["w"])
+'''
+
+
+def test_a_prefix_statement_replays_when_the_main_loop_has_no_nested_loop(
+        tmp_path: Path) -> None:
+    new = NO_NESTED.replace("with flor.checkpointing", 'flor.log("w0", state["w"])\nwith '
+                            "flor.checkpointing")
+    repo, run = record_then_edit(tmp_path, NO_NESTED, new)
+    row = dry_run(repo, "w0")
+    assert row["mode"] == "prefix" and row["epochs"] == 3
+    flor(repo, "replay", "w0", "--yes")
+    note = show(repo, run)
+    (rp,) = note["replays"]
+    assert [v for _, _, v in values(note, ["w0"], rp["rp"])] == [2.0]

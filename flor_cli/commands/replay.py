@@ -1,5 +1,6 @@
 """``flor replay NAME[,NAME...] [--where SQL] [--yes] [--dry-run] [--diff] [--workers N]
-[--gpus LIST] [--rev REV]``"""
+[--gpus LIST] [--rev REV] [--no-verify]``: renders the plan, asks, and shows the outcome
+of the replay library (services/replay/api.py)."""
 
 from __future__ import annotations
 
@@ -34,19 +35,46 @@ def command(names: tuple[str, ...], where: str | None, yes: bool, dry_run: bool,
     statements are inserted into it, and it runs again from its checkpoints, only as
     far as the statements need: prefix statements stop at the main loop, outer-loop
     and suffix statements skip nested loops by restoring checkpoints, nested-loop
-    statements re-run them (split across --workers). The new values are appended to
-    each run's note; your worktree, index and branch are never touched.
+    statements re-run them (split across --workers). A statement that reads something
+    the checkpoints do not hold re-executes its run's nested loops instead (the plan's
+    note says which name). Unless --no-verify, the first run of each version of the
+    code also re-executes one epoch and compares; a difference turns skipping off for
+    that version. The new values are appended to each run's note; your worktree, index
+    and branch are never touched. With nothing to replay, it says so and exits 0.
     """
+    from flor_cli.errors import UserError
     from flor_cli.services.replay import api
     from flor_cli.storage.git import Git
 
     fmt = chosen_format(fmt_name, as_csv, as_json, as_markdown)
     wanted = [n for name in names for n in name.split(",") if n]
-    frame = api.replay(Git.discover("."), wanted, where=where, yes=yes, workers=workers,
-                       gpus=gpus, dry_run=dry_run, rev=rev, verify=not no_verify,
-                       show_diff=show_diff, fmt=fmt,
-                       tablefmt=tablefmt, out=click.echo)
-    if not frame.empty:
-        click.echo(render(list(frame.columns), frame.itertuples(index=False), fmt, tablefmt))
-    if frame.attrs.get("failed"):
+    git = Git.discover(".")
+    plan = api.plan(git, wanted, where=where, workers=workers, rev=rev, verify=not no_verify)
+    if plan.nothing:
+        click.echo(f"nothing to do: {plan.nothing}", err=True)
+        return
+    click.echo(render(*plan.table(), fmt, tablefmt))
+    if show_diff:
+        click.echo(api.diffs(plan))
+    if not plan.runnable:
+        raise UserError("none of the selected runs can be replayed (see the plan's notes)")
+    if dry_run:
+        click.echo(f"dry run: would replay {api.summary(plan)}", err=True)
+        return
+    if not yes:
+        if not sys.stdin.isatty():
+            raise UserError("replay asks before running and there is no terminal to ask on: "
+                            "pass --yes")
+        click.confirm(f"Replay {api.summary(plan)}?", default=False, abort=True, err=True)
+    outcome = api.execute(git, plan, gpus=gpus)
+    for check in outcome.verified:
+        if check.diverged:
+            click.echo(f"flor: verification of run {check.run} ({check.script}): "
+                       f"{check.diverged}; its code's runs were re-executed instead", err=True)
+    for run, why in outcome.failed.items():
+        click.echo(f"flor: replay of run {run} failed: {why}", err=True)
+    columns, rows = api.new_values(git, plan, outcome)
+    if rows:
+        click.echo(render(columns, rows, fmt, tablefmt))
+    if outcome.failed:
         sys.exit(1)

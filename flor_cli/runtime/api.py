@@ -242,11 +242,44 @@ def query(sql: str):
     return service.sql_frame(Git.discover(Path.cwd()), sql)
 
 
-def replay(names: str | Sequence[str], where: str | None = None, yes: bool = False):
-    """Backfill ``names`` into past runs by replay; returns the new values as a DataFrame."""
+def replay(names: str | Sequence[str], where: str | None = None, yes: bool = False,
+           **options: Any):
+    """Backfill ``names`` into past runs by replay; returns the new values as a DataFrame.
+
+    Shows the plan and asks first (``yes=True`` to skip the question; required where
+    there is no terminal to ask on). ``options``: those of ``services.replay.api.plan``
+    (``workers``, ``rev``, ``verify``) and ``gpus``. Runs whose replay failed are listed,
+    with the reason, in the frame's ``attrs["failed"]``.
+    """
+    import pandas as pd
+
     from flor_cli.services.replay import api as service
     from flor_cli.storage.git import Git
 
     if isinstance(names, str):
         names = [n for n in names.split(",") if n]
-    return service.replay(Git.discover(Path.cwd()), list(names), where=where, yes=yes)
+    gpus = options.pop("gpus", None)
+    git = Git.discover(Path.cwd())
+    plan = service.plan(git, list(names), where=where, **options)
+    if plan.nothing:
+        print(f"nothing to do: {plan.nothing}")
+        return pd.DataFrame(columns=["run", *plan.names])
+    columns, rows = plan.table()
+    print(pd.DataFrame(rows, columns=columns).to_string(index=False))
+    if not plan.runnable:
+        raise UserError("none of the selected runs can be replayed (see the plan's notes)")
+    if not yes:
+        if not sys.stdin.isatty():
+            raise UserError("replay asks before running and there is no terminal to ask on: "
+                            "pass yes=True")
+        if input(f"Replay {service.summary(plan)}? [y/N] ").strip().lower() not in ("y", "yes"):
+            raise UserError("replay not confirmed")
+    outcome = service.execute(git, plan, gpus=gpus)
+    for check in outcome.verified:
+        if check.diverged:
+            print(f"verification of run {check.run}: {check.diverged}; re-executed instead",
+                  file=sys.stderr)
+    columns, rows = service.new_values(git, plan, outcome)
+    frame = pd.DataFrame(rows, columns=columns)
+    frame.attrs["failed"] = dict(outcome.failed)
+    return frame

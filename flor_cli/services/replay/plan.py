@@ -68,6 +68,7 @@ class Plan:
     store: ObjectStore
     jobs: list[Job]
     verify: bool = True  # replay one epoch both ways for each distinct code (execute.py)
+    nothing: str | None = None  # why there is nothing to do (every run has the names)
 
     @property
     def runnable(self) -> list[Job]:
@@ -98,6 +99,10 @@ def make_plan(git: Git, names: Sequence[str], where: str | None = None, workers:
             raise UserError(f"--rev {rev}: no such commit")
     selected = _select(git, names, where)
     store = configured_store(git)
+    if not selected:
+        return Plan(names, workers, store, [], verify,
+                    nothing=f"every run already has {', '.join(names)} "
+                            "(use --where to replay some again)")
     tip = git.ref(NOTES_REF)  # read every note from one notes commit
     jobs = [_job(git, store, tip, run, commit) for run, commit in selected]
     _attach_code(git, jobs, names, rev_commit)
@@ -108,7 +113,8 @@ def make_plan(git: Git, names: Sequence[str], where: str | None = None, workers:
 
 
 def _select(git: Git, names: list[str], where: str | None) -> list[tuple[str, str]]:
-    """(run, shadow commit) of the selected runs, oldest first."""
+    """(run, shadow commit) of the selected runs, oldest first; by default those lacking
+    a name (none: nothing to do)."""
     db = cache.connect(git)
     try:
         commits = dict(db.execute("SELECT run, commit_id FROM runs"))
@@ -119,9 +125,6 @@ def _select(git: Git, names: list[str], where: str | None) -> list[tuple[str, st
                       for n in names]
             order = [r for (r,) in db.execute("SELECT run FROM runs ORDER BY start, run")]
             runs = [r for r in order if not all(r in h for h in having)]
-            if not runs:
-                raise UserError(f"every run already has {', '.join(names)}; "
-                                "use --where to replay some again")
             return [(r, commits[r]) for r in runs]
     finally:
         db.close()
@@ -148,7 +151,11 @@ def _job(git: Git, store: ObjectStore, tip: str | None, run: str, commit: str) -
     # A checkpoint with an object missing from the store (deleted, a shared store out of
     # reach) costs time, not exactness: its nested loop re-runs from the exact state.
     ckpts = [r for r in note.records if r.get("t") == "ckpt"]
-    job.blocks = 1 + max((notes.loop_key_of(c)[0] for c in ckpts), default=-1)
+    # blocks the run entered, from its checkpoints and its epochs' timings (a main loop
+    # with no nested loop checkpoints nothing, yet it was the block's)
+    job.blocks = 1 + max([notes.loop_key_of(c)[0] for c in ckpts]
+                         + [r.get("b", -1) for r in note.records
+                            if r.get("t") == "time" and r.get("k") == "outer"], default=-1)
     job.ckpts = [c for c in ckpts
                  if all(store.has(o["sha"]) for o in (c.get("objs") or {}).values())]
     job.missing_ckpts = len(ckpts) - len(job.ckpts)
