@@ -98,11 +98,11 @@ class Replayed:
         return self.header["end"] - self.header["start"]
 
 
-def replay(rec: Recorded, name: str, workers: int) -> Replayed:
+def replay(rec: Recorded, name: str, workers: int, *options: str) -> Replayed:
     """Replay ``name`` into the run, timing the command and what follows its plan."""
     before = len(show(rec.repo, rec.run)["replays"])
     cmd = [*FLOR, "replay", name, "--yes", "--workers", str(workers),
-           "--where", f"run = '{rec.run}'"]
+           "--where", f"run = '{rec.run}'", *options]
     wait_idle()
     with Others() as others:
         start = time.perf_counter()
