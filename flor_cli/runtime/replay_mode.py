@@ -41,16 +41,16 @@ class ReplaySession(Session):
     keeps_all = False
 
     def __init__(self, config: dict, store: ObjectStore):
-        super().__init__(Path(config["journal"]), store, kwargs={}, t0=time.time())
+        # a run that entered flor.checkpointing had its main loop there: loops before it
+        # are plain from the start (recording could only learn that when the block began)
+        super().__init__(Path(config["journal"]), store, kwargs={}, t0=time.time(),
+                         expect_block=bool(config.get("checkpointing")))
         self.names = set(config["names"])
         self.mode = config["mode"]
         self.recorded_args = config.get("args", {})
         self.lo, self.hi = config.get("range") or (0, None)
         self.ckpts = _unambiguous(config.get("ckpts", []))
         self.active = self.lo == 0
-        # a run that entered flor.checkpointing had its main loop there: loops before it
-        # are plain from the start (recording could only learn that when the block began)
-        self.seen_checkpointing = bool(config.get("checkpointing"))
 
     def log(self, name: str, value: Any) -> None:
         if self.active and name in self.names:
@@ -74,7 +74,7 @@ class ReplaySession(Session):
         if self.mode == "nested" and self.active:
             return False
         outer = ctx_dict(outer_ctx)
-        entry = self.ckpts.get(loop_key(self.block, outer, ordinal))
+        entry = self.ckpts.get(loop_key(self.rule.block, outer, ordinal))
         if entry is None:
             return False  # thinned out or never taken: re-execute, which is exact too
         started = time.perf_counter()

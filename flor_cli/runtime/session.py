@@ -15,16 +15,11 @@ cost a third of a call). Its items:
   record without the record carrying it;
 * a dict — any other record (args, timings, checkpoints, a non-plain value's log).
 
-Loop roles, as replay's discovery reads them from the source: the *main* (outer) loop
-is the first ``flor.loop`` at the top of a ``flor.checkpointing`` block (one iteration
-per epoch), or, in a script that never enters one, its first outermost ``flor.loop``; a
-``flor.loop`` directly inside the main loop is a *nested* loop, whose end is where
-checkpoints are taken and where replay skips ahead. Every other ``flor.loop`` (data
-preparation before the block, evaluation after the main loop) only adds to the context.
-Until a script enters ``flor.checkpointing`` it cannot be known whether it will, so an
-outermost loop before that is taken as the main loop and, if a block then starts, it
-loses the role: the block's loop records a new ``prefix`` timing, and readers of a
-run's timings start from its last one (:func:`main_timings`).
+Loop roles (main, nested, plain) and levels follow the main-loop rule, stated once in
+:mod:`mainloop`: a nested loop's end is where checkpoints are taken and where replay
+skips ahead. A loop taken for the main loop before a ``flor.checkpointing`` block starts
+loses the role when it does: the block's loop records a new ``prefix`` timing, and
+readers of a run's timings start from its last one (:func:`main_timings`).
 
 A Session in replay mode (see :mod:`replay_mode`) shares all of this and changes three
 things: which records are kept, whether nested loops run, and where the script stops.
@@ -43,6 +38,7 @@ from typing import Any, Iterable, Iterator
 from flor_cli.runtime import media, values
 from flor_cli.runtime.checkpoint import Checkpointer
 from flor_cli.runtime.effects import loop_effects
+from flor_cli.runtime.mainloop import MAIN, NESTED, PLAIN, MainLoopRule
 from flor_cli.runtime.writer import InProcessWriter, LineFormatter, WriterProcess
 from flor_cli.storage.objects import ObjectStore
 
@@ -58,29 +54,24 @@ def ctx_dict(ctx: Ctx) -> dict[str, int]:
 class Session:
     keeps_all = True  # every record is kept (replay keeps only the asked names)
 
-    def __init__(self, journal: Path, store: ObjectStore, kwargs: dict[str, str], t0: float):
+    def __init__(self, journal: Path, store: ObjectStore, kwargs: dict[str, str], t0: float,
+                 expect_block: bool = False):
         self.journal_path = journal
         self.store = store
         self.kwargs = kwargs
         self.t0 = t0
         self.ctx: Ctx = ()
-        self.depth = 0
-        self.base_depth = 0  # loop depth at which the checkpointed outer loop lives
+        self.rule = MainLoopRule(expect_block)
         self.queue: deque = deque()
         self.sent = 0  # stream items handed to the writer: a fallback numbers on from here
         self.sent_ctx: Ctx = ()  # the context at the end of what was handed to the writer
         self.checkpointer: Checkpointer | None = None
         self.objects: dict[str, Any] = {}
-        self.main: object | None = None  # the running main loop's token
-        self.main_done = False  # the main loop has ended: later loops are plain
-        self.checkpointing = False  # inside a flor.checkpointing block
-        self.seen_checkpointing = False  # entered one: loops outside blocks are plain
-        self.outer_index = -1
+        self.outer_index = -1  # the main loop's iteration; -1 outside it
         self.outer_last = False
         self.nested_ordinal = 0
         self.main_started = False
         self.main_ended_at: float | None = None
-        self.block = -1  # the current flor.checkpointing block's number, from 0; -1: none yet
         self._lock = threading.Lock()
         self._sink = _start_writer(journal)
         self._stop = threading.Event()
@@ -113,24 +104,23 @@ class Session:
     # -- loops -------------------------------------------------------------------------
 
     def loop(self, name: str, iterable: Iterable) -> Iterator:
-        """A generator for the loop's role, which follows from the depth it starts at.
+        """A generator for the loop's role, by the main-loop rule (see mainloop).
 
         Returning the role's generator itself (rather than delegating to it) saves a
         generator frame per iteration, which matters for loops around ``flor.log``.
         A nested loop keeps the frame that called ``flor.loop`` (two frames up: the
         user's code calls ``flor.loop``, which calls this), whose names the loop changes.
         """
-        depth = self.depth
-        if (depth == self.base_depth and self.main is None and not self.main_done
-                and (self.checkpointing or not self.seen_checkpointing)):
-            return self._outer(name, iterable, self.ctx, depth)
-        if depth == self.base_depth + 1 and self.outer_index >= 0:
+        role = self.rule.role()
+        if role == MAIN:
+            return self._outer(name, iterable, self.ctx)
+        if role == NESTED:
             frame = sys._getframe(2)
-            return self._nested(name, iterable, self.ctx, depth, frame, frame.f_lineno)
-        return self._inner(name, iterable, self.ctx, depth)
+            return self._nested(name, iterable, self.ctx, frame, frame.f_lineno)
+        return self._inner(name, iterable, self.ctx)
 
-    def _inner(self, name: str, iterable: Iterable, parent: Ctx, depth: int) -> Iterator:
-        self.depth = depth + 1
+    def _inner(self, name: str, iterable: Iterable, parent: Ctx) -> Iterator:
+        self.rule.enter_loop(PLAIN)
         mark = self.queue.append
         try:
             for i, item in enumerate(iterable):
@@ -138,49 +128,50 @@ class Session:
                 mark(ctx)
                 yield item
         finally:
-            self._leave(parent, depth)
+            self._leave(parent, PLAIN)
 
-    def _leave(self, parent: Ctx, depth: int) -> None:
-        self.depth, self.ctx = depth, parent
+    def _leave(self, parent: Ctx, role: str, serial: int | None = None) -> None:
+        self.rule.exit_loop(role, serial)
+        self.ctx = parent
         self.queue.append(parent)
 
-    def _outer(self, name: str, iterable: Iterable, parent: Ctx, depth: int) -> Iterator:
-        """The main loop, for as long as it keeps the role (see the module docstring)."""
-        self.depth = depth + 1
-        self.main = token = object()
+    def _outer(self, name: str, iterable: Iterable, parent: Ctx) -> Iterator:
+        """The main loop, for as long as it keeps the role (``serial``; see mainloop)."""
+        rule = self.rule
+        serial = rule.enter_loop(MAIN)
         try:
             self.on_main_start()
             length = _len(iterable)
             for i, item in enumerate(iterable):
                 self.ctx = ctx = parent + (name, i)
                 self.queue.append(ctx)
-                if self.main is not token:
+                if rule.serial != serial:
                     yield item
                     continue
                 self.on_outer_iteration(i)
+                rule.next_iteration()
                 self.outer_index, self.nested_ordinal = i, 0
                 self.outer_last = length is not None and i == length - 1
                 started = time.perf_counter()
                 yield item
-                if self.main is token:
-                    self.emit({"t": "time", "k": "outer", "b": self.block,
+                if rule.serial == serial:
+                    self.emit({"t": "time", "k": "outer", "b": rule.block,
                                "c": ctx_dict(ctx),
                                "sec": round(time.perf_counter() - started, 6)})
-            if self.main is token:
-                self.main_done = True
+            if rule.serial == serial:
                 self.main_ended_at = time.time()
         finally:
-            if self.main is token:
-                self.main, self.outer_index = None, -1
-            self._leave(parent, depth)
+            if rule.serial == serial:
+                self.outer_index = -1
+            self._leave(parent, MAIN, serial)
 
-    def _nested(self, name: str, iterable: Iterable, parent: Ctx, depth: int,
-                frame: FrameType, line: int) -> Iterator:
+    def _nested(self, name: str, iterable: Iterable, parent: Ctx, frame: FrameType,
+                line: int) -> Iterator:
         ordinal = self.nested_ordinal
         self.nested_ordinal += 1
         if self.skip_nested(parent, ordinal, frame):
             return
-        self.depth = depth + 1
+        self.rule.enter_loop(NESTED)
         mark = self.queue.append
         try:
             started = time.perf_counter()
@@ -190,9 +181,9 @@ class Session:
                 yield item
             seconds = time.perf_counter() - started
         finally:
-            self._leave(parent, depth)
+            self._leave(parent, NESTED)
         outer_ctx = ctx_dict(parent)
-        self.emit({"t": "time", "k": "nested", "b": self.block, "c": outer_ctx,
+        self.emit({"t": "time", "k": "nested", "b": self.rule.block, "c": outer_ctx,
                    "i": ordinal, "sec": round(seconds, 6)})
         if self.checkpointer is not None:
             self.checkpointer.maybe_capture(outer_ctx, ordinal, self.outer_index,
@@ -214,24 +205,20 @@ class Session:
     # -- checkpointing -----------------------------------------------------------------
 
     def enter_checkpointing(self, objects: dict[str, Any]) -> None:
-        if not self.seen_checkpointing and (self.main is not None or self.main_done):
+        if self.rule.enter_block():
             self.main_started = False  # that loop was not the main loop: a new prefix
-        self.main, self.outer_index, self.main_done = None, -1, False
+        self.outer_index = -1
         self.objects = objects
-        self.base_depth = self.depth
-        self.block += 1
-        self.checkpointing = self.seen_checkpointing = True
         self.checkpointer = self.new_checkpointer(objects)
 
     def new_checkpointer(self, objects: dict[str, Any]) -> Checkpointer | None:
-        return Checkpointer(objects, self.store, self.emit, self.block)
+        return Checkpointer(objects, self.store, self.emit, self.rule.block)
 
     def exit_checkpointing(self) -> None:
         if self.checkpointer is not None:
             self.checkpointer.close()
             self.checkpointer = None
-        self.base_depth = 0
-        self.checkpointing = False
+        self.rule.exit_block()
 
     # -- journal -----------------------------------------------------------------------
 

@@ -11,8 +11,9 @@ inlines the local functions a statement calls.
 * FL002  one name is logged at different levels (prefix, main loop, nested loop,
          suffix): its values would mix rows of different shapes, and replay could only
          backfill one of the statements per run.
-* FL003  a flor.loop holds a nested flor.loop but is outside ``with flor.checkpointing``:
-         nothing is checkpointed, so replay has to re-execute the whole loop.
+* FL003  a main loop (by the main-loop rule, runtime/mainloop.py) holds a nested
+         flor.loop but is outside ``with flor.checkpointing``: nothing is checkpointed,
+         so replay has to re-execute the whole loop.
 """
 
 from __future__ import annotations
@@ -131,25 +132,12 @@ def _mixed_levels(script: Script, line_of: Callable[..., int]) -> Iterator[tuple
 
 
 def _unguarded_loops(script: Script) -> Iterator[tuple]:
-    """FL003: a flor.loop with a nested flor.loop, run outside ``with flor.checkpointing``."""
-    import libcst as cst
+    """FL003: a main loop outside ``with flor.checkpointing`` with a nested flor.loop,
+    by the main-loop rule as recording applies it before any block has started."""
+    from flor_cli.runtime.mainloop import NESTED
 
-    api = script.api
-
-    def walk(block, checkpointed: bool, outer) -> Iterator[tuple]:
-        for item in block.items:
-            stmt = item.stmt
-            if isinstance(stmt, (cst.FunctionDef, cst.ClassDef)):
-                continue  # read where it is called: Script inlines called functions
-            loop = api.loop_name(stmt)
-            if loop is not None and outer is not None:
-                yield outer, "FL003", (
-                    f"flor.loop {api.loop_name(outer)!r} has a nested flor.loop but is not "
-                    "inside `with flor.checkpointing(...)`: replay would re-execute it in full")
-            guarded = checkpointed or api.is_checkpointing(stmt)
-            for child in item.blocks:
-                starts = loop is not None and outer is None and not guarded \
-                    and child.kind == "for"
-                yield from walk(child, guarded, stmt if starts else outer)
-
-    yield from walk(script.tree, False, None)
+    for _, role, in_block, main in script.loop_roles(expect_block=False):
+        if role == NESTED and not in_block:
+            yield main, "FL003", (
+                f"flor.loop {script.api.loop_name(main)!r} has a nested flor.loop but is not "
+                "inside `with flor.checkpointing(...)`: replay would re-execute it in full")

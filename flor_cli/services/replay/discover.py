@@ -19,8 +19,9 @@ import libcst as cst
 from libcst.metadata import MetadataWrapper, PositionProvider
 
 from flor_cli.errors import UserError
+from flor_cli.runtime.mainloop import LEVELS, MAIN, MainLoopRule
 
-LEVELS = ("prefix", "outer_before", "outer_after", "nested", "suffix")
+__all__ = ["LEVELS", "Statement", "find_statements", "logged_names", "Script"]
 
 
 @dataclass(frozen=True)
@@ -224,6 +225,14 @@ class Script:
                                 f"{', '.join(known) or 'nothing'}")
         return [log for log in self.logs if log.name in wanted]
 
+    def loop_roles(self, expect_block: bool) -> list[tuple[cst.CSTNode, str, bool,
+                                                            cst.CSTNode | None]]:
+        """Each flor.loop as the code runs: (loop, role, inside a block, its main loop),
+        by the main-loop rule; ``expect_block`` as in :class:`MainLoopRule`."""
+        phases = _Phases(self.api, self.facts)
+        phases.walk(self.tree, expect_block, with_defs=False)
+        return phases.roles
+
     def level_at(self, suite: cst.Module | cst.IndentedBlock, index: int) -> str:
         """The level a statement inserted at ``suite.body[index]`` would run at."""
         if index:
@@ -274,13 +283,15 @@ class Script:
 
 
 class _Phases:
-    """Walks a script as it runs and tells which phase of training each flor.log is in.
+    """Walks a script as it runs and tells which phase of training each flor.log is in,
+    by the main-loop rule (:mod:`flor_cli.runtime.mainloop`), as the runtime does.
 
-    The main loop is the first ``flor.loop`` reached inside ``flor.checkpointing`` (or,
-    in a script without checkpointing, the first reached at all); any flor.loop inside it
-    is the nested loop.  Functions no call reaches are read where they are defined.
+    A script whose walk reaches a main loop inside ``flor.checkpointing`` has it there,
+    which the runtime learns when the block starts and the walk from the start
+    (``expect_block``); one that does not has it at its first outermost loop.  Functions no call reaches are read where they are defined.
     Besides the logs, every statement's span (level before it, level after it) is kept,
-    to tell the level of a place a statement could be inserted at.
+    to tell the level of a place a statement could be inserted at, and every loop's role
+    (``roles``: loop statement -> role, whether in a block, its main loop statement).
     """
 
     def __init__(self, api: FlorApi, facts: _Facts) -> None:
@@ -288,30 +299,28 @@ class _Phases:
         self.loops = any(api.loop_name(node) for node in facts.loops)
 
     def classify(self, tree: Block) -> tuple[list[Log], dict[int, tuple[str, str]]]:
-        for inside_checkpointing in (True, False):
-            self.found: dict[int, Log] = {}
-            self.spans: dict[int, tuple[str, str]] = {}
-            self._reset(inside_checkpointing)
-            self._walk(tree, with_defs=False)
-            if self.main_found or not self.loops:
+        for expect_block in (True, False):
+            self.walk(tree, expect_block, with_defs=False)
+            if self.main is not None or not self.loops:
                 break
-        self._reset(inside_checkpointing)
-        self._walk(tree, with_defs=True)
+        self.walk(tree, expect_block, with_defs=True)
         order = {id(call): i for i, call in enumerate(self.facts.calls)}
         return [self.found[k] for k in sorted(self.found, key=order.__getitem__)], self.spans
 
-    def _reset(self, inside_checkpointing: bool) -> None:
-        self.require_checkpointing = inside_checkpointing
-        self.depth = self.checkpointing = 0
-        self.main_found = self.main_done = self.nested_done = False
+    def walk(self, tree: Block, expect_block: bool, with_defs: bool) -> None:
+        """Walk the code as it runs; ``with_defs``: then again, reading the functions no
+        call reaches where they are defined (a log keeps the level first found)."""
+        self.found: dict[int, Log] = {}
+        self.spans: dict[int, tuple[str, str]] = {}
+        for defs in (False, True) if with_defs else (False,):
+            self.roles: list[tuple[cst.CSTNode, str, bool, cst.CSTNode | None]] = []
+            self.rule = MainLoopRule(expect_block)
+            self.main: cst.CSTNode | None = None
+            self._walk(tree, with_defs=defs)
 
     @property
     def level(self) -> str:
-        if self.depth == 0:
-            return "prefix" if self.loops and not self.main_done else "suffix"
-        if self.depth == 1:
-            return "outer_after" if self.nested_done else "outer_before"
-        return "nested"
+        return self.rule.level if self.loops else "suffix"
 
     def _record(self, holder: cst.CSTNode, stmt: cst.BaseStatement) -> None:
         for call in self.facts.calls_in[id(holder)]:
@@ -322,26 +331,29 @@ class _Phases:
     def _walk(self, block: Block, with_defs: bool) -> None:
         if isinstance(block.suite, cst.SimpleStatementSuite):
             self._record(block.suite, block.header)
+        rule = self.rule
         for item in block.items:
             stmt = item.stmt
             if isinstance(stmt, (cst.FunctionDef, cst.ClassDef)) and not with_defs:
                 continue
             before = self.level
             self._record(stmt, stmt)
-            loop = self.api.loop_name(stmt) is not None
-            main = loop and self.depth == 0 and not self.main_done and (
-                self.checkpointing or not self.require_checkpointing)
-            nested = loop and self.depth >= 1
             checkpointing = self.api.is_checkpointing(stmt)
-            self.depth += main or nested
-            self.checkpointing += checkpointing
-            self.main_found |= main
+            if checkpointing:
+                rule.enter_block()
+            role = rule.role() if self.api.loop_name(stmt) is not None else None
+            serial = rule.enter_loop(role) if role else None
+            if role == MAIN:
+                self.main = stmt
+                rule.next_iteration()
+            if role:
+                self.roles.append((stmt, role, rule.in_block, self.main))
             for child in item.blocks:
                 self._walk(child, with_defs)
-            self.depth -= main or nested
-            self.checkpointing -= checkpointing
-            self.main_done |= main
-            self.nested_done = (self.nested_done or (nested and self.depth == 1)) and not main
+            if role:
+                rule.exit_loop(role, serial)
+            if checkpointing:
+                rule.exit_block()
             self.spans.setdefault(id(stmt), (before, self.level))
 
 
