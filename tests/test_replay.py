@@ -550,11 +550,15 @@ def test_statements_reading_what_the_nested_loop_left_replay_exactly(tmp_path: P
     losses, a counter, a dict of averages, a global read in a called function: at module
     scope (train.py) and inside ``def main()`` (main.py), skipped and verified, equal to a
     full run of v2; with a captured value deleted from the store, re-executed, still equal."""
-    scripts = {s: {v: (EXACT / f"{s}_v{v}.py").read_text() for v in (1, 2)}
-               for s in ("train", "main")}
-    procs = {s: reference(tmp_path / f"ref-{s}", versions[2], [])
+    common = {"common.py": (EXACT / "common.py").read_text()}
+    scripts = {s: {2: (EXACT / f"{s}.py").read_text()} for s in ("train", "main")}
+    for versions in scripts.values():
+        versions[1] = "".join(line for line in versions[2].splitlines(keepends=True)
+                              if "# hindsight" not in line)
+    procs = {s: reference(tmp_path / f"ref-{s}", versions[2], [], common)
              for s, versions in scripts.items()}
-    repo = make_repo(tmp_path / "repo", files={f"{s}.py": v[1] for s, v in scripts.items()})
+    repo = make_repo(tmp_path / "repo", files={**common,
+                                               **{f"{s}.py": v[1] for s, v in scripts.items()}})
     for s in scripts:
         flor(repo, "run", f"{s}.py")
     runs = {row["script"].removesuffix(".py"): row["run"] for row in flor_json(repo, "log")}
@@ -609,23 +613,27 @@ def dry_run(repo: Path, name: str) -> dict:
     return row
 
 
-UNPICKLABLE = '''import flor
+STEPPING = '''import flor
+import helper
 
 state = {"w": 0.0}
 with flor.checkpointing(state=state):
     for epoch in flor.loop("epoch", range(3)):
         for step in flor.loop("step", range(4)):
             state["w"] += step
-            pending = (i for i in range(step))  # a generator: it cannot be captured
+            LINE
         flor.log("val", state["w"])
 '''
+HELPER = {"helper.py": "count = 0\n\n\ndef bump():\n    global count\n    count += 1\n"}
+UNPICKLABLE = STEPPING.replace("LINE", "pending = (i for i in range(step))  # cannot be pickled")
+BUMPING = STEPPING.replace("LINE", "helper.bump()  # state in another module: not captured")
 
 
 def test_a_statement_reading_what_checkpoints_lack_re_executes_and_the_plan_says_why(
         tmp_path: Path) -> None:
     new = after(UNPICKLABLE, ('flor.log("val", state["w"])', 'flor.log("left", sum(pending))'),
                 ('flor.log("val", state["w"])', 'flor.log("val2", state["w"] * 2)'))
-    repo, run = record_then_edit(tmp_path, UNPICKLABLE, new)
+    repo, run = record_then_edit(tmp_path, UNPICKLABLE, new, HELPER)
     (ckpt, *_) = [r for r in show(repo, run)["records"] if r.get("t") == "ckpt"]
     assert ckpt["nc"] == ["pending"] and "step" in ckpt["fx"]
     assert (dry_run(repo, "val2")["mode"], dry_run(repo, "val2")["note"]) == ("skip", "")
@@ -639,23 +647,11 @@ def test_a_statement_reading_what_checkpoints_lack_re_executes_and_the_plan_says
     assert [v for _, _, v in values(note, ["left"], rp["rp"])] == [3, 3, 3]
 
 
-HELPER = "count = 0\n\n\ndef bump():\n    global count\n    count += 1\n"
-BUMPING = '''import flor
-import helper
-
-state = {"w": 0.0}
-with flor.checkpointing(state=state):
-    for epoch in flor.loop("epoch", range(3)):
-        for step in flor.loop("step", range(4)):
-            state["w"] += step
-            helper.bump()  # state in another module: nothing captures it
-        flor.log("val", state["w"])
-'''
 
 
 def test_verification_catches_what_capture_missed_and_re_executes(tmp_path: Path) -> None:
     new = after(BUMPING, ('flor.log("val", state["w"])', 'flor.log("bumps", helper.count)'))
-    repo, run = record_then_edit(tmp_path, BUMPING, new, {"helper.py": HELPER})
+    repo, run = record_then_edit(tmp_path, BUMPING, new, HELPER)
     assert dry_run(repo, "bumps")["mode"] == "skip"
     proc = flor(repo, "replay", "bumps", "--yes")
     assert "verification of run" in proc.stderr and "'bumps'" in proc.stderr, proc.stderr
