@@ -20,8 +20,9 @@ def command(run: str, fmt_name, as_csv, as_json, as_markdown, tablefmt) -> None:
     """
     from flor_cli.services import query
     from flor_cli.services.show import load
-
     from flor_cli.storage.git import Git
+    from flor_cli.storage.notes import (CTX, KIND, NAME, REPLAY_ID, SECONDS, SEQ, TIMING,
+                                        VALUE)
 
     git = Git.discover(".")
     note = load(git, query.resolve_run(git, run))
@@ -31,11 +32,12 @@ def command(run: str, fmt_name, as_csv, as_json, as_markdown, tablefmt) -> None:
                                "records": note.records, "replays": note.replays}, indent=2))
         return
     sections = [
-        ("run", ["field", "value"], [(k, _text(v)) for k, v in note.header.items() if k != "t"]
+        ("run", ["field", "value"], [(k, _text(v)) for k, v in note.header.items() if k != KIND]
          + [("commit", note.commit)]),
         ("records", ["seq", "kind", "name", "value", "context", "replay"],
-         [(r.get("s"), r.get("t"), r.get("n") or r.get("k"), _text(r.get("v", r.get("sec"))),
-           _text(r.get("c", "")), r.get("rp") or "") for r in note.records]),
+         [(r.get(SEQ), r[KIND], r.get(NAME) or r.get(TIMING),
+           _text(r.get(VALUE, r.get(SECONDS))), _text(r.get(CTX, "")), r.get(REPLAY_ID) or "")
+          for r in note.records]),
     ]
     logged_files = _files(note.records)
     if logged_files:

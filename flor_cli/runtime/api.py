@@ -27,6 +27,7 @@ from flor_cli.errors import UserError
 from flor_cli.runtime.args import split_kwargs
 from flor_cli.runtime.values import PLAIN_TYPES as _PLAIN
 from flor_cli.runtime.session import Session
+from flor_cli.storage.notes import END, KIND
 
 _session: Session | None = None
 _disabled = False
@@ -170,7 +171,7 @@ def arg(name: str, default: Any) -> Any:
         return session.arg(name, default)
     except UserError as e:
         if session is not None:
-            session.emit({"t": "end", "aborted": True})
+            session.emit({KIND: END, "aborted": True})
         _fail(str(e))
 
 

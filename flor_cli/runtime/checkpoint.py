@@ -27,6 +27,8 @@ import threading
 import time
 from typing import Any, Callable
 
+from flor_cli.storage.notes import (BLOCK, BYTES, CKPT, CTX, KIND, OBJECTS, ORDINAL, SECONDS,
+                                    SERIALIZER, SHA)
 from flor_cli.storage.objects import ObjectStore
 
 BUDGET = 15.0  # loop time per unit of checkpoint cost (VLDB'21)
@@ -84,18 +86,18 @@ class Checkpointer:
             digests, size = {}, 0
             for name, (kind, state) in states.items():
                 data = _serialize(kind, state)
-                digests[name] = {"kind": kind, "sha": self.store.put(data)}
+                digests[name] = {SERIALIZER: kind, SHA: self.store.put(data)}
                 size += len(data)
             seconds = copy_seconds + time.perf_counter() - start
             self.cost = seconds if self.cost == 0 else 0.5 * (self.cost + seconds)
-            self.emit({"t": "ckpt", "b": self.block, "c": ctx, "i": ordinal, "objs": digests,
-                       "bytes": size, "sec": round(seconds, 6)})
+            self.emit({KIND: CKPT, BLOCK: self.block, CTX: ctx, ORDINAL: ordinal,
+                       OBJECTS: digests, BYTES: size, SECONDS: round(seconds, 6)})
 
 
 def restore(objects: dict[str, Any], entry: dict, store: ObjectStore) -> None:
     """Put the checkpointed state back into the live objects, RNG states included."""
-    for name, info in entry["objs"].items():
-        state = _deserialize(info["kind"], store.get(info["sha"]))
+    for name, info in entry[OBJECTS].items():
+        state = _deserialize(info[SERIALIZER], store.get(info[SHA]))
         if name == RNG:
             set_rng_state(state)
         elif name in objects:

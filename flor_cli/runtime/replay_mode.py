@@ -24,7 +24,8 @@ from typing import Any
 
 from flor_cli.runtime.checkpoint import restore
 from flor_cli.runtime.session import Ctx, Session, ctx_dict
-from flor_cli.storage.notes import loop_key, loop_key_of
+from flor_cli.storage.notes import (CKPT_LOAD, CTX, KIND, ORDINAL, SECONDS, TIME, TIMING,
+                                    loop_key, loop_key_of)
 from flor_cli.storage.objects import ObjectStore
 
 
@@ -78,8 +79,8 @@ class ReplaySession(Session):
             return False  # thinned out or never taken: re-execute, which is exact too
         started = time.perf_counter()
         restore(self.objects, entry, self.store)
-        self.emit({"t": "time", "k": "ckpt_load", "c": outer, "i": ordinal,
-                   "sec": round(time.perf_counter() - started, 6)})
+        self.emit({KIND: TIME, TIMING: CKPT_LOAD, CTX: outer, ORDINAL: ordinal,
+                   SECONDS: round(time.perf_counter() - started, 6)})
         return True
 
     def new_checkpointer(self, objects: dict[str, Any]) -> None:

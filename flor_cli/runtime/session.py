@@ -41,6 +41,9 @@ from typing import Any, Iterable, Iterator
 from flor_cli.runtime import media, values
 from flor_cli.runtime.checkpoint import Checkpointer
 from flor_cli.runtime.writer import InProcessWriter, LineFormatter, WriterProcess
+from flor_cli.storage.notes import (ARG, BLOCK, CTX, END, KIND, LOG, NAME, NESTED, ORDINAL,
+                                    OUTER, PREFIX, SECONDS, SUFFIX, TIME, TIMING, VALUE,
+                                    VALUE_TYPE)
 from flor_cli.storage.objects import ObjectStore
 
 FLUSH_SECONDS = 0.05
@@ -95,7 +98,7 @@ class Session:
                 value, type_name = media.store(name, value, self.store)
             else:
                 value, type_name = values.encode(value)
-            self.queue.append({"t": "log", "n": name, "v": value, "ty": type_name})
+            self.queue.append({KIND: LOG, NAME: name, VALUE: value, VALUE_TYPE: type_name})
 
     def emit(self, record: dict) -> None:
         self.queue.append(record)
@@ -104,7 +107,7 @@ class Session:
         from flor_cli.runtime.args import cast
 
         value = cast(name, self.kwargs[name], default) if name in self.kwargs else default
-        self.emit({"t": "arg", "n": name, "v": values.encode(value)[0]})
+        self.emit({KIND: ARG, NAME: name, VALUE: values.encode(value)[0]})
         return value
 
     # -- loops -------------------------------------------------------------------------
@@ -157,9 +160,9 @@ class Session:
                 started = time.perf_counter()
                 yield item
                 if self.main is token:
-                    self.emit({"t": "time", "k": "outer", "b": self.block,
-                               "c": ctx_dict(ctx),
-                               "sec": round(time.perf_counter() - started, 6)})
+                    self.emit({KIND: TIME, TIMING: OUTER, BLOCK: self.block,
+                               CTX: ctx_dict(ctx),
+                               SECONDS: round(time.perf_counter() - started, 6)})
             if self.main is token:
                 self.main_done = True
                 self.main_ended_at = time.time()
@@ -185,8 +188,8 @@ class Session:
         finally:
             self._leave(parent, depth)
         outer_ctx = ctx_dict(parent)
-        self.emit({"t": "time", "k": "nested", "b": self.block, "c": outer_ctx,
-                   "i": ordinal, "sec": round(seconds, 6)})
+        self.emit({KIND: TIME, TIMING: NESTED, BLOCK: self.block, CTX: outer_ctx,
+                   ORDINAL: ordinal, SECONDS: round(seconds, 6)})
         if self.checkpointer is not None:
             self.checkpointer.maybe_capture(outer_ctx, ordinal, self.outer_index,
                                             self.outer_last, seconds)
@@ -194,7 +197,7 @@ class Session:
     def on_main_start(self) -> None:
         if not self.main_started:
             self.main_started = True
-            self.emit({"t": "time", "k": "prefix", "sec": round(time.time() - self.t0, 6)})
+            self.emit({KIND: TIME, TIMING: PREFIX, SECONDS: round(time.time() - self.t0, 6)})
 
     def on_outer_iteration(self, index: int) -> None:
         """Replay hooks in here to stop or to narrow recording to its epochs."""
@@ -256,11 +259,11 @@ class Session:
         self.closed = True
         self.exit_checkpointing()
         if self.main_ended_at is not None:
-            self.emit({"t": "time", "k": "suffix",
-                       "sec": round(time.time() - self.main_ended_at, 6)})
+            self.emit({KIND: TIME, TIMING: SUFFIX,
+                       SECONDS: round(time.time() - self.main_ended_at, 6)})
         self._stop.set()
         self._flusher.join()
-        self.emit({"t": "end", **end})
+        self.emit({KIND: END, **end})
         self.flush()
         self._sink.close()
 

@@ -27,8 +27,11 @@ from pathlib import Path
 from typing import IO, Sequence
 
 from flor_cli.services.replay.plan import Job, Plan, worker_ranges
+from flor_cli.storage import notes
 from flor_cli.storage.git import Git
 from flor_cli.storage.journal import new_id
+from flor_cli.storage.notes import (CKPT_LOAD, KIND, LOG, OUTER, REPLAY, REPLAY_ID, SEQ, TIME,
+                                    TIMING)
 
 POLL_SECONDS = 0.2
 _FLOR_ENV = ("FLOR_JOURNAL", "FLOR_STORE", "FLOR_KWARGS", "FLOR_T0", "FLOR_REPLAY")
@@ -153,28 +156,17 @@ def replay_note(replay_id: str, plan: Plan, job: Job, journals: list[Path], star
     """
     logs, restored = [], 0
     for journal in journals:
-        records = []
-        for line in journal.read_text().splitlines() if journal.exists() else ():
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue
-            if not isinstance(rec, dict):
-                continue
-            if rec.get("t") == "log":
-                records.append(rec)
-            elif rec.get("t") == "time" and rec.get("k") == "ckpt_load":
-                restored += 1
-        logs += sorted(records, key=lambda r: r.get("s", 0))
-    header = {"t": "replay", "rp": replay_id, "names": plan.names, "mode": job.mode,
+        text = journal.read_text(errors="replace") if journal.exists() else ""
+        records = notes.read_records(text, f"replay journal {journal.name}", torn=True)
+        logs += sorted((r for r in records if r[KIND] == LOG), key=lambda r: r.get(SEQ, 0))
+        restored += sum(1 for r in records if r[KIND] == TIME and r.get(TIMING) == CKPT_LOAD)
+    header = {KIND: REPLAY, REPLAY_ID: replay_id, "names": plan.names, "mode": job.mode,
               "src": job.src, "workers": len(journals), "restored": restored,
               "start": start, "end": end, "status": "ok"}
-    lines = [json.dumps(header, separators=(",", ":"))]
-    for seq, rec in enumerate(logs):
-        rest = {k: v for k, v in rec.items() if k not in ("t", "s", "rp")}
-        lines.append(json.dumps({"t": "log", "rp": replay_id, "s": seq, **rest},
-                                separators=(",", ":")))
-    return "\n".join(lines) + "\n"
+    records = [{KIND: LOG, REPLAY_ID: replay_id, SEQ: seq,
+                **{k: v for k, v in rec.items() if k not in (KIND, SEQ, REPLAY_ID)}}
+               for seq, rec in enumerate(logs)]
+    return "\n".join(json.dumps(r, separators=(",", ":")) for r in [header, *records]) + "\n"
 
 
 class Sandbox:
@@ -245,9 +237,10 @@ class EpochCounter:
         except FileNotFoundError:
             return 0
         self.offset += len(data)
-        lines = (self.partial + data).split(b"\n")
-        self.partial = lines.pop()
-        self.count += sum(1 for line in lines if b'"k":"outer"' in line)
+        whole, _, self.partial = (self.partial + data).rpartition(b"\n")
+        records = notes.read_records(whole.decode(errors="replace"),
+                                     f"replay journal {self.journal.name}", torn=True)
+        self.count += sum(1 for r in records if r[KIND] == TIME and r.get(TIMING) == OUTER)
         return max(0, self.count - self.skip)
 
 

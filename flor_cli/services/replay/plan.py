@@ -21,6 +21,8 @@ from flor_cli.errors import UserError
 from flor_cli.services import query
 from flor_cli.storage import cache, notes
 from flor_cli.storage.git import NOTES_REF, Git
+from flor_cli.storage.notes import (ARG, CKPT, KIND, NAME, NESTED, OBJECTS, OUTER, PREFIX,
+                                    SECONDS, SUFFIX, TIMING, VALUE)
 from flor_cli.storage.objects import ObjectStore, configured_store
 
 MODE_OF_LEVEL = {"prefix": "prefix", "outer_before": "skip", "outer_after": "skip",
@@ -138,15 +140,15 @@ def _job(git: Git, store: ObjectStore, tip: str | None, run: str, commit: str) -
     header = note.header
     job.script, job.cwd = header.get("script", ""), header.get("cwd", ".")
     job.argv = list(header.get("argv", []))
-    job.args = {r["n"]: r.get("v") for r in note.records if r.get("t") == "arg"}
+    job.args = {r[NAME]: r.get(VALUE) for r in note.records if r[KIND] == ARG}
     job.times = notes.main_timings(note.records)
-    job.epochs = sum(1 for r in job.times if r.get("k") == "outer")
+    job.epochs = sum(1 for r in job.times if r.get(TIMING) == OUTER)
     # A checkpoint with an object missing from the store (deleted, a shared store out of
     # reach) costs time, not exactness: its nested loop re-runs from the exact state.
-    ckpts = [r for r in note.records if r.get("t") == "ckpt"]
+    ckpts = [r for r in note.records if r[KIND] == CKPT]
     job.blocks = 1 + max((notes.loop_key_of(c)[0] for c in ckpts), default=-1)
     job.ckpts = [c for c in ckpts
-                 if all(store.has(o["sha"]) for o in (c.get("objs") or {}).values())]
+                 if all(store.has(o["sha"]) for o in (c.get(OBJECTS) or {}).values())]
     job.missing_ckpts = len(ckpts) - len(job.ckpts)
     if header.get("status") != "ok":
         job.skip = f"the run did not finish (status {header.get('status')})"
@@ -234,25 +236,25 @@ def estimate(job: Job, workers: int) -> float:
     fast-forwarding every epoch; ``prefix`` stops at the main loop.
     """
     def total(kind: str) -> float:
-        return sum(r.get("sec", 0) for r in job.times if r.get("k") == kind)
+        return sum(r.get(SECONDS, 0) for r in job.times if r.get(TIMING) == kind)
 
     if job.mode == "prefix":
-        return total("prefix")
-    nested = {notes.loop_key_of(r): r.get("sec", 0)
-              for r in job.times if r.get("k") == "nested"}
+        return total(PREFIX)
+    nested = {notes.loop_key_of(r): r.get(SECONDS, 0)
+              for r in job.times if r.get(TIMING) == NESTED}
     saved: dict[tuple, float] = {}  # (block, epoch context) -> what restoring saves
     for c in job.ckpts:
         key = notes.loop_key_of(c)
-        saved[key[:2]] = saved.get(key[:2], 0) + nested.get(key, 0) - c.get("sec", 0)
-    outer = [(notes.loop_key_of(r)[:2], r.get("sec", 0))
-             for r in job.times if r.get("k") == "outer"]
+        saved[key[:2]] = saved.get(key[:2], 0) + nested.get(key, 0) - c.get(SECONDS, 0)
+    outer = [(notes.loop_key_of(r)[:2], r.get(SECONDS, 0))
+             for r in job.times if r.get(TIMING) == OUTER]
     full = [sec for _, sec in outer]
     fast = [sec - saved.get(ctx, 0) for ctx, sec in outer]
 
     def worker(epochs: list[int] | None) -> float:
         lo, hi = epochs or (0, None)
-        return (total("prefix") + sum(fast[:lo]) + sum(full[lo:hi])
-                + (total("suffix") if hi is None else 0))
+        return (total(PREFIX) + sum(fast[:lo]) + sum(full[lo:hi])
+                + (total(SUFFIX) if hi is None else 0))
 
     ranges = worker_ranges(job.epochs, workers) if job.mode == "nested" else [[job.epochs, None]]
     return max(0.0, max(worker(r) for r in ranges))
