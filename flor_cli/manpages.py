@@ -24,6 +24,7 @@ import click
 
 from flor_cli import __version__
 from flor_cli.main import COMMANDS, cli
+from flor_cli.runtime.protocol import VARIABLES
 from flor_cli.storage.git import NOTES_REF, SHADOW_REF
 
 OVERVIEW = """\
@@ -65,10 +66,10 @@ ENVIRONMENT = [
     ("CI", "Nothing needs to be set for non-interactive use: `flor run` never reads from a "
            "terminal, so it works unchanged in CI with standard input closed. `flor replay` "
            "asks before running; without a terminal it needs `--yes`."),
-    ("FLOR_JOURNAL, FLOR_STORE, FLOR_KWARGS, FLOR_T0",
-     "Set by `flor run` for the script it runs, and read (and removed) by `import flor` "
+    (", ".join(VARIABLES),
+     "Set by flor for the scripts it starts, and read (and removed) by `import flor` "
      "there; not meant to be set by hand. A script run as `python train.py` records "
-     "without them."),
+     "without them. " + " ".join(f"{name}: {text}" for name, text in VARIABLES.items())),
 ]
 
 

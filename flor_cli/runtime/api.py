@@ -9,14 +9,14 @@ nothing in a notebook. Which kind of run depends on how the script was started:
 * under ``flor replay`` (``FLOR_REPLAY`` set): a replay session (see replay_mode);
 * plain ``python train.py --kwargs ...``: snapshot and journal here, fold at exit.
 
-The ``FLOR_*`` variables are removed once read, so subprocesses the script starts do not
-write into this run; forked children (DataLoader workers) stop recording.
+The ``FLOR_*`` variables (:mod:`protocol`) are removed once read, so subprocesses the
+script starts do not write into this run; forked children (DataLoader workers) stop
+recording.
 """
 
 from __future__ import annotations
 
 import atexit
-import json
 import os
 import sys
 import time
@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 from flor_cli.errors import UserError
+from flor_cli.runtime import protocol
 from flor_cli.runtime.args import split_kwargs
 from flor_cli.runtime.values import PLAIN_TYPES as _PLAIN
 from flor_cli.runtime.session import Session
@@ -41,7 +42,7 @@ def _fail(message: str) -> None:
     raise SystemExit(2)
 
 
-if "--kwargs" in sys.argv and "FLOR_JOURNAL" not in os.environ and "FLOR_REPLAY" not in os.environ:
+if "--kwargs" in sys.argv and not protocol.launched():
     try:
         sys.argv[1:], _argv_kwargs = split_kwargs(sys.argv[1:])
     except UserError as e:
@@ -57,18 +58,14 @@ def _current() -> Session | None:
 
 def _start() -> Session | None:
     global _disabled, _owner
-    env = os.environ
     from flor_cli.storage.objects import ObjectStore
 
-    if "FLOR_REPLAY" in env:
+    if (replay := protocol.take_replay()) is not None:
         from flor_cli.runtime.replay_mode import ReplaySession
 
-        config = json.loads(env.pop("FLOR_REPLAY"))
-        session: Session = ReplaySession(config, ObjectStore(Path(config["store"])))
-    elif "FLOR_JOURNAL" in env:
-        session = Session(Path(env.pop("FLOR_JOURNAL")), ObjectStore(Path(env.pop("FLOR_STORE"))),
-                          json.loads(env.pop("FLOR_KWARGS", "{}")),
-                          float(env.pop("FLOR_T0", time.time())))
+        session: Session = ReplaySession(replay, ObjectStore(Path(replay.store)))
+    elif (record := protocol.take_record()) is not None:
+        session = Session(record.journal, ObjectStore(record.store), record.kwargs, record.t0)
     else:
         from flor_cli.errors import NotARepo
         from flor_cli.storage import journal

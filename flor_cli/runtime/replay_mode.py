@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from flor_cli.runtime.checkpoint import restore
+from flor_cli.runtime.protocol import ReplayConfig
 from flor_cli.runtime.session import Ctx, Session, ctx_dict
 from flor_cli.storage.notes import (CKPT_LOAD, CTX, KIND, ORDINAL, SECONDS, TIME, TIMING,
                                     loop_key, loop_key_of)
@@ -40,17 +41,17 @@ def _unambiguous(ckpts: list[dict]) -> dict[tuple[int, str, int], dict]:
 class ReplaySession(Session):
     keeps_all = False
 
-    def __init__(self, config: dict, store: ObjectStore):
-        super().__init__(Path(config["journal"]), store, kwargs={}, t0=time.time())
-        self.names = set(config["names"])
-        self.mode = config["mode"]
-        self.recorded_args = config.get("args", {})
-        self.lo, self.hi = config.get("range") or (0, None)
-        self.ckpts = _unambiguous(config.get("ckpts", []))
+    def __init__(self, config: ReplayConfig, store: ObjectStore):
+        super().__init__(Path(config.journal), store, kwargs={}, t0=time.time())
+        self.names = set(config.names)
+        self.mode = config.mode
+        self.recorded_args = config.args
+        self.lo, self.hi = config.range or (0, None)
+        self.ckpts = _unambiguous(config.ckpts)
         self.active = self.lo == 0
         # a run that entered flor.checkpointing had its main loop there: loops before it
         # are plain from the start (recording could only learn that when the block began)
-        self.seen_checkpointing = bool(config.get("checkpointing"))
+        self.seen_checkpointing = config.checkpointing
 
     def log(self, name: str, value: Any) -> None:
         if self.active and name in self.names:

@@ -33,6 +33,7 @@ from json.encoder import encode_basestring_ascii as _quote
 from pathlib import Path
 from typing import Any, Iterable
 
+from flor_cli.runtime.protocol import without_protocol
 from flor_cli.storage.journal import JournalWriter
 from flor_cli.storage.notes import CTX, KIND, LOG, NAME, SEQ, VALUE, VALUE_TYPE
 
@@ -147,7 +148,7 @@ class WriterProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "flor_cli.runtime.writer", str(journal)],
             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-            env={k: v for k, v in os.environ.items() if not k.startswith("FLOR_")})
+            env=without_protocol())
         self.outbox: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
         self.broken = False
         self.feeder = threading.Thread(target=self._feed, name="flor-pipe", daemon=True)

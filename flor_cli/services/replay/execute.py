@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Sequence
 
+from flor_cli.runtime.protocol import ReplayConfig, replay_env
 from flor_cli.services.replay.plan import Job, Plan, worker_ranges
 from flor_cli.storage import notes
 from flor_cli.storage.git import Git
@@ -34,7 +35,6 @@ from flor_cli.storage.notes import (CKPT_LOAD, KIND, LOG, OUTER, REPLAY, REPLAY_
                                     TIMING)
 
 POLL_SECONDS = 0.2
-_FLOR_ENV = ("FLOR_JOURNAL", "FLOR_STORE", "FLOR_KWARGS", "FLOR_T0", "FLOR_REPLAY")
 
 
 @dataclass
@@ -96,17 +96,17 @@ def _run(tree: Path, job: Job, plan: Plan, gpus: Sequence[str], scratch: Path,
     script = os.path.relpath(tree / job.script, cwd)
     ranges = worker_ranges(job.epochs, plan.workers) if job.mode == "nested" else [None]
     scratch.mkdir(parents=True, exist_ok=True)
-    base = {k: v for k, v in os.environ.items() if k not in _FLOR_ENV}
-    base["PYTHONDONTWRITEBYTECODE"] = "1"  # the user's __pycache__ may be linked in
+    # no __pycache__ written: the user's may be linked into the worktree
+    base = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     workers: list[tuple[subprocess.Popen, Path, int]] = []
     try:
         for k, epochs in enumerate(ranges):
             journal = scratch / f"{job.run}-{k}.jsonl"
-            config = {"names": plan.names, "mode": job.mode, "range": epochs,
-                      "args": job.args, "ckpts": job.ckpts, "checkpointing": job.checkpointing,
-                      "journal": str(journal),
-                      "store": str(plan.store.root)}
-            env = {**base, "FLOR_REPLAY": json.dumps(config)}
+            config = ReplayConfig(names=plan.names, mode=job.mode, range=epochs,
+                                  args=job.args, ckpts=job.ckpts,
+                                  checkpointing=job.checkpointing, journal=str(journal),
+                                  store=str(plan.store.root))
+            env = replay_env(config, base)
             if gpus:
                 env["CUDA_VISIBLE_DEVICES"] = gpus[k % len(gpus)]
             with open(journal.with_suffix(".log"), "wb") as log:
