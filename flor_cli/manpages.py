@@ -43,6 +43,9 @@ EXIT_STATUS = [
     ("2", "Bad input or state the user can fix (not a git repository, missing script, bad "
           "`--kwargs`, an SQL error, an unknown name, ...): one line on standard error, "
           "and nothing was written."),
+    ("3", "A bug in flor (a failing git command included): one line on standard error "
+          "naming a log file with the traceback and versions, under `.git/flor/logs/` "
+          "(or the temporary directory outside a repository)."),
     ("130", "Interrupted (Ctrl-C)."),
     ("other", "`flor run` exits with the script's own exit status."),
 ]
@@ -55,6 +58,8 @@ FILES = [
                            "when deleted."),
     (".git/flor/objects/", "Content-addressed checkpoints (unless `flor.store` names "
                            "another store)."),
+    (".git/flor/logs/", "What an unexpected error (exit status 3) left for a bug report: "
+                        "traceback, failed git command, versions."),
     (".git/flor/journals/", "Records of runs in progress; a crashed run's journal is folded "
                             "into its note by the next flor command."),
 ]
