@@ -37,10 +37,13 @@ def command(names: tuple[str, ...], where: str | None, yes: bool, dry_run: bool,
     """
     from flor_cli.services.replay import api
     from flor_cli.storage.git import Git
+    from flor_cli.storage.journal import fold_orphans
 
     fmt = chosen_format(fmt_name, as_csv, as_json, as_markdown)
     wanted = [n for name in names for n in name.split(",") if n]
-    frame = api.replay(Git.discover("."), wanted, where=where, yes=yes, workers=workers,
+    git = Git.discover(".")
+    fold_orphans(git)
+    frame = api.replay(git, wanted, where=where, yes=yes, workers=workers,
                        gpus=gpus, dry_run=dry_run, rev=rev, show_diff=show_diff, fmt=fmt,
                        tablefmt=tablefmt, out=click.echo)
     if not frame.empty:

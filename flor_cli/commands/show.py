@@ -21,10 +21,12 @@ def command(run: str, fmt_name, as_csv, as_json, as_markdown, tablefmt) -> None:
     from flor_cli.services import query
     from flor_cli.services.show import load
     from flor_cli.storage.git import Git
+    from flor_cli.storage.journal import fold_orphans
     from flor_cli.storage.notes import (CTX, KIND, NAME, REPLAY_ID, SECONDS, SEQ, TIMING,
                                         VALUE)
 
     git = Git.discover(".")
+    fold_orphans(git)
     note = load(git, query.resolve_run(git, run))
     fmt = chosen_format(fmt_name, as_csv, as_json, as_markdown)
     if fmt == "json":

@@ -216,9 +216,8 @@ def dataframe(*names: str):
     """FlorDB's pivot as a pandas DataFrame: one row per run x loop iteration. A logged
     image or file is a value a notebook displays (``_repr_png_``), with its ``path``."""
     from flor_cli.services import files, query
-    from flor_cli.storage.git import Git
 
-    git = Git.discover(Path.cwd())
+    git = _repository_to_read()
     return files.displayable(git, query.pivot_frame(git, list(names)))
 
 
@@ -226,25 +225,33 @@ def plot(*names: str, where: str | None = None, x: str | None = None,
          by: Sequence[str] = ()):
     """``flor plot`` in a notebook: a matplotlib Figure, one panel per name."""
     from flor_cli.services import plot as service
-    from flor_cli.storage.git import Git
 
-    return service.figure(service.panels(Git.discover(Path.cwd()), list(names), where, x,
+    return service.figure(service.panels(_repository_to_read(), list(names), where, x,
                                          list(by)))
 
 
 def query(sql: str):
     """Read-only SQL over the cache's tables and views, as a pandas DataFrame."""
     from flor_cli.services import query as service
-    from flor_cli.storage.git import Git
 
-    return service.sql_frame(Git.discover(Path.cwd()), sql)
+    return service.sql_frame(_repository_to_read(), sql)
 
 
 def replay(names: str | Sequence[str], where: str | None = None, yes: bool = False):
     """Backfill ``names`` into past runs by replay; returns the new values as a DataFrame."""
     from flor_cli.services.replay import api as service
-    from flor_cli.storage.git import Git
 
     if isinstance(names, str):
         names = [n for n in names.split(",") if n]
-    return service.replay(Git.discover(Path.cwd()), list(names), where=where, yes=yes)
+    return service.replay(_repository_to_read(), list(names), where=where, yes=yes)
+
+
+def _repository_to_read():
+    """The repository of the current directory, its crashed runs folded into notes first
+    (as the read commands do), so that they are read too."""
+    from flor_cli.storage.git import Git
+    from flor_cli.storage.journal import fold_orphans
+
+    git = Git.discover(Path.cwd())
+    fold_orphans(git)
+    return git

@@ -69,11 +69,25 @@ def path_of(git: Git) -> Path:
     return git.flor_dir / "cache.db"
 
 
-def connect(git: Git) -> sqlite3.Connection:
-    """A synced, writable connection (for flor itself; users get :func:`readonly`)."""
-    from flor_cli.storage import journal
+@contextmanager
+def connection(git: Git, readonly: bool = False) -> Iterator[sqlite3.Connection]:
+    """``with cache.connection(git) as db``: a synced connection, closed after the block;
+    ``readonly``: for the user's SQL (see :func:`readonly`).
 
-    journal.fold_orphans(git)
+    Reading the cache never folds orphaned journals (a crashed run's records): that
+    write is a step of its own, ``journal.fold_orphans``, which read commands take
+    before they read (see commands/).
+    """
+    db = open_readonly(git) if readonly else connect(git)
+    try:
+        yield db
+    finally:
+        db.close()
+
+
+def connect(git: Git) -> sqlite3.Connection:
+    """A synced, writable connection (for flor itself; users get :func:`readonly`).
+    The caller closes it; :func:`connection` does that."""
     path = path_of(git)
     path.parent.mkdir(parents=True, exist_ok=True)
     db = _open(path)
@@ -374,9 +388,9 @@ def sql_value(value: Any) -> Any:
     return json.dumps(value)
 
 
-def readonly(git: Git) -> sqlite3.Connection:
+def open_readonly(git: Git) -> sqlite3.Connection:
     """A connection for user SQL: synced first, then opened read-only and guarded."""
-    connect(git).close()
+    connect(git).close()  # synced
     db = sqlite3.connect(f"file:{path_of(git)}?mode=ro", uri=True, timeout=30)
     create_runs_view(db)
     guard(db)

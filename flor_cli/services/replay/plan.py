@@ -107,8 +107,7 @@ def make_plan(git: Git, names: Sequence[str], where: str | None = None, workers:
 
 def _select(git: Git, names: list[str], where: str | None) -> list[tuple[str, str]]:
     """(run, shadow commit) of the selected runs, oldest first."""
-    db = cache.connect(git)
-    try:
+    with cache.connection(git) as db:
         commits = dict(db.execute("SELECT run, commit_id FROM runs"))
         if not commits:
             raise UserError("no runs recorded in this repository yet")
@@ -121,8 +120,6 @@ def _select(git: Git, names: list[str], where: str | None) -> list[tuple[str, st
                 raise UserError(f"every run already has {', '.join(names)}; "
                                 "use --where to replay some again")
             return [(r, commits[r]) for r in runs]
-    finally:
-        db.close()
     columns, rows = query.runs(git, where=where)
     runs = [row[columns.index("run")] for row in rows]
     if not runs:
