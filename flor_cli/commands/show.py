@@ -58,11 +58,12 @@ def _text(value) -> str:
 def _files(records: list[dict]) -> list[tuple]:
     """The logged images and files (flor.Image, flor.File) among a run's records."""
     from flor_cli.storage.media import MEDIA_TYPES, parse
+    from flor_cli.storage.notes import CTX, NAME, SEQ, VALUE, VALUE_TYPE
 
     rows = []
     for r in records:
-        ref = parse(r.get("v")) if r.get("ty") in MEDIA_TYPES else None
+        ref = parse(r.get(VALUE)) if r.get(VALUE_TYPE) in MEDIA_TYPES else None
         if ref is not None:
-            rows.append((r.get("s"), r.get("n"), ref.file, ref.mime, ref.size,
-                         _text(r.get("c", "")), ref.sha[:12]))
+            rows.append((r.get(SEQ), r.get(NAME), ref.file, ref.mime, ref.size,
+                         _text(r.get(CTX, "")), ref.sha[:12]))
     return rows
