@@ -1,7 +1,8 @@
 """Errors the user can fix: one line on stderr, exit status 2 (see main.py).
 
-Everything the user can get wrong raises UserError; main.py turns it into a single line
-on stderr and exit status 2. Anything else is a bug and keeps its traceback.
+Everything the user can get wrong raises UserError; the error handler
+(:mod:`flor_cli.error_handler`) turns it into a single line on stderr and exit status 2.
+Anything else is a bug: exit status 3, its traceback in a log file.
 """
 
 

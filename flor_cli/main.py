@@ -1,8 +1,9 @@
 """The ``flor`` executable: click wiring only; each subcommand lives in ``commands/``.
 
 Subcommands are imported when invoked, so ``flor --help`` and every command start fast;
-the help listing uses the short texts below. Errors are handled in one place: a
-UserError (or a click usage error) is one line on stderr and exit status 2.
+the help listing uses the short texts below. Errors are handled in one place,
+:mod:`flor_cli.error_handler`: a UserError (or a click usage error) is one line on stderr
+and exit status 2, Ctrl-C 130, anything else 3 with a log file.
 
 ``flor run SCRIPT ...`` skips click altogether: everything after SCRIPT goes to the
 script untouched, so there is nothing to parse, and importing click (60 ms here) would
@@ -16,7 +17,7 @@ import sys
 from typing import Any
 
 from flor_cli import __version__
-from flor_cli.errors import UserError
+from flor_cli.error_handler import error_handler
 
 COMMANDS = {
     "run": "Run a script and record the run (code, args, logs, checkpoints).",
@@ -91,7 +92,7 @@ def _plain_run(args: list[str]) -> bool:
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else list(argv)
-    try:
+    with error_handler():
         if _plain_run(args):
             from flor_cli.services import record
 
@@ -100,12 +101,6 @@ def main(argv: list[str] | None = None) -> None:
                 _leave(code)
             sys.exit(code)
         code = _click_main(args)
-    except UserError as e:
-        print(f"flor: {e}", file=sys.stderr)
-        sys.exit(e.exit_code)
-    except KeyboardInterrupt:
-        print("flor: interrupted", file=sys.stderr)
-        sys.exit(130)
     sys.exit(code if isinstance(code, int) else 0)
 
 

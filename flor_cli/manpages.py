@@ -24,6 +24,7 @@ import click
 
 from flor_cli import __version__
 from flor_cli.main import COMMANDS, cli
+from flor_cli.runtime.protocol import VARIABLES
 from flor_cli.storage.git import NOTES_REF, SHADOW_REF
 
 OVERVIEW = """\
@@ -42,6 +43,9 @@ EXIT_STATUS = [
     ("2", "Bad input or state the user can fix (not a git repository, missing script, bad "
           "`--kwargs`, an SQL error, an unknown name, ...): one line on standard error, "
           "and nothing was written."),
+    ("3", "A bug in flor (a failing git command included): one line on standard error "
+          "naming a log file with the traceback and versions, under `.git/flor/logs/` "
+          "(or the temporary directory outside a repository)."),
     ("130", "Interrupted (Ctrl-C)."),
     ("other", "`flor run` exits with the script's own exit status."),
 ]
@@ -54,6 +58,8 @@ FILES = [
                            "when deleted."),
     (".git/flor/objects/", "Content-addressed checkpoints (unless `flor.store` names "
                            "another store)."),
+    (".git/flor/logs/", "What an unexpected error (exit status 3) left for a bug report: "
+                        "traceback, failed git command, versions."),
     (".git/flor/journals/", "Records of runs in progress; a crashed run's journal is folded "
                             "into its note by the next flor command."),
 ]
@@ -65,10 +71,10 @@ ENVIRONMENT = [
     ("CI", "Nothing needs to be set for non-interactive use: `flor run` never reads from a "
            "terminal, so it works unchanged in CI with standard input closed. `flor replay` "
            "asks before running; without a terminal it needs `--yes`."),
-    ("FLOR_JOURNAL, FLOR_STORE, FLOR_KWARGS, FLOR_T0",
-     "Set by `flor run` for the script it runs, and read (and removed) by `import flor` "
+    (", ".join(VARIABLES),
+     "Set by flor for the scripts it starts, and read (and removed) by `import flor` "
      "there; not meant to be set by hand. A script run as `python train.py` records "
-     "without them."),
+     "without them. " + " ".join(f"{name}: {text}" for name, text in VARIABLES.items())),
 ]
 
 

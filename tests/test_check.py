@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FLOR, fixture_script, flor, flor_json, git, make_repo
+from conftest import FLOR, cli, fixture_script, flor, flor_json, git, make_repo
 
 
 @pytest.fixture(scope="module")
@@ -40,25 +40,25 @@ def test_run_works_non_interactively(runs) -> None:
 
 def test_true_expression_exits_0(runs) -> None:
     repo, good, _ = runs
-    proc = flor(repo, "check", "accuracy >= 0.9 AND C = 1.0", "--run", good["run"][:15])
+    proc = cli(repo, "check", "accuracy >= 0.9 AND C = 1.0", "--run", good["run"][:15])
     assert proc.stdout == f"ok: {good['run']}: accuracy >= 0.9 AND C = 1.0\n"
     assert proc.stderr == ""
 
 
 def test_false_expression_exits_1_with_the_values(runs) -> None:
     repo, good, bad = runs
-    proc = flor(repo, "check", "accuracy >= 0.9", check=False)  # latest: the C=0.0001 run
+    proc = cli(repo, "check", "accuracy >= 0.9", check=False)  # latest: the C=0.0001 run
     assert proc.returncode == 1
     assert proc.stdout == ""
     assert proc.stderr == f"flor check: {bad['run']}: accuracy >= 0.9 is false (accuracy=0.8)\n"
-    proc = flor(repo, "check", 'accuracy > 0.9 and "C" < 0.1', "--run", good["run"], check=False)
+    proc = cli(repo, "check", 'accuracy > 0.9 and "C" < 0.1', "--run", good["run"], check=False)
     assert proc.returncode == 1
     assert proc.stderr.endswith("is false (accuracy=0.96, C=1.0)\n")
 
 
 def test_null_is_not_true(runs) -> None:
     repo, _, bad = runs
-    proc = flor(repo, "check", "accuracy > NULL", check=False)
+    proc = cli(repo, "check", "accuracy > NULL", check=False)
     assert proc.returncode == 1
     assert proc.stderr == f"flor check: {bad['run']}: accuracy > NULL is NULL (accuracy=0.8)\n"
 
@@ -74,7 +74,7 @@ def test_null_is_not_true(runs) -> None:
 def test_bad_expression_is_a_user_error(runs, expr: str, message: str) -> None:
     repo, _, _ = runs
     before = refs(repo)
-    proc = flor(repo, "check", expr, check=False)
+    proc = cli(repo, "check", expr, check=False)
     assert proc.returncode == 2
     assert len(proc.stderr.splitlines()) == 1 and message in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr and proc.stdout == ""
@@ -83,9 +83,9 @@ def test_bad_expression_is_a_user_error(runs, expr: str, message: str) -> None:
 
 def test_unknown_run_and_no_runs_are_user_errors(runs, tmp_path: Path) -> None:
     repo, _, _ = runs
-    proc = flor(repo, "check", "accuracy >= 0.9", "--run", "no-such-run", check=False)
+    proc = cli(repo, "check", "accuracy >= 0.9", "--run", "no-such-run", check=False)
     assert (proc.returncode, proc.stderr) == (2, "flor: no run matches 'no-such-run'\n")
     empty = make_repo(tmp_path / "empty", files={"a.txt": "a\n"})
-    proc = flor(empty, "check", "accuracy >= 0.9", check=False)
+    proc = cli(empty, "check", "accuracy >= 0.9", check=False)
     assert proc.returncode == 2
     assert proc.stderr == "flor: no runs recorded in this repository yet\n"

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import flor, flor_json, git
+from conftest import cli, flor_json, git
 from test_sync import clone_pair, record, ref
 
 from flor_cli.storage.git import Git
@@ -42,9 +42,9 @@ def test_existing_pre_push_hook_is_chained_and_restored(repo: Path, tmp_path: Pa
     user_hook.chmod(0o750)
     original, mode = user_hook.read_bytes(), user_hook.stat().st_mode
 
-    flor(a, "hooks", "install")
+    cli(a, "hooks", "install")
     installed = {p.name: p.read_bytes() for p in hooks.iterdir() if not p.name.endswith(".sample")}
-    flor(a, "hooks", "install")  # twice is once: flor never chains itself
+    cli(a, "hooks", "install")  # twice is once: flor never chains itself
     assert {p.name: p.read_bytes() for p in hooks.iterdir()
             if not p.name.endswith(".sample")} == installed
     assert set(installed) == {*HOOKS, "pre-push.flor-chained"}
@@ -71,7 +71,7 @@ def test_existing_pre_push_hook_is_chained_and_restored(repo: Path, tmp_path: Pa
     assert seen.count(f"args: origin {remote}") == 2
     assert seen.count(f"refs/heads/main {ref(a, 'main')} refs/heads/main") == 2  # stdin kept
 
-    flor(a, "hooks", "uninstall")
+    cli(a, "hooks", "uninstall")
     assert user_hook.read_bytes() == original and user_hook.stat().st_mode == mode
     assert {p.name for p in hooks.iterdir() if not p.name.endswith(".sample")} == {"pre-push"}
 
@@ -79,10 +79,10 @@ def test_existing_pre_push_hook_is_chained_and_restored(repo: Path, tmp_path: Pa
 def test_pull_and_branch_checkout_bring_runs(repo: Path, tmp_path: Path) -> None:
     a, b, _ = clone_pair(repo, tmp_path)
     run = record(a)
-    flor(a, "push")
+    cli(a, "push")
     new_commit(a, "one.txt")
     git(a, "push", "-q", "origin", "main")
-    flor(b, "hooks", "install")
+    cli(b, "hooks", "install")
 
     git(b, "pull", "-q")  # post-merge
     assert [r["run"] for r in flor_json(b, "log")] == [run]
@@ -91,25 +91,25 @@ def test_pull_and_branch_checkout_bring_runs(repo: Path, tmp_path: Path) -> None
     lines = ['{"t":"log","rp":"r1","s":0,"n":"x","v":1,"c":{}}',
              '{"t":"log","rp":"r2","s":0,"n":"x","v":2,"c":{}}']
     Git(a).append_notes({commit: lines[0]}, "test: append")
-    flor(a, "push")
+    cli(a, "push")
     git(b, "checkout", "-q", "--", "train.py")  # a file checkout: no pull
     assert lines[0] not in git(b, "notes", "--ref=flor", "show", commit)
     git(b, "checkout", "-q", "-b", "feature")  # a branch checkout: pulls
     assert lines[0] in git(b, "notes", "--ref=flor", "show", commit)
     # ... and refreshes the cache that flor log reads.
-    shown = json.loads(flor(b, "show", run, "--format", "json").stdout)
+    shown = json.loads(cli(b, "show", run, "--format", "json").stdout)
     assert any(r.get("rp") == "r1" for r in shown["records"])
 
 
 def test_hooks_path_is_honoured(repo: Path) -> None:
     git(repo, "config", "core.hooksPath", "githooks")
-    flor(repo, "hooks", "install")
+    cli(repo, "hooks", "install")
     assert {p.name for p in (repo / "githooks").iterdir()} == set(HOOKS)
     assert not any((repo / ".git" / "hooks" / name).exists() for name in HOOKS)
     assert all(installed for installed, _ in status(repo).values())
     proc = attempt(repo, "checkout", "-b", "other")  # no remote at all: quiet
     assert proc.returncode == 0 and "flor" not in proc.stderr
-    flor(repo, "hooks", "uninstall")
+    cli(repo, "hooks", "uninstall")
     assert list((repo / "githooks").iterdir()) == []
 
 
@@ -120,7 +120,7 @@ def test_flor_failure_never_blocks_the_push(repo: Path, tmp_path: Path) -> None:
     refuse = remote / "hooks" / "pre-receive"
     refuse.write_text("#!/bin/sh\n! grep -q flor\n")
     refuse.chmod(0o755)
-    flor(a, "hooks", "install")
+    cli(a, "hooks", "install")
     new_commit(a, "one.txt")
     proc = attempt(a, "push", "origin", "main")
     assert proc.returncode == 0, proc.stderr
@@ -138,14 +138,14 @@ def test_flor_failure_never_blocks_the_push(repo: Path, tmp_path: Path) -> None:
 def test_bad_input(repo: Path, tmp_path: Path) -> None:
     outside = tmp_path / "not-a-repo"
     outside.mkdir()
-    proc = flor(outside, "hooks", "install", check=False)
+    proc = cli(outside, "hooks", "install", check=False)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
 
     hooks = repo / ".git" / "hooks"
     (hooks / "pre-push").write_text("#!/bin/sh\nexit 0\n")
     (hooks / "pre-push.flor-chained").write_text("#!/bin/sh\nexit 1\n")
     before = {p.name: p.read_bytes() for p in hooks.iterdir()}
-    proc = flor(repo, "hooks", "install", check=False)
+    proc = cli(repo, "hooks", "install", check=False)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
     assert "Traceback" not in proc.stderr
     assert {p.name: p.read_bytes() for p in hooks.iterdir()} == before

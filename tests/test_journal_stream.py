@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conftest import flor, make_repo
+from conftest import cli, flor, make_repo
 from flor_cli.runtime.writer import LineFormatter
 
 
@@ -67,7 +67,7 @@ flor.log("final", 3)
 def test_records_keep_their_context_when_the_writer_process_dies(tmp_path: Path) -> None:
     repo = make_repo(tmp_path / "r", files={"kill.py": KILLS_ITS_WRITER})
     flor(repo, "run", "kill.py")
-    note = json.loads(flor(repo, "show", "latest", "--format", "json").stdout)
+    note = json.loads(cli(repo, "show", "latest", "--format", "json").stdout)
     logs = [r for r in note["records"] if r["t"] == "log"]
     by_name = {r["n"]: r for r in logs if r["n"] != "x"}
     xs = [(r["c"]["epoch"], r["c"]["step"], r["v"]) for r in logs if r["n"] == "x"]

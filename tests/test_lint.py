@@ -5,7 +5,7 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-from conftest import FIXTURES, flor, git, make_repo
+from conftest import FIXTURES, cli, flor, git, make_repo
 from flor_cli.services.lint import lint_source
 
 CHECKPOINTED = """\
@@ -109,7 +109,7 @@ def test_cli_output_exit_status_and_skipped_files(tmp_path: Path) -> None:
     (tmp_path / "mixed.py").write_text(CHECKPOINTED)
     (tmp_path / "other.py").write_text("x = log(name)\n")  # no flor import: not flor's
     (tmp_path / "broken.py").write_text("import flor\nfor x in\n")
-    proc = flor(tmp_path, "lint", "mixed.py", "other.py", "bad.py", "broken.py", check=False)
+    proc = cli(tmp_path, "lint", "mixed.py", "other.py", "bad.py", "broken.py", check=False)
     assert proc.returncode == 1
     lines = proc.stdout.splitlines()
     assert [line.split(" ")[0] for line in lines] == [  # files in the order given
@@ -117,13 +117,13 @@ def test_cli_output_exit_status_and_skipped_files(tmp_path: Path) -> None:
         "broken.py:2:9:"]
     assert lines[-1] == "broken.py:2:9: FL000 syntax error: invalid syntax"
     assert proc.stderr == ""
-    clean = flor(tmp_path, "lint", "other.py")
+    clean = cli(tmp_path, "lint", "other.py")
     assert (clean.stdout, clean.stderr) == ("", "")
 
 
 def test_missing_file_is_a_user_error(tmp_path: Path) -> None:
     (tmp_path / "bad.py").write_text(UNNAMED)
-    proc = flor(tmp_path, "lint", "bad.py", "missing.py", check=False)
+    proc = cli(tmp_path, "lint", "bad.py", "missing.py", check=False)
     assert (proc.returncode, proc.stdout) == (2, "")
     assert proc.stderr == "flor: no such file: missing.py\n"
 
@@ -139,11 +139,20 @@ def test_default_scripts_are_the_tracked_files_that_import_flor(tmp_path: Path) 
     assert [line.split(" ")[:2] for line in proc.stdout.splitlines()] == [
         ["../train.py:10:5:", "FL003"]]
     git(repo, "rm", "-q", "pkg/train.py")
-    assert flor(repo, "lint").stdout == ""
+    assert cli(repo, "lint").stdout == ""
 
 
-def test_pre_commit_hook_runs_flor_lint_on_python_files() -> None:
-    hook = (FIXTURES.parent / ".pre-commit-hooks.yaml").read_text()
-    assert "id: flor-lint" in hook and "entry: flor lint" in hook and "types: [python]" in hook
-    proc = flor(FIXTURES / "scripts", "lint", "train.py", "sklearn_sweep.py")
-    assert (proc.stdout, proc.stderr) == ("", "")
+def test_pre_commit_hook_gates_on_flor_lint(tmp_path: Path) -> None:
+    """Run the hook as pre-commit does: its entry with the staged Python files appended;
+    a commit passes only if it exits 0."""
+    text = (FIXTURES.parent / ".pre-commit-hooks.yaml").read_text()
+    hook = dict(line.strip().lstrip("- ").split(": ", 1) for line in text.splitlines()
+                if ": " in line and not line.startswith("#"))
+    assert (hook["id"], hook["language"], hook["types"]) == ("flor-lint", "python", "[python]")
+    program, *args = hook["entry"].split()
+    assert program == "flor"  # the console script pyproject.toml installs
+    proc = flor(FIXTURES / "scripts", *args, "train.py", "sklearn_sweep.py")
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "", "")
+    (tmp_path / "bad.py").write_text(UNNAMED)
+    proc = flor(tmp_path, *args, "bad.py", check=False)
+    assert proc.returncode == 1 and proc.stdout.startswith("bad.py:")

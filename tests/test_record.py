@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FLOR, fixture_script, flor, flor_json, git, make_repo
+from conftest import FLOR, cli, fixture_script, flor, flor_json, git, make_repo
 
 SMALL = ["--kwargs", "epochs=2", "batches=3"]
 
@@ -97,7 +97,7 @@ def test_values_come_back_loop_index_by_loop_index(tmp_path: Path) -> None:
         (e, k, f"{'ab'[k]}{k}") for e in range(3) for k in range(2)]
     [run] = flor_json(repo, "log")
     assert run["final"] == 30 and run["start"] == "abc"
-    note = json.loads(flor(repo, "show", "latest", "--format", "json").stdout)
+    note = json.loads(cli(repo, "show", "latest", "--format", "json").stdout)
     by_name = {}
     for r in note["records"]:
         if r["t"] == "log":
@@ -117,7 +117,7 @@ def test_failing_script_is_recorded_with_status_and_records(tmp_path: Path) -> N
     assert proc.returncode == 3
     [run] = flor_json(repo, "log")
     assert run["status"] == "failed" and run["final"] == 20
-    assert json.loads(flor(repo, "show", "latest", "--format", "json").stdout)["header"]["exit"] == 3
+    assert json.loads(cli(repo, "show", "latest", "--format", "json").stdout)["header"]["exit"] == 3
 
 
 def test_script_args_and_output_pass_through(tmp_path: Path) -> None:
@@ -161,7 +161,6 @@ def test_sigkill_mid_run_is_recovered_by_next_command(tmp_path: Path) -> None:
     deadline = time.time() + 60
     while last < 250 and time.time() < deadline:
         last = int(proc.stdout.readline())
-    killed_at = time.time()
     os.killpg(proc.pid, signal.SIGKILL)  # the supervisor and the script, no chance to fold
     proc.wait()
     time.sleep(0.1)
@@ -171,7 +170,7 @@ def test_sigkill_mid_run_is_recovered_by_next_command(tmp_path: Path) -> None:
     values = [r["i"] for r in flor_json(repo, "log", "--pivot", "i")]
     assert values == list(range(len(values)))  # nothing out of order, no gaps
     # at 10 ms per record, everything logged over a second before the kill is there
-    assert len(values) >= last - 100 - int((time.time() - killed_at) * 0)
+    assert len(values) >= last - 100
     assert not list((repo / ".git" / "flor" / "journals").glob("*.jsonl"))
 
 
@@ -183,13 +182,13 @@ def test_no_torch_script(tmp_path: Path) -> None:
     assert [r["C"] for r in runs] == [0.1, 10.0]
     assert all(0.5 < r["accuracy"] <= 1 for r in runs)
     assert len(flor_json(repo, "log", "--pivot", "score")) == 6
-    note = json.loads(flor(repo, "show", "latest", "--format", "json").stdout)
+    note = json.loads(cli(repo, "show", "latest", "--format", "json").stdout)
     assert note["header"].get("torch") is None
 
 
 def test_checkpoints_are_written_and_listed_in_the_manifest(repo: Path) -> None:
     flor(repo, "run", "train.py", *SMALL)
-    note = json.loads(flor(repo, "show", "latest", "--format", "json").stdout)
+    note = json.loads(cli(repo, "show", "latest", "--format", "json").stdout)
     ckpts = [r for r in note["records"] if r["t"] == "ckpt"]
     assert [c["c"] for c in ckpts] == [{"epoch": 0}, {"epoch": 1}]
     objects = repo / ".git" / "flor" / "objects"
@@ -222,9 +221,9 @@ def test_output_formats_agree(repo: Path) -> None:
     rows = flor_json(repo, "log", "--pivot", "val_acc")
     assert set(rows[0]) == {"run", "epoch", "lr", "epochs", "batches", "batch_size", "hidden",
                             "width", "val_acc"}
-    csv_lines = flor(repo, "log", "--pivot", "val_acc", "--csv").stdout.splitlines()
+    csv_lines = cli(repo, "log", "--pivot", "val_acc", "--csv").stdout.splitlines()
     assert csv_lines[0].split(",")[0] == "run" and len(csv_lines) == 3
-    md = flor(repo, "log", "--pivot", "val_acc", "--format", "markdown").stdout
+    md = cli(repo, "log", "--pivot", "val_acc", "--format", "markdown").stdout
     assert md.splitlines()[1].startswith("|-")
     limited = flor_json(repo, "log", "--pivot", "loss", "--where", "epoch = 1", "--sort",
                         "loss DESC", "--limit", "2")

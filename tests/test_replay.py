@@ -22,7 +22,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from conftest import FIXTURES, FLOR, flor, flor_json, git, make_repo
+from conftest import FIXTURES, FLOR, cli, flor, flor_json, git, make_repo
 from flor_cli.services.replay.transplant import transplant
 from test_record import repo_state
 
@@ -34,7 +34,7 @@ TINY = ["epochs=3", "batches=4"]
 
 
 def show(repo: Path, run: str) -> dict:
-    return json.loads(flor(repo, "show", run, "--format", "json").stdout)
+    return json.loads(cli(repo, "show", run, "--format", "json").stdout)
 
 
 def values(note: dict, names: list[str], rp: str | None = None) -> list[tuple]:

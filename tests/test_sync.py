@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import flor, flor_json, git
+from conftest import cli, flor, flor_json, git
 
 from flor_cli.services import sync
 from flor_cli.storage.git import Git
@@ -46,7 +46,7 @@ def notes(repo: Path) -> dict[str, str]:
 
 def records(repo: Path, run: str) -> list[str]:
     """A run's records as canonical JSON strings, as `flor show` reads them."""
-    shown = json.loads(flor(repo, "show", run, "--format", "json").stdout)
+    shown = json.loads(cli(repo, "show", run, "--format", "json").stdout)
     return sorted(json.dumps(r, sort_keys=True) for r in shown["records"])
 
 
@@ -69,16 +69,16 @@ def test_push_then_pull_shares_runs_and_checkpoints(repo: Path, tmp_path: Path) 
     store = tmp_path / "shared-store"
     git(a, "config", "flor.store", f"file://{store}")  # configured after the run: objects are local
 
-    out = flor(a, "push").stdout
+    out = cli(a, "push").stdout
     assert "pushed refs/heads/flor.shadow, refs/notes/flor to origin" in out
-    ckpts = [r for r in json.loads(flor(a, "show", run, "--format", "json").stdout)["records"]
+    ckpts = [r for r in json.loads(cli(a, "show", run, "--format", "json").stdout)["records"]
              if r["t"] == "ckpt"]
     shas = {o["sha"] for c in ckpts for o in c["objs"].values()}
     assert ckpts and all((store / s[:2] / s[2:]).is_file() for s in shas)
     assert f"copied {len(shas)} checkpoint objects" in out
-    assert "copied 0 checkpoint objects" in flor(a, "push").stdout  # idempotent
+    assert "copied 0 checkpoint objects" in cli(a, "push").stdout  # idempotent
 
-    assert "1 run added or updated from origin" in flor(b, "pull").stdout
+    assert "1 run added or updated from origin" in cli(b, "pull").stdout
     assert [r["run"] for r in flor_json(b, "log")] == [run]
     assert records(b, run) == records(a, run)
     assert ref(b, "refs/heads/flor.shadow") == ref(a, "refs/heads/flor.shadow")
@@ -102,9 +102,9 @@ def test_divergent_runs_and_notes_merge_without_loss(repo: Path, tmp_path: Path)
     shadow_a, shadow_b = ref(a, "flor.shadow"), ref(b, "flor.shadow")
     notes_b = ref(b, "refs/notes/flor")
 
-    flor(a, "push")
-    flor(b, "push")  # rejected as non-fast-forward at first: pulls, merges, pushes again
-    flor(a, "pull")
+    cli(a, "push")
+    cli(b, "push")  # rejected as non-fast-forward at first: pulls, merges, pushes again
+    cli(a, "pull")
     for name in ("flor.shadow", "refs/notes/flor"):  # B's push merged, A fast-forwarded
         assert git(remote, "rev-list", "--merges", name).strip()
         assert ref(a, name) == ref(b, name) == ref(remote, name)
@@ -115,9 +115,9 @@ def test_divergent_runs_and_notes_merge_without_loss(repo: Path, tmp_path: Path)
     target = next(c for c, text in notes(a).items() if run_b in text)
     for clone, line in extra.items():
         Git(clone).append_notes({target: line}, "test: append")
-    flor(a, "push")
-    flor(b, "push")
-    flor(a, "pull")
+    cli(a, "push")
+    cli(b, "push")
+    cli(a, "pull")
 
     note_sets = [notes(a), notes(b)]
     assert note_sets[0] == note_sets[1] == notes(remote)
@@ -150,7 +150,7 @@ def test_bad_input_is_one_line_and_changes_nothing(repo: Path, tmp_path: Path, s
     if setup == "runs":  # flor refs present, so "unchanged" means something
         Git(a).append_to_branch("refs/heads/flor.shadow", Git(a).snapshot_tree(), "x")
     snapshot = all_refs(a, remote)
-    proc = flor(a, *args, check=False)
+    proc = cli(a, *args, check=False)
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and message in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -35,9 +35,16 @@ def transplanted(name: str) -> str:
     return transplant(*case(name))
 
 
-def test_corpus_covers_the_shapes() -> None:
-    assert len(CASES) >= 14
-    assert sorted(PLACED + NO_PLACE) == CASES
+def test_every_case_has_one_expectation_and_the_corpus_covers_every_level() -> None:
+    from flor_cli.services.replay.discover import LEVELS, find_statements
+
+    for name in CASES:
+        files = {p.name for p in (CORPUS / name).iterdir()}
+        assert {"names.txt", "now.py", "before.py"} <= files, name
+        assert ("expected.py" in files) != ("expected_error.txt" in files), name
+    levels = {s.level for name in PLACED
+              for s in find_statements(case(name)[1], case(name)[0])}
+    assert levels == set(LEVELS)
 
 
 @pytest.mark.parametrize("name", PLACED)

@@ -21,8 +21,11 @@ def command(expr: str, run: str) -> None:
     """
     from flor_cli.services.check import check, describe
     from flor_cli.storage.git import Git
+    from flor_cli.storage.journal import fold_orphans
 
-    outcome = check(Git.discover("."), expr, run)
+    git = Git.discover(".")
+    fold_orphans(git)
+    outcome = check(git, expr, run)
     if outcome.passed:
         click.echo(f"ok: {outcome.run}: {outcome.expr}")
         return

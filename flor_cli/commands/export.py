@@ -21,8 +21,11 @@ def command(names: tuple[str, ...], where: str | None, output: Path) -> None:
     """
     from flor_cli.services.export import export
     from flor_cli.storage.git import Git
+    from flor_cli.storage.journal import fold_orphans
 
-    result = export(Git.discover("."), names, output, where)
+    git = Git.discover(".")
+    fold_orphans(git)
+    result = export(git, names, output, where)
     for path in result.written:
         click.echo(str(path))
     for what in result.missing:

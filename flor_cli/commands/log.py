@@ -28,8 +28,10 @@ def command(pivot: bool, names: tuple[str, ...], where: str | None, sort: str | 
     """
     from flor_cli.services import query
     from flor_cli.storage.git import Git
+    from flor_cli.storage.journal import fold_orphans
 
     git = Git.discover(".")
+    fold_orphans(git)  # runs that crashed are shown too
     wanted = [n for name in names for n in name.split(",") if n]
     if pivot:
         columns, rows = query.pivot(git, wanted, where, sort, limit)

@@ -29,8 +29,11 @@ def command(names: tuple[str, ...], where: str | None, x: str | None, by: tuple[
     """
     from flor_cli.services import plot
     from flor_cli.storage.git import Git
+    from flor_cli.storage.journal import fold_orphans
 
-    panels = plot.panels(Git.discover("."), names, where, x, list(by))
+    git = Git.discover(".")
+    fold_orphans(git)
+    panels = plot.panels(git, names, where, x, list(by))
     if output:
         plot.save(panels, output)
         click.echo(f"wrote {output}", err=True)

@@ -18,7 +18,10 @@ def command(sql: str, fmt_name, as_csv, as_json, as_markdown, tablefmt) -> None:
     """
     from flor_cli.services import query
     from flor_cli.storage.git import Git
+    from flor_cli.storage.journal import fold_orphans
 
-    columns, rows = query.sql(Git.discover("."), sql)
+    git = Git.discover(".")
+    fold_orphans(git)
+    columns, rows = query.sql(git, sql)
     click.echo(render(columns, rows, chosen_format(fmt_name, as_csv, as_json, as_markdown),
                       tablefmt))

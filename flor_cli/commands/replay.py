@@ -45,10 +45,12 @@ def command(names: tuple[str, ...], where: str | None, yes: bool, dry_run: bool,
     from flor_cli.errors import UserError
     from flor_cli.services.replay import api
     from flor_cli.storage.git import Git
+    from flor_cli.storage.journal import fold_orphans
 
     fmt = chosen_format(fmt_name, as_csv, as_json, as_markdown)
     wanted = [n for name in names for n in name.split(",") if n]
     git = Git.discover(".")
+    fold_orphans(git)
     plan = api.plan(git, wanted, where=where, workers=workers, rev=rev, verify=not no_verify)
     if plan.nothing:
         click.echo(f"nothing to do: {plan.nothing}", err=True)

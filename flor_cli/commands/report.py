@@ -23,5 +23,8 @@ def command(where: str | None, output: Path) -> None:
     """
     from flor_cli.services import report
     from flor_cli.storage.git import Git
+    from flor_cli.storage.journal import fold_orphans
 
-    click.echo(str(report.write(Git.discover("."), output, where)))
+    git = Git.discover(".")
+    fold_orphans(git)
+    click.echo(str(report.write(git, output, where)))

@@ -20,10 +20,13 @@ def command(run: str, fmt_name, as_csv, as_json, as_markdown, tablefmt) -> None:
     """
     from flor_cli.services import query
     from flor_cli.services.show import load
-
     from flor_cli.storage.git import Git
+    from flor_cli.storage.journal import fold_orphans
+    from flor_cli.storage.notes import (CTX, KIND, NAME, REPLAY_ID, SECONDS, SEQ, TIMING,
+                                        VALUE)
 
     git = Git.discover(".")
+    fold_orphans(git)
     note = load(git, query.resolve_run(git, run))
     fmt = chosen_format(fmt_name, as_csv, as_json, as_markdown)
     if fmt == "json":
@@ -31,11 +34,12 @@ def command(run: str, fmt_name, as_csv, as_json, as_markdown, tablefmt) -> None:
                                "records": note.records, "replays": note.replays}, indent=2))
         return
     sections = [
-        ("run", ["field", "value"], [(k, _text(v)) for k, v in note.header.items() if k != "t"]
+        ("run", ["field", "value"], [(k, _text(v)) for k, v in note.header.items() if k != KIND]
          + [("commit", note.commit)]),
         ("records", ["seq", "kind", "name", "value", "context", "replay"],
-         [(r.get("s"), r.get("t"), r.get("n") or r.get("k"), _text(r.get("v", r.get("sec"))),
-           _text(r.get("c", "")), r.get("rp") or "") for r in note.records]),
+         [(r.get(SEQ), r[KIND], r.get(NAME) or r.get(TIMING),
+           _text(r.get(VALUE, r.get(SECONDS))), _text(r.get(CTX, "")), r.get(REPLAY_ID) or "")
+          for r in note.records]),
     ]
     logged_files = _files(note.records)
     if logged_files:
@@ -54,11 +58,12 @@ def _text(value) -> str:
 def _files(records: list[dict]) -> list[tuple]:
     """The logged images and files (flor.Image, flor.File) among a run's records."""
     from flor_cli.storage.media import MEDIA_TYPES, parse
+    from flor_cli.storage.notes import CTX, NAME, SEQ, VALUE, VALUE_TYPE
 
     rows = []
     for r in records:
-        ref = parse(r.get("v")) if r.get("ty") in MEDIA_TYPES else None
+        ref = parse(r.get(VALUE)) if r.get(VALUE_TYPE) in MEDIA_TYPES else None
         if ref is not None:
-            rows.append((r.get("s"), r.get("n"), ref.file, ref.mime, ref.size,
-                         _text(r.get("c", "")), ref.sha[:12]))
+            rows.append((r.get(SEQ), r.get(NAME), ref.file, ref.mime, ref.size,
+                         _text(r.get(CTX, "")), ref.sha[:12]))
     return rows

@@ -9,14 +9,14 @@ nothing in a notebook. Which kind of run depends on how the script was started:
 * under ``flor replay`` (``FLOR_REPLAY`` set): a replay session (see replay_mode);
 * plain ``python train.py --kwargs ...``: snapshot and journal here, fold at exit.
 
-The ``FLOR_*`` variables are removed once read, so subprocesses the script starts do not
-write into this run; forked children (DataLoader workers) stop recording.
+The ``FLOR_*`` variables (:mod:`protocol`) are removed once read, so subprocesses the
+script starts do not write into this run; forked children (DataLoader workers) stop
+recording.
 """
 
 from __future__ import annotations
 
 import atexit
-import json
 import os
 import sys
 import time
@@ -24,9 +24,11 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 from flor_cli.errors import UserError
+from flor_cli.runtime import protocol
 from flor_cli.runtime.args import split_kwargs
 from flor_cli.runtime.values import PLAIN_TYPES as _PLAIN
 from flor_cli.runtime.session import Session
+from flor_cli.storage.notes import END, KIND
 
 _session: Session | None = None
 _disabled = False
@@ -40,7 +42,7 @@ def _fail(message: str) -> None:
     raise SystemExit(2)
 
 
-if "--kwargs" in sys.argv and "FLOR_JOURNAL" not in os.environ and "FLOR_REPLAY" not in os.environ:
+if "--kwargs" in sys.argv and not protocol.launched():
     try:
         sys.argv[1:], _argv_kwargs = split_kwargs(sys.argv[1:])
     except UserError as e:
@@ -56,18 +58,14 @@ def _current() -> Session | None:
 
 def _start() -> Session | None:
     global _disabled, _owner
-    env = os.environ
     from flor_cli.storage.objects import ObjectStore
 
-    if "FLOR_REPLAY" in env:
+    if (replay := protocol.take_replay()) is not None:
         from flor_cli.runtime.replay_mode import ReplaySession
 
-        config = json.loads(env.pop("FLOR_REPLAY"))
-        session: Session = ReplaySession(config, ObjectStore(Path(config["store"])))
-    elif "FLOR_JOURNAL" in env:
-        session = Session(Path(env.pop("FLOR_JOURNAL")), ObjectStore(Path(env.pop("FLOR_STORE"))),
-                          json.loads(env.pop("FLOR_KWARGS", "{}")),
-                          float(env.pop("FLOR_T0", time.time())))
+        session: Session = ReplaySession(replay, ObjectStore(Path(replay.store)))
+    elif (record := protocol.take_record()) is not None:
+        session = Session(record.journal, ObjectStore(record.store), record.kwargs, record.t0)
     else:
         from flor_cli.errors import NotARepo
         from flor_cli.storage import journal
@@ -170,7 +168,7 @@ def arg(name: str, default: Any) -> Any:
         return session.arg(name, default)
     except UserError as e:
         if session is not None:
-            session.emit({"t": "end", "aborted": True})
+            session.emit({KIND: END, "aborted": True})
         _fail(str(e))
 
 
@@ -218,9 +216,8 @@ def dataframe(*names: str):
     """FlorDB's pivot as a pandas DataFrame: one row per run x loop iteration. A logged
     image or file is a value a notebook displays (``_repr_png_``), with its ``path``."""
     from flor_cli.services import files, query
-    from flor_cli.storage.git import Git
 
-    git = Git.discover(Path.cwd())
+    git = _repository_to_read()
     return files.displayable(git, query.pivot_frame(git, list(names)))
 
 
@@ -228,18 +225,16 @@ def plot(*names: str, where: str | None = None, x: str | None = None,
          by: Sequence[str] = ()):
     """``flor plot`` in a notebook: a matplotlib Figure, one panel per name."""
     from flor_cli.services import plot as service
-    from flor_cli.storage.git import Git
 
-    return service.figure(service.panels(Git.discover(Path.cwd()), list(names), where, x,
+    return service.figure(service.panels(_repository_to_read(), list(names), where, x,
                                          list(by)))
 
 
 def query(sql: str):
     """Read-only SQL over the cache's tables and views, as a pandas DataFrame."""
     from flor_cli.services import query as service
-    from flor_cli.storage.git import Git
 
-    return service.sql_frame(Git.discover(Path.cwd()), sql)
+    return service.sql_frame(_repository_to_read(), sql)
 
 
 def replay(names: str | Sequence[str], where: str | None = None, yes: bool = False,
@@ -254,12 +249,11 @@ def replay(names: str | Sequence[str], where: str | None = None, yes: bool = Fal
     import pandas as pd
 
     from flor_cli.services.replay import api as service
-    from flor_cli.storage.git import Git
 
     if isinstance(names, str):
         names = [n for n in names.split(",") if n]
     gpus = options.pop("gpus", None)
-    git = Git.discover(Path.cwd())
+    git = _repository_to_read()
     plan = service.plan(git, list(names), where=where, **options)
     if plan.nothing:
         print(f"nothing to do: {plan.nothing}")
@@ -283,3 +277,14 @@ def replay(names: str | Sequence[str], where: str | None = None, yes: bool = Fal
     frame = pd.DataFrame(rows, columns=columns)
     frame.attrs["failed"] = dict(outcome.failed)
     return frame
+
+
+def _repository_to_read():
+    """The repository of the current directory, its crashed runs folded into notes first
+    (as the read commands do), so that they are read too."""
+    from flor_cli.storage.git import Git
+    from flor_cli.storage.journal import fold_orphans
+
+    git = Git.discover(Path.cwd())
+    fold_orphans(git)
+    return git

@@ -45,6 +45,8 @@ import types
 from typing import Any, Callable
 
 from flor_cli.runtime.effects import Effects
+from flor_cli.storage.notes import (BLOCK, BYTES, CAPTURED, CKPT, CTX, KIND, NOT_CAPTURED,
+                                    OBJECTS, ORDINAL, SECONDS, SERIALIZER, SHA)
 from flor_cli.storage.objects import ObjectStore
 
 BUDGET = 15.0  # loop time per unit of checkpoint cost (VLDB'21)
@@ -89,7 +91,7 @@ class Checkpointer:
         start = time.perf_counter()
         states = {name: _copy_state(obj) for name, obj in self.objects.items()}
         states[RNG] = rng_state()
-        extra: dict[str, list[str]] = {"nc": ["*"]}
+        extra: dict[str, list[str]] = {NOT_CAPTURED: ["*"]}
         if frame is not None and effects is not None:
             values, extra = capture_frame(frame, effects, self.objects)
             states[FRAME] = ("frame", values)
@@ -117,27 +119,27 @@ class Checkpointer:
             digests, size = {}, 0
             for name, (kind, state) in states.items():
                 data = _serialize(kind, state)
-                digests[name] = {"kind": kind, "sha": self.store.put(data)}
+                digests[name] = {SERIALIZER: kind, SHA: self.store.put(data)}
                 size += len(data)
             seconds = copy_seconds + time.perf_counter() - start
             self.cost = seconds if self.cost == 0 else 0.5 * (self.cost + seconds)
-            self.emit({"t": "ckpt", "b": self.block, "c": ctx, "i": ordinal, "objs": digests,
-                       **extra, "bytes": size, "sec": round(seconds, 6)})
+            self.emit({KIND: CKPT, BLOCK: self.block, CTX: ctx, ORDINAL: ordinal,
+                       OBJECTS: digests, **extra, BYTES: size, SECONDS: round(seconds, 6)})
 
 
 def restore(objects: dict[str, Any], entry: dict, store: ObjectStore,
             frame: types.FrameType | None = None) -> None:
     """Put the checkpointed state back into the live objects and into ``frame`` (the
     frame running the skipped loop), RNG states included."""
-    for name, info in entry["objs"].items():
-        state = _deserialize(info["kind"], store.get(info["sha"]))
+    for name, info in entry[OBJECTS].items():
+        state = _deserialize(info[SERIALIZER], store.get(info[SHA]))
         if name == RNG:
             set_rng_state(state)
         elif name == FRAME:
             if frame is not None:
                 restore_frame(frame, state, objects)
         elif name in objects:
-            _load_state(objects[name], info["kind"], state)
+            _load_state(objects[name], info[SERIALIZER], state)
 
 
 # -- the frame ---------------------------------------------------------------------------
@@ -169,7 +171,7 @@ def capture_frame(frame: types.FrameType, effects: Effects, objects: dict[str, A
             values[name] = (data, name not in effects.bound)
         elif not maybe:
             missed.append(name)
-    return values, {"fx": sorted(values), "nc": missed}
+    return values, {CAPTURED: sorted(values), NOT_CAPTURED: missed}
 
 
 def restore_frame(frame: types.FrameType, values: dict[str, tuple[bytes, bool]],

@@ -24,8 +24,10 @@ from types import FrameType
 from typing import Any
 
 from flor_cli.runtime.checkpoint import restore
+from flor_cli.runtime.protocol import ReplayConfig
 from flor_cli.runtime.session import Ctx, Session, ctx_dict
-from flor_cli.storage.notes import loop_key, loop_key_of
+from flor_cli.storage.notes import (CKPT_LOAD, CTX, KIND, ORDINAL, SECONDS, TIME, TIMING,
+                                    loop_key, loop_key_of)
 from flor_cli.storage.objects import ObjectStore
 
 
@@ -40,16 +42,16 @@ def _unambiguous(ckpts: list[dict]) -> dict[tuple[int, str, int], dict]:
 class ReplaySession(Session):
     keeps_all = False
 
-    def __init__(self, config: dict, store: ObjectStore):
+    def __init__(self, config: ReplayConfig, store: ObjectStore):
         # a run that entered flor.checkpointing had its main loop there: loops before it
         # are plain from the start (recording could only learn that when the block began)
-        super().__init__(Path(config["journal"]), store, kwargs={}, t0=time.time(),
-                         expect_block=bool(config.get("checkpointing")))
-        self.names = set(config["names"])
-        self.mode = config["mode"]
-        self.recorded_args = config.get("args", {})
-        self.lo, self.hi = config.get("range") or (0, None)
-        self.ckpts = _unambiguous(config.get("ckpts", []))
+        super().__init__(Path(config.journal), store, kwargs={}, t0=time.time(),
+                         expect_block=config.checkpointing)
+        self.names = set(config.names)
+        self.mode = config.mode
+        self.recorded_args = config.args
+        self.lo, self.hi = config.range or (0, None)
+        self.ckpts = _unambiguous(config.ckpts)
         self.active = self.lo == 0
 
     def log(self, name: str, value: Any) -> None:
@@ -79,8 +81,8 @@ class ReplaySession(Session):
             return False  # thinned out or never taken: re-execute, which is exact too
         started = time.perf_counter()
         restore(self.objects, entry, self.store, frame)
-        self.emit({"t": "time", "k": "ckpt_load", "c": outer, "i": ordinal,
-                   "sec": round(time.perf_counter() - started, 6)})
+        self.emit({KIND: TIME, TIMING: CKPT_LOAD, CTX: outer, ORDINAL: ordinal,
+                   SECONDS: round(time.perf_counter() - started, 6)})
         return True
 
     def new_checkpointer(self, objects: dict[str, Any]) -> None:

@@ -38,8 +38,12 @@ from typing import Any, Iterable, Iterator
 from flor_cli.runtime import media, values
 from flor_cli.runtime.checkpoint import Checkpointer
 from flor_cli.runtime.effects import loop_effects
-from flor_cli.runtime.mainloop import MAIN, NESTED, PLAIN, MainLoopRule
+from flor_cli.runtime import mainloop
+from flor_cli.runtime.mainloop import MainLoopRule
 from flor_cli.runtime.writer import InProcessWriter, LineFormatter, WriterProcess
+from flor_cli.storage.notes import (ARG, BLOCK, CTX, END, KIND, LOG, NAME, NESTED, ORDINAL,
+                                    OUTER, PREFIX, SECONDS, SUFFIX, TIME, TIMING, VALUE,
+                                    VALUE_TYPE)
 from flor_cli.storage.objects import ObjectStore
 
 FLUSH_SECONDS = 0.05
@@ -89,7 +93,7 @@ class Session:
                 value, type_name = media.store(name, value, self.store)
             else:
                 value, type_name = values.encode(value)
-            self.queue.append({"t": "log", "n": name, "v": value, "ty": type_name})
+            self.queue.append({KIND: LOG, NAME: name, VALUE: value, VALUE_TYPE: type_name})
 
     def emit(self, record: dict) -> None:
         self.queue.append(record)
@@ -98,7 +102,7 @@ class Session:
         from flor_cli.runtime.args import cast
 
         value = cast(name, self.kwargs[name], default) if name in self.kwargs else default
-        self.emit({"t": "arg", "n": name, "v": values.encode(value)[0]})
+        self.emit({KIND: ARG, NAME: name, VALUE: values.encode(value)[0]})
         return value
 
     # -- loops -------------------------------------------------------------------------
@@ -112,15 +116,15 @@ class Session:
         user's code calls ``flor.loop``, which calls this), whose names the loop changes.
         """
         role = self.rule.role()
-        if role == MAIN:
+        if role == mainloop.MAIN:
             return self._outer(name, iterable, self.ctx)
-        if role == NESTED:
+        if role == mainloop.NESTED:
             frame = sys._getframe(2)
             return self._nested(name, iterable, self.ctx, frame, frame.f_lineno)
         return self._inner(name, iterable, self.ctx)
 
     def _inner(self, name: str, iterable: Iterable, parent: Ctx) -> Iterator:
-        self.rule.enter_loop(PLAIN)
+        self.rule.enter_loop(mainloop.PLAIN)
         mark = self.queue.append
         try:
             for i, item in enumerate(iterable):
@@ -128,7 +132,7 @@ class Session:
                 mark(ctx)
                 yield item
         finally:
-            self._leave(parent, PLAIN)
+            self._leave(parent, mainloop.PLAIN)
 
     def _leave(self, parent: Ctx, role: str, serial: int | None = None) -> None:
         self.rule.exit_loop(role, serial)
@@ -138,7 +142,7 @@ class Session:
     def _outer(self, name: str, iterable: Iterable, parent: Ctx) -> Iterator:
         """The main loop, for as long as it keeps the role (``serial``; see mainloop)."""
         rule = self.rule
-        serial = rule.enter_loop(MAIN)
+        serial = rule.enter_loop(mainloop.MAIN)
         try:
             self.on_main_start()
             length = _len(iterable)
@@ -155,15 +159,15 @@ class Session:
                 started = time.perf_counter()
                 yield item
                 if rule.serial == serial:
-                    self.emit({"t": "time", "k": "outer", "b": rule.block,
-                               "c": ctx_dict(ctx),
-                               "sec": round(time.perf_counter() - started, 6)})
+                    self.emit({KIND: TIME, TIMING: OUTER, BLOCK: rule.block,
+                               CTX: ctx_dict(ctx),
+                               SECONDS: round(time.perf_counter() - started, 6)})
             if rule.serial == serial:
                 self.main_ended_at = time.time()
         finally:
             if rule.serial == serial:
                 self.outer_index = -1
-            self._leave(parent, MAIN, serial)
+            self._leave(parent, mainloop.MAIN, serial)
 
     def _nested(self, name: str, iterable: Iterable, parent: Ctx, frame: FrameType,
                 line: int) -> Iterator:
@@ -171,7 +175,7 @@ class Session:
         self.nested_ordinal += 1
         if self.skip_nested(parent, ordinal, frame):
             return
-        self.rule.enter_loop(NESTED)
+        self.rule.enter_loop(mainloop.NESTED)
         mark = self.queue.append
         try:
             started = time.perf_counter()
@@ -181,10 +185,10 @@ class Session:
                 yield item
             seconds = time.perf_counter() - started
         finally:
-            self._leave(parent, NESTED)
+            self._leave(parent, mainloop.NESTED)
         outer_ctx = ctx_dict(parent)
-        self.emit({"t": "time", "k": "nested", "b": self.rule.block, "c": outer_ctx,
-                   "i": ordinal, "sec": round(seconds, 6)})
+        self.emit({KIND: TIME, TIMING: NESTED, BLOCK: self.rule.block, CTX: outer_ctx,
+                   ORDINAL: ordinal, SECONDS: round(seconds, 6)})
         if self.checkpointer is not None:
             self.checkpointer.maybe_capture(outer_ctx, ordinal, self.outer_index,
                                             self.outer_last, seconds, frame,
@@ -193,7 +197,7 @@ class Session:
     def on_main_start(self) -> None:
         if not self.main_started:
             self.main_started = True
-            self.emit({"t": "time", "k": "prefix", "sec": round(time.time() - self.t0, 6)})
+            self.emit({KIND: TIME, TIMING: PREFIX, SECONDS: round(time.time() - self.t0, 6)})
 
     def on_outer_iteration(self, index: int) -> None:
         """Replay hooks in here to stop or to narrow recording to its epochs."""
@@ -251,11 +255,11 @@ class Session:
         self.closed = True
         self.exit_checkpointing()
         if self.main_ended_at is not None:
-            self.emit({"t": "time", "k": "suffix",
-                       "sec": round(time.time() - self.main_ended_at, 6)})
+            self.emit({KIND: TIME, TIMING: SUFFIX,
+                       SECONDS: round(time.time() - self.main_ended_at, 6)})
         self._stop.set()
         self._flusher.join()
-        self.emit({"t": "end", **end})
+        self.emit({KIND: END, **end})
         self.flush()
         self._sink.close()
 

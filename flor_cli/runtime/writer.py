@@ -33,9 +33,14 @@ from json.encoder import encode_basestring_ascii as _quote
 from pathlib import Path
 from typing import Any, Iterable
 
+from flor_cli.runtime.protocol import without_protocol
 from flor_cli.storage.journal import JournalWriter
+from flor_cli.storage.notes import CTX, KIND, LOG, NAME, SEQ, VALUE, VALUE_TYPE
 
 _FRAME = struct.Struct("<Q")
+# A plain log line, as json.dumps writes {KIND: LOG, SEQ: .., NAME: .., VALUE: .., CTX: ..}
+_LOG_SEQ = f"{{{_quote(KIND)}:{_quote(LOG)},{_quote(SEQ)}:"
+_LOG_NAME, _LOG_VALUE, _LOG_CTX = (f",{_quote(key)}:" for key in (NAME, VALUE, CTX))
 
 
 class LineFormatter:
@@ -74,17 +79,18 @@ class LineFormatter:
             from flor_cli.runtime.values import encode
 
             value, type_name = encode(value)
-            return self._record({"t": "log", "n": name, "v": value, "ty": type_name}, seq)
-        return (f'{{"t":"log","s":{seq},"n":{_quote(name)},"v":{text},'
-                f'"c":{self._ctx_text}}}')
+            return self._record({KIND: LOG, NAME: name, VALUE: value, VALUE_TYPE: type_name},
+                                seq)
+        return (f"{_LOG_SEQ}{seq}{_LOG_NAME}{_quote(name)}{_LOG_VALUE}{text}"
+                f"{_LOG_CTX}{self._ctx_text}}}")
 
     def _record(self, record: dict, seq: int | None = None) -> str:
         if seq is None:
             seq = self.seq
             self.seq += 1
-        record["s"] = seq
-        if record["t"] == "log":
-            record["c"] = json.loads(self._ctx_text)
+        record[SEQ] = seq
+        if record[KIND] == LOG:
+            record[CTX] = json.loads(self._ctx_text)
         return json.dumps(record, separators=(",", ":"))
 
     def _text_of(self, ctx: tuple) -> str:
@@ -142,7 +148,7 @@ class WriterProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "flor_cli.runtime.writer", str(journal)],
             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-            env={k: v for k, v in os.environ.items() if not k.startswith("FLOR_")})
+            env=without_protocol())
         self.outbox: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
         self.broken = False
         self.feeder = threading.Thread(target=self._feed, name="flor-pipe", daemon=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+from contextlib import closing
 from typing import Any, Sequence
 
 from flor_cli.errors import UserError
@@ -28,13 +29,10 @@ def runs(git: Git, where: str | None = None, sort: str | None = None,
     """
     sort = sort or "time, run"
     on_computed = any(_CHECKPOINTS.search(text or "") for text in (where, sort))
-    db = cache.readonly(git)
-    try:
+    with cache.connection(git, readonly=True) as db:
         clauses = "" if on_computed else _clauses(where, sort, limit)
         columns, rows = _user_sql(db, "SELECT * FROM runs_wide" + clauses, "--where/--sort")
         with_ckpts = {r for (r,) in db.execute("SELECT DISTINCT run FROM checkpoints")}
-    finally:
-        db.close()
     table = [*columns, "checkpoints"], _with_checkpoint_column(git, rows, with_ckpts)
     return filter_rows(table, where, sort, limit) if on_computed else table
 
@@ -57,11 +55,8 @@ def pivot(git: Git, names: Sequence[str], where: str | None = None, sort: str | 
     Run-level values (args, values logged outside any loop) repeat on every iteration row
     of their run; a run with only run-level values gets one row with empty loop columns.
     """
-    db = cache.connect(git)
-    try:
+    with cache.connection(git) as db:
         table = _pivot(db, list(names))
-    finally:
-        db.close()
     if where is None and sort is None:
         return table[0], table[1][:limit] if limit is not None else table[1]
     return filter_rows(table, where, sort, limit)
@@ -141,11 +136,8 @@ def sql(git: Git, text: str, what: str = "query") -> Table:
 
     ``what`` names the user's input in error messages (``check``: the expression).
     """
-    db = cache.readonly(git)
-    try:
+    with cache.connection(git, readonly=True) as db:
         return _user_sql(db, text, what)
-    finally:
-        db.close()
 
 
 def sql_frame(git: Git, text: str):
@@ -158,14 +150,11 @@ def sql_frame(git: Git, text: str):
 def filter_rows(table: Table, where: str | None, sort: str | None, limit: int | None) -> Table:
     """Apply ``--where``/``--sort``/``--limit`` to computed rows with SQLite's own semantics."""
     columns, rows = table
-    mem = sqlite3.connect(":memory:")
-    try:
+    with closing(sqlite3.connect(":memory:")) as mem:
         mem.execute(f"CREATE TABLE t ({', '.join(map(cache.quote_ident, columns))})")
         mem.executemany(f"INSERT INTO t VALUES ({','.join('?' * len(columns))})", rows)
         cache.guard(mem)
         return _user_sql(mem, "SELECT * FROM t" + _clauses(where, sort, limit), "--where/--sort")
-    finally:
-        mem.close()
 
 
 def _clauses(where: str | None, sort: str | None, limit: int | None) -> str:
@@ -187,8 +176,7 @@ def _user_sql(db: sqlite3.Connection, text: str, what: str) -> Table:
 
 def resolve_run(git: Git, ref: str) -> str:
     """A run id from ``latest``, a run id or its unique prefix, or a shadow commit prefix."""
-    db = cache.connect(git)
-    try:
+    with cache.connection(git) as db:
         if ref == "latest":
             row = db.execute("SELECT run FROM runs ORDER BY start DESC, run DESC LIMIT 1").fetchone()
             if row is None:
@@ -197,8 +185,6 @@ def resolve_run(git: Git, ref: str) -> str:
         matches = [r for (r,) in db.execute(
             "SELECT run FROM runs WHERE run LIKE ? OR commit_id LIKE ?",
             (ref.replace("%", "") + "%", ref.replace("%", "") + "%"))]
-    finally:
-        db.close()
     if not matches:
         raise UserError(f"no run matches {ref!r}")
     if len(matches) > 1:

@@ -15,7 +15,6 @@ runs. ``flor run SCRIPT`` does not even import click (see ``main.py``).
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -24,6 +23,7 @@ import time
 from pathlib import Path
 
 from flor_cli.errors import UserError
+from flor_cli.runtime import protocol
 from flor_cli.runtime.args import split_kwargs
 from flor_cli.storage import journal
 from flor_cli.storage.git import Git
@@ -42,8 +42,7 @@ def run(git: Git, script: str, script_args: list[str], kwargs: dict[str, str]) -
     t0 = time.time()
     store = configured_store(git)  # a bad flor.store must fail before anything is written
     path = journal.begin(git, script, script_args, kwargs, supervisor=os.getpid())
-    env = {**os.environ, "FLOR_JOURNAL": str(path), "FLOR_STORE": str(store.root),
-           "FLOR_KWARGS": json.dumps(kwargs), "FLOR_T0": repr(t0)}
+    env = protocol.record_env(protocol.RecordConfig(path, store.root, kwargs, t0))
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the script's to handle
     try:
         proc = subprocess.Popen([sys.executable, script, *script_args], env=env,

@@ -8,11 +8,8 @@ from flor_cli.storage.git import Git
 
 
 def load(git: Git, run: str) -> notes.RunNote:
-    db = cache.connect(git)
-    try:
+    with cache.connection(git) as db:
         row = db.execute("SELECT commit_id FROM runs WHERE run=?", (run,)).fetchone()
-    finally:
-        db.close()
     text = git.read_note(row[0]) if row else None
     note = notes.parse(row[0], text) if text else None
     if note is None:

@@ -25,6 +25,7 @@ from typing import Iterable, Iterator
 from flor_cli.errors import UserError
 from flor_cli.storage import cache, media
 from flor_cli.storage.git import NOTES_REF, SHADOW_REF, Git
+from flor_cli.storage.journal import fold_orphans
 from flor_cli.storage.media import MEDIA_TYPES
 from flor_cli.storage.objects import ObjectStore, configured_store, store_for
 
@@ -65,11 +66,9 @@ def push(git: Git, remote: str) -> PushResult:
     _check_remote(git, remote)
     if git.ref(SHADOW_REF) is None:
         raise UserError("nothing to push: no runs recorded here (flor run SCRIPT records one)")
-    db = cache.connect(git)  # folds crashed runs' journals, so they travel too
-    try:
+    fold_orphans(git)  # crashed runs' journals become notes, so they travel too
+    with cache.connection(git) as db:
         store, copied = _share_objects(git, db)
-    finally:
-        db.close()
     for _ in range(PUSH_TRIES):
         refs = [ref for ref in (SHADOW_REF, NOTES_REF) if git.ref(ref)]
         if not git.push_refs(remote, [f"{ref}:{ref}" for ref in refs]):
@@ -109,8 +108,7 @@ def replayable(git: Git, run_ids: Iterable[str]) -> dict[str, bool]:
     if not result:
         return result
     local, shared = stores(git)
-    db = cache.connect(git)
-    try:
+    with cache.connection(git) as db:
         marks = ",".join("?" * len(result))
         for run, objs in db.execute(
                 f"SELECT run, objs FROM checkpoints WHERE run IN ({marks})", list(result)):
@@ -118,8 +116,6 @@ def replayable(git: Git, run_ids: Iterable[str]) -> dict[str, bool]:
                     local.has(sha) or (shared is not None and shared.has(sha))
                     for sha in _digests(objs)):
                 result[run] = False
-    finally:
-        db.close()
     return result
 
 

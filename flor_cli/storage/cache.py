@@ -69,11 +69,25 @@ def path_of(git: Git) -> Path:
     return git.flor_dir / "cache.db"
 
 
-def connect(git: Git) -> sqlite3.Connection:
-    """A synced, writable connection (for flor itself; users get :func:`readonly`)."""
-    from flor_cli.storage import journal
+@contextmanager
+def connection(git: Git, readonly: bool = False) -> Iterator[sqlite3.Connection]:
+    """``with cache.connection(git) as db``: a synced connection, closed after the block;
+    ``readonly``: for the user's SQL (see :func:`readonly`).
 
-    journal.fold_orphans(git)
+    Reading the cache never folds orphaned journals (a crashed run's records): that
+    write is a step of its own, ``journal.fold_orphans``, which read commands take
+    before they read (see commands/).
+    """
+    db = open_readonly(git) if readonly else connect(git)
+    try:
+        yield db
+    finally:
+        db.close()
+
+
+def connect(git: Git) -> sqlite3.Connection:
+    """A synced, writable connection (for flor itself; users get :func:`readonly`).
+    The caller closes it; :func:`connection` does that."""
     path = path_of(git)
     path.parent.mkdir(parents=True, exist_ok=True)
     db = _open(path)
@@ -299,7 +313,7 @@ def _insert(db: sqlite3.Connection, note: notes.RunNote) -> None:
     db.executemany("INSERT INTO timings VALUES (?,?,?,?,?)", timings)
     db.executemany("INSERT INTO checkpoints VALUES (?,?,?,?,?,?)", ckpts)
     db.executemany("INSERT INTO replays VALUES (?,?,?,?,?,?,?)", [
-        (run, rp.get("rp"), json.dumps(rp.get("names")), rp.get("mode"), rp.get("start"),
+        (run, rp.get(notes.REPLAY_ID), json.dumps(rp.get("names")), rp.get("mode"), rp.get("start"),
          rp.get("end"), rp.get("status")) for rp in note.replays])
     levels = set(zip(map(_NAME, logs), map(_LEVEL, logs)))  # in C: a few distinct pairs
     kinds = {(name, "arg") for _, name, _ in args}
@@ -322,26 +336,32 @@ def _rows(run: str, records: list[dict]) -> tuple[list[tuple], list[tuple], list
     ckpts: list[tuple] = []
     append = logs.append
     plain, dumps, text_of = _PLAIN, orjson.dumps, ctx_text
+    # the record keys as locals: a global lookup each would add a tenth to the loop
+    kind_, seq_, name_, value_, ctx_, rp_, ty_ = (notes.KIND, notes.SEQ, notes.NAME,
+                                                  notes.VALUE, notes.CTX, notes.REPLAY_ID,
+                                                  notes.VALUE_TYPE)
+    log_, arg_, time_, ckpt_ = notes.LOG, notes.ARG, notes.TIME, notes.CKPT
     for r in records:
-        t = r.get("t")
-        if t == "log":
-            ctx = r.get("c") or {}
-            value = r.get("v")
+        t = r[kind_]
+        if t == log_:
+            ctx = r.get(ctx_) or {}
+            value = r.get(value_)
             if type(value) not in plain:
                 value = sql_value(value)
-            rp, ty = r.get("rp"), r.get("ty")
+            rp, ty = r.get(rp_), r.get(ty_)
             if rp is None and ty is None:  # ctx_text inlined: a call per record is 10 %
-                append((run, r.get("s"), value, r["n"], dumps(ctx).decode(), len(ctx)))
+                append((run, r.get(seq_), value, r[name_], dumps(ctx).decode(), len(ctx)))
             else:
-                append((run, rp, r.get("s"), r["n"], value, ty, text_of(ctx), len(ctx)))
-        elif t == "arg":
-            args.append((run, r["n"], sql_value(r.get("v"))))
-        elif t == "time":
-            timings.append((run, r.get("k"), text_of(r.get("c") or {}), r.get("i"),
-                            r.get("sec")))
-        elif t == "ckpt":
-            ckpts.append((run, text_of(r.get("c") or {}), r.get("i"),
-                          json.dumps(r.get("objs")), r.get("bytes"), r.get("sec")))
+                append((run, rp, r.get(seq_), r[name_], value, ty, text_of(ctx), len(ctx)))
+        elif t == arg_:
+            args.append((run, r[name_], sql_value(r.get(value_))))
+        elif t == time_:
+            timings.append((run, r.get(notes.TIMING), text_of(r.get(ctx_) or {}),
+                            r.get(notes.ORDINAL), r.get(notes.SECONDS)))
+        elif t == ckpt_:
+            ckpts.append((run, text_of(r.get(ctx_) or {}), r.get(notes.ORDINAL),
+                          json.dumps(r.get(notes.OBJECTS)), r.get(notes.BYTES),
+                          r.get(notes.SECONDS)))
     return logs, args, timings, ckpts
 
 
@@ -368,9 +388,9 @@ def sql_value(value: Any) -> Any:
     return json.dumps(value)
 
 
-def readonly(git: Git) -> sqlite3.Connection:
+def open_readonly(git: Git) -> sqlite3.Connection:
     """A connection for user SQL: synced first, then opened read-only and guarded."""
-    connect(git).close()
+    connect(git).close()  # synced
     db = sqlite3.connect(f"file:{path_of(git)}?mode=ro", uri=True, timeout=30)
     create_runs_view(db)
     guard(db)

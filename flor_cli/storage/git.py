@@ -4,8 +4,16 @@ Two tools, each where it is strongest:
 
 * the git CLI for what must behave exactly like git (ignore rules, attributes and
   filters when snapshotting the worktree; atomic compare-and-swap of refs; worktrees;
-  push and fetch with the user's credentials; ``git notes merge``), and
-* pygit2 for fast object access (reading thousands of notes, writing trees).
+  push and fetch with the user's credentials), every call through :func:`run_git`, and
+* pygit2 for fast object access (reading thousands of notes, writing trees, the union
+  merge of notes that ``flor pull`` does).
+
+flor runs inside git hooks, where git exports ``GIT_DIR``, ``GIT_INDEX_FILE`` and more
+for the hook's own use; every git process flor starts gets the environment without them
+(:func:`no_git_env`, as pre-commit does), so it finds the repository from its directory.
+A git command that fails raises :class:`GitError`, which is flor's fault (exit 3 with a
+log) unless the caller knows better: a remote that cannot be reached is the user's
+(:class:`RemoteError`).
 
 Notes are written by flor itself, not by libgit2's ``create_note``: libgit2 writes a flat
 notes tree, and git reads a flat tree of thousands of notes far slower than a fanned-out
@@ -34,8 +42,20 @@ _TREE = 0o040000
 _CAS_TRIES = 50
 
 
-class GitError(UserError):
-    """A git command failed; its own message is the most useful thing to show."""
+class GitError(Exception):
+    """A git command flor ran failed. Not the user's doing unless a caller says so: flor
+    chose the command and its arguments. Carries what the log needs to find out why."""
+
+    def __init__(self, command: list[str], returncode: int, stderr: str):
+        self.command, self.returncode, self.stderr = command, returncode, stderr
+        lines = stderr.strip().splitlines()
+        super().__init__(f"{' '.join(command)} exited {returncode}"
+                         + (f": {lines[-1]}" if lines else ""))
+
+
+class RemoteError(UserError):
+    """A remote refused or could not be reached (URL, network, credentials): the user's
+    to fix, shown as git's own last line."""
 
 
 class HeadInfo(NamedTuple):
@@ -43,19 +63,42 @@ class HeadInfo(NamedTuple):
     commit: str | None  # None in a repository with no commits yet
 
 
-def find_root(start: str | os.PathLike = ".") -> Path:
-    """The top of the worktree containing ``start``; NotARepo outside of one."""
-    return Path(_locate(start)[0])
+# What pre-commit's ``no_git_env`` keeps of the ``GIT_*`` variables: the user's config,
+# credentials and transport settings, which a push or fetch needs. The rest (GIT_DIR,
+# GIT_INDEX_FILE, GIT_WORK_TREE, ... exported into hooks) would point git elsewhere.
+_KEPT_GIT_ENV = frozenset({
+    "GIT_EXEC_PATH", "GIT_SSH", "GIT_SSH_COMMAND", "GIT_SSL_CAINFO", "GIT_SSL_NO_VERIFY",
+    "GIT_CONFIG_COUNT", "GIT_HTTP_PROXY_AUTHMETHOD", "GIT_ALLOW_PROTOCOL", "GIT_ASKPASS",
+})
+
+
+def no_git_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """``env`` (default: this process's) without the ``GIT_*`` variables a hook inherits."""
+    env = os.environ if env is None else env
+    return {k: v for k, v in env.items()
+            if not k.startswith("GIT_") or k in _KEPT_GIT_ENV
+            or k.startswith(("GIT_CONFIG_KEY_", "GIT_CONFIG_VALUE_"))}
+
+
+def run_git(args: Iterable[str], cwd: str | os.PathLike, *, env: dict[str, str] | None = None,
+            input: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    """THE way flor runs git: ``git ARGS`` in ``cwd``, output captured as text, in
+    :func:`no_git_env` plus ``env`` (variables flor sets itself, e.g. its own
+    ``GIT_INDEX_FILE``). ``check``: a non-zero exit raises :class:`GitError`."""
+    command = ["git", *args]
+    proc = subprocess.run(command, cwd=cwd, env={**no_git_env(), **(env or {})}, input=input,
+                          capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise GitError(command, proc.returncode, proc.stderr or proc.stdout)
+    return proc
 
 
 def _locate(start: str | os.PathLike) -> list[str]:
     """[worktree root, absolute git dir, common git dir (relative to ``start``)]: one
     ``git rev-parse`` for all three, since every git process costs milliseconds of
     ``flor run``'s start-up, when the script is not running yet."""
-    proc = subprocess.run(
-        ["git", "rev-parse", "--show-toplevel", "--absolute-git-dir", "--git-common-dir"],
-        cwd=start, capture_output=True, text=True,
-    )
+    proc = run_git(["rev-parse", "--show-toplevel", "--absolute-git-dir", "--git-common-dir"],
+                   start, check=False)
     out = proc.stdout.splitlines()
     if proc.returncode != 0 or len(out) != 3:
         raise NotARepo(f"not a git repository: {os.path.abspath(start)}")
@@ -95,14 +138,8 @@ class Git:
 
     def cli(self, *args: str, env: dict | None = None, input: str | None = None,
             check: bool = True, cwd: Path | None = None) -> str:
-        proc = subprocess.run(
-            ["git", *args], cwd=cwd or self.root, env=env, input=input,
-            capture_output=True, text=True,
-        )
-        if check and proc.returncode != 0:
-            msg = (proc.stderr.strip() or proc.stdout.strip()).splitlines()
-            raise GitError(f"git {args[0]}: {msg[-1] if msg else 'failed'}")
-        return proc.stdout
+        """The output of ``git ARGS`` in the worktree (see :func:`run_git`)."""
+        return run_git(args, cwd or self.root, env=env, input=input, check=check).stdout
 
     def head(self) -> HeadInfo:
         """Branch and commit of HEAD, from one ``git rev-parse``.
@@ -132,7 +169,7 @@ class Git:
         try:
             if (self.git_dir / "index").exists():
                 shutil.copyfile(self.git_dir / "index", index)
-            env = {**os.environ, "GIT_INDEX_FILE": str(index)}
+            env = {"GIT_INDEX_FILE": str(index)}  # flor's own: kept, unlike a hook's
             self.cli("add", "-A", "--", ".", env=env)
             return self.cli("write-tree", env=env).strip()
         finally:
@@ -152,11 +189,8 @@ class Git:
 
     def cas_ref(self, name: str, new: str, old: str | None, message: str) -> bool:
         """Move ``name`` from ``old`` to ``new`` only if nobody moved it meanwhile."""
-        proc = subprocess.run(
-            ["git", "update-ref", "-m", message, name, new, old or ZERO],
-            cwd=self.root, capture_output=True, text=True,
-        )
-        return proc.returncode == 0
+        return run_git(["update-ref", "-m", message, name, new, old or ZERO], self.root,
+                       check=False).returncode == 0
 
     def commit(self, tree: str, parents: Iterable[str], message: str) -> str:
         import pygit2
@@ -184,7 +218,7 @@ class Git:
             if new == tip or self.cas_ref(ref, new, tip, message):
                 return new
             time.sleep(0.01)
-        raise GitError(f"could not update {ref}: too many concurrent writers")
+        raise UserError(f"could not update {ref}: too many concurrent writers; try again")
 
     # -- notes -----------------------------------------------------------------------
 
@@ -240,7 +274,7 @@ class Git:
         """Append text to the notes of several objects in one notes commit (CAS, retried).
 
         Appending keeps every line already there: notes only ever grow, so concurrent
-        writers and ``git notes merge -s cat_sort_uniq`` can never lose a record.
+        writers and the union merge of :meth:`merge_notes` can never lose a record.
         """
         repo = self.repo
 
@@ -334,23 +368,29 @@ class Git:
     def remote_refs(self, remote: str, refs: Iterable[str]) -> dict[str, str]:
         """Which of ``refs`` the remote has, and where they point (``git ls-remote``)."""
         wanted = set(refs)
-        out = self.cli("ls-remote", "--refs", remote, *wanted)
+        out = self._remote_cli("ls-remote", "--refs", remote, *wanted)
         found = (line.split("\t") for line in out.splitlines() if "\t" in line)
         return {name: sha for sha, name in found if name in wanted}
 
     def fetch_refs(self, remote: str, refspecs: Iterable[str]) -> None:
         """Fetch exactly ``refspecs``; FETCH_HEAD, tags and the user's refs stay as they are."""
-        self.cli("fetch", "--quiet", "--no-tags", "--no-write-fetch-head", remote, *refspecs)
+        self._remote_cli("fetch", "--quiet", "--no-tags", "--no-write-fetch-head", remote,
+                         *refspecs)
+
+    def _remote_cli(self, *args: str) -> str:
+        """``git ARGS`` that talks to a remote: a failure is the remote's (RemoteError)."""
+        try:
+            return self.cli(*args)
+        except GitError as e:
+            raise RemoteError(f"git {args[0]}: {_last_line(e.stderr)}") from e
 
     def push_refs(self, remote: str, refspecs: Iterable[str]) -> list[str]:
         """Push without force and without running the pre-push hook (flor's own hook calls
         this: running it again would recurse). Returns the refs the remote rejected for
-        having moved (pull, merge and push again); any other failure raises GitError.
+        having moved (pull, merge and push again); any other failure raises RemoteError.
         """
-        proc = subprocess.run(
-            ["git", "push", "--porcelain", "--no-verify", remote, *refspecs],
-            cwd=self.root, capture_output=True, text=True,
-        )
+        proc = run_git(["push", "--porcelain", "--no-verify", remote, *refspecs], self.root,
+                       check=False)
         rejected, failures = [], []
         for line in proc.stdout.splitlines():
             parts = line.split("\t")
@@ -361,8 +401,7 @@ class Git:
                 else:
                     failures.append(f"{target} {parts[2]}")
         if failures or (proc.returncode != 0 and not rejected):
-            msg = failures or (proc.stderr.strip() or "failed").splitlines()[-1:]
-            raise GitError(f"git push: {msg[0]}")
+            raise RemoteError(f"git push: {failures[0] if failures else _last_line(proc.stderr)}")
         return rejected
 
     def hooks_dir(self) -> Path:
@@ -380,6 +419,11 @@ class Git:
         self.cli("worktree", "remove", "--force", str(path), check=False)
         shutil.rmtree(path, ignore_errors=True)
         self.cli("worktree", "prune", check=False)
+
+
+def _last_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    return lines[-1] if lines else "failed"
 
 
 def _tree_type():

@@ -1,11 +1,11 @@
 """Run journals: what a running script has recorded, on disk, before it becomes a note.
 
-A run appends its records to ``.git/flor/journals/<run>.jsonl`` as it goes (flushed at
-least every half second) and holds an exclusive ``flock`` on the file while it lives. When
+A run appends its records to ``.git/flor/journals/<run>.jsonl`` as it goes (flushed
+every 50 ms, see :mod:`flor_cli.runtime.session`) and holds an exclusive ``flock`` on the file while it lives. When
 the run ends, the journal is *folded*: its tree becomes a commit on ``flor.shadow`` and its
 lines become that commit's note. A journal whose lock can be taken and whose supervisor
 (``flor run``) is gone belongs to a dead run (crash, SIGKILL): any flor command folds it,
-so at most the last unflushed half second is lost.
+so at most the last unflushed 50 ms are lost.
 
 The journal's first line is the run header; an ``end`` line (written on a clean exit)
 and ``commit`` lines (written during folding, so a fold interrupted half-way resumes on
@@ -23,9 +23,12 @@ from typing import TYPE_CHECKING, Iterable
 if TYPE_CHECKING:
     from flor_cli.storage.git import Git
 
+from flor_cli.storage import notes
+from flor_cli.storage.notes import COMMIT, END, KIND, RUN, RUN_ID, SEQ
+
 # This module is imported by every recording training process (for JournalWriter), so
-# what only folding needs (the git layer, the note format) is imported by ``fold``, or
-# ahead of it by ``load_fold``.
+# what only folding needs (the git layer) is imported by ``fold``, or ahead of it by
+# ``load_fold``.
 
 
 def new_id(at: float | None = None) -> str:
@@ -63,36 +66,31 @@ class JournalWriter:
 
 def create(flor_dir: Path, header: dict) -> Path:
     """Write a journal holding only its header, for a child process to continue."""
-    path = journal_dir(flor_dir) / f"{header['run']}.jsonl"
+    path = journal_dir(flor_dir) / f"{header[RUN_ID]}.jsonl"
     JournalWriter(path, header).close()
     return path
 
 
 def read(path: Path) -> tuple[dict, list[dict]]:
-    """The header (with end/commit lines merged in) and the records, skipping a torn tail."""
+    """The header (with end/commit lines merged in) and the records; a line torn by a
+    killed run is skipped. Raises :class:`notes.NewerFormat` for a newer flor's journal."""
     header: dict = {}
     records: list[dict] = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue  # the last line of a killed run may be half-written
-            kind = rec.get("t")
-            if kind == "run":
-                header.update(rec)
-            elif kind in ("end", "commit"):
-                header.update({k: v for k, v in rec.items() if k not in ("t", "s")})
-            else:
-                records.append(rec)
+    text = path.read_text(encoding="utf-8", errors="replace")
+    for rec in notes.read_records(text, f"journal {path.name}", torn=True):
+        kind = rec[KIND]
+        if kind == RUN:
+            header.update(rec)
+        elif kind in (END, COMMIT):
+            header.update({k: v for k, v in rec.items() if k not in (KIND, SEQ)})
+        else:
+            records.append(rec)
     return header, records
 
 
 def load_fold(git: Git) -> None:
-    """Load what ``fold`` needs (pygit2, ~0.1 s, and the note format), so that a
-    supervisor can do it while its script runs instead of after."""
-    from flor_cli.storage import notes  # noqa: F401
-
+    """Load what ``fold`` needs (pygit2, ~0.1 s), so that a supervisor can do it while
+    its script runs instead of after."""
     git.repo
 
 
@@ -104,7 +102,6 @@ def fold(git: Git, path: Path, status: dict | None = None) -> str | None:
     The caller must not hold the journal's lock; this takes it, so two processes can
     race to fold the same orphan and exactly one wins.
     """
-    from flor_cli.storage import notes
     from flor_cli.storage.git import SHADOW_REF
 
     try:
@@ -124,14 +121,14 @@ def fold(git: Git, path: Path, status: dict | None = None) -> str | None:
         header.setdefault("status", "killed")
         commit = header.get("commit")
         if not commit:
-            message = f"flor run {header['run']}: {header.get('script', '')}"
+            message = f"flor run {header[RUN_ID]}: {header.get('script', '')}"
             commit = git.append_to_branch(SHADOW_REF, header["tree"], message)
-            os.write(fd, (json.dumps({"t": "commit", "commit": commit}) + "\n").encode())
+            os.write(fd, (json.dumps({KIND: COMMIT, "commit": commit}) + "\n").encode())
         header.pop("commit", None)
         header.pop("tree", None)
         header.pop("supervisor", None)
         git.append_notes({commit: notes.render(header, records)},
-                         f"flor: record run {header['run']}")
+                         f"flor: record run {header[RUN_ID]}")
         os.unlink(path)
         return commit
     finally:
@@ -145,10 +142,13 @@ def fold_orphans(git: Git) -> list[str]:
     if not directory.is_dir():
         return folded
     for path in sorted(directory.glob("*.jsonl")):
-        if _is_orphan(path):
-            commit = fold(git, path)
-            if commit:
-                folded.append(commit)
+        try:
+            commit = fold(git, path) if _is_orphan(path) else None
+        except notes.NewerFormat as e:  # a newer flor's run: that flor folds it
+            notes.warn(str(e))
+            continue
+        if commit:
+            folded.append(commit)
     return folded
 
 
@@ -208,8 +208,8 @@ def begin(git: Git, script: str, argv: list[str], kwargs: dict[str, str],
     except ValueError:
         rel_script = script
     header = {
-        "t": "run",
-        "run": new_id(started),
+        KIND: RUN,
+        RUN_ID: new_id(started),
         "tree": git.snapshot_tree(),
         "script": rel_script,
         "cwd": os.path.relpath(os.getcwd(), git.root),

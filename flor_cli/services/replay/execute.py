@@ -33,12 +33,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Sequence
 
+from flor_cli.runtime.protocol import ReplayConfig, replay_env
 from flor_cli.services.replay.plan import Job, Plan, worker_ranges
+from flor_cli.storage import notes
 from flor_cli.storage.git import Git
 from flor_cli.storage.journal import new_id
+from flor_cli.storage.notes import (CKPT_LOAD, CTX, KIND, LOG, NAME, OUTER, REPLAY, REPLAY_ID,
+                                    SEQ, TIME, TIMING, VALUE)
 
 POLL_SECONDS = 0.2
-_FLOR_ENV = ("FLOR_JOURNAL", "FLOR_STORE", "FLOR_KWARGS", "FLOR_T0", "FLOR_REPLAY")
 
 
 @dataclass
@@ -147,18 +150,18 @@ def _run(tree: Path, job: Job, plan: Plan, gpus: Sequence[str], scratch: Path,
     if check is not None:
         specs.append(("nested", check))
     scratch.mkdir(parents=True, exist_ok=True)
-    base = {k: v for k, v in os.environ.items() if k not in _FLOR_ENV}
-    base["PYTHONDONTWRITEBYTECODE"] = "1"  # the user's __pycache__ may be linked in
+    # no __pycache__ written: the user's may be linked into the worktree
+    base = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     workers: list[tuple[subprocess.Popen, Path, int]] = []
     try:
         for k, (mode, epochs) in enumerate(specs):
             journal = scratch / f"{job.run}-{job.mode}-{k}.jsonl"
             journal.unlink(missing_ok=True)  # a re-execution after a failed check
-            config = {"names": plan.names, "mode": mode, "range": epochs,
-                      "args": job.args, "ckpts": job.ckpts, "checkpointing": job.checkpointing,
-                      "journal": str(journal),
-                      "store": str(plan.store.root)}
-            env = {**base, "FLOR_REPLAY": json.dumps(config)}
+            config = ReplayConfig(names=plan.names, mode=mode, range=epochs,
+                                  args=job.args, ckpts=job.ckpts,
+                                  checkpointing=job.checkpointing, journal=str(journal),
+                                  store=str(plan.store.root))
+            env = replay_env(config, base)
             if gpus:
                 env["CUDA_VISIBLE_DEVICES"] = gpus[k % len(gpus)]
             proc = _launch([script, *job.argv], cwd, env, journal.with_suffix(".log"))
@@ -187,7 +190,7 @@ def _check_range(job: Job) -> list[int | None] | None:
     else the only one. None when there is nothing to verify (no checkpoint restored)."""
     if not job.ckpts or job.epochs < 1:
         return None
-    held = {list((c.get("c") or {0: 0}).values())[-1] for c in job.ckpts}
+    held = {list((c.get(CTX) or {0: 0}).values())[-1] for c in job.ckpts}
     last = job.epochs - 1
     if last == 0 or last - 1 in held:
         return [last, None]
@@ -200,8 +203,8 @@ def _diverged(restored: list[dict], reexecuted: list[dict]) -> str | None:
     def by_key(logs: list[dict]) -> dict[tuple[str, str], list]:
         found: dict[tuple[str, str], list] = {}
         for rec in logs:
-            key = (rec.get("n"), json.dumps(rec.get("c") or {}, sort_keys=True))
-            found.setdefault(key, []).append(rec.get("v"))
+            key = (rec.get(NAME), json.dumps(rec.get(CTX) or {}, sort_keys=True))
+            found.setdefault(key, []).append(rec.get(VALUE))
         return found
 
     fast, slow = by_key(restored), by_key(reexecuted)
@@ -239,22 +242,15 @@ def _wait(job: Job, workers: list[tuple[subprocess.Popen, Path, int]],
 
 
 def _records(journal: Path) -> list[dict]:
-    records = []
-    for line in journal.read_text().splitlines() if journal.exists() else ():
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(rec, dict):
-            records.append(rec)
-    return records
+    text = journal.read_text(errors="replace") if journal.exists() else ""
+    return notes.read_records(text, f"replay journal {journal.name}", torn=True)
 
 
 def _logs(journals: list[Path]) -> list[dict]:
     """The log records of workers' journals, in epoch order (worker 0 first)."""
     return [rec for journal in journals
-            for rec in sorted((r for r in _records(journal) if r.get("t") == "log"),
-                              key=lambda r: r.get("s", 0))]
+            for rec in sorted((r for r in _records(journal) if r[KIND] == LOG),
+                              key=lambda r: r.get(SEQ, 0))]
 
 
 def replay_note(replay_id: str, plan: Plan, job: Job, journals: list[Path], start: float,
@@ -268,18 +264,16 @@ def replay_note(replay_id: str, plan: Plan, job: Job, journals: list[Path], star
     """
     logs = _logs(journals)
     restored = sum(1 for journal in journals for r in _records(journal)
-                   if r.get("t") == "time" and r.get("k") == "ckpt_load")
-    header = {"t": "replay", "rp": replay_id, "names": plan.names, "mode": job.mode,
+                   if r[KIND] == TIME and r.get(TIMING) == CKPT_LOAD)
+    header = {KIND: REPLAY, REPLAY_ID: replay_id, "names": plan.names, "mode": job.mode,
               "src": job.src, "workers": len(journals), "restored": restored,
               "start": start, "end": end, "status": "ok",
               **({"why": job.why} if job.why else {}),
               **({"verify": verification.record()} if verification else {})}
-    lines = [json.dumps(header, separators=(",", ":"))]
-    for seq, rec in enumerate(logs):
-        rest = {k: v for k, v in rec.items() if k not in ("t", "s", "rp")}
-        lines.append(json.dumps({"t": "log", "rp": replay_id, "s": seq, **rest},
-                                separators=(",", ":")))
-    return "\n".join(lines) + "\n"
+    records = [{KIND: LOG, REPLAY_ID: replay_id, SEQ: seq,
+                **{k: v for k, v in rec.items() if k not in (KIND, SEQ, REPLAY_ID)}}
+               for seq, rec in enumerate(logs)]
+    return "\n".join(json.dumps(r, separators=(",", ":")) for r in [header, *records]) + "\n"
 
 
 class Sandbox:
@@ -350,9 +344,10 @@ class EpochCounter:
         except FileNotFoundError:
             return 0
         self.offset += len(data)
-        lines = (self.partial + data).split(b"\n")
-        self.partial = lines.pop()
-        self.count += sum(1 for line in lines if b'"k":"outer"' in line)
+        whole, _, self.partial = (self.partial + data).rpartition(b"\n")
+        records = notes.read_records(whole.decode(errors="replace"),
+                                     f"replay journal {self.journal.name}", torn=True)
+        self.count += sum(1 for r in records if r[KIND] == TIME and r.get(TIMING) == OUTER)
         return max(0, self.count - self.skip)
 
 

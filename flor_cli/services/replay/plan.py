@@ -23,6 +23,8 @@ from flor_cli.errors import UserError
 from flor_cli.services import query
 from flor_cli.storage import cache, notes
 from flor_cli.storage.git import NOTES_REF, Git
+from flor_cli.storage.notes import (ARG, BLOCK, CKPT, KIND, NAME, NESTED, OBJECTS, OUTER, PREFIX,
+                                    SECONDS, SUFFIX, TIME, TIMING, VALUE)
 from flor_cli.storage.objects import ObjectStore, configured_store
 
 MODE_OF_LEVEL = {"prefix": "prefix", "outer_before": "skip", "outer_after": "skip",
@@ -115,8 +117,7 @@ def make_plan(git: Git, names: Sequence[str], where: str | None = None, workers:
 def _select(git: Git, names: list[str], where: str | None) -> list[tuple[str, str]]:
     """(run, shadow commit) of the selected runs, oldest first; by default those lacking
     a name (none: nothing to do)."""
-    db = cache.connect(git)
-    try:
+    with cache.connection(git) as db:
         commits = dict(db.execute("SELECT run, commit_id FROM runs"))
         if not commits:
             raise UserError("no runs recorded in this repository yet")
@@ -126,8 +127,6 @@ def _select(git: Git, names: list[str], where: str | None) -> list[tuple[str, st
             order = [r for (r,) in db.execute("SELECT run FROM runs ORDER BY start, run")]
             runs = [r for r in order if not all(r in h for h in having)]
             return [(r, commits[r]) for r in runs]
-    finally:
-        db.close()
     columns, rows = query.runs(git, where=where)
     runs = [row[columns.index("run")] for row in rows]
     if not runs:
@@ -145,19 +144,19 @@ def _job(git: Git, store: ObjectStore, tip: str | None, run: str, commit: str) -
     header = note.header
     job.script, job.cwd = header.get("script", ""), header.get("cwd", ".")
     job.argv = list(header.get("argv", []))
-    job.args = {r["n"]: r.get("v") for r in note.records if r.get("t") == "arg"}
+    job.args = {r[NAME]: r.get(VALUE) for r in note.records if r[KIND] == ARG}
     job.times = notes.main_timings(note.records)
-    job.epochs = sum(1 for r in job.times if r.get("k") == "outer")
+    job.epochs = sum(1 for r in job.times if r.get(TIMING) == OUTER)
     # A checkpoint with an object missing from the store (deleted, a shared store out of
     # reach) costs time, not exactness: its nested loop re-runs from the exact state.
-    ckpts = [r for r in note.records if r.get("t") == "ckpt"]
+    ckpts = [r for r in note.records if r[KIND] == CKPT]
     # blocks the run entered, from its checkpoints and its epochs' timings (a main loop
     # with no nested loop checkpoints nothing, yet it was the block's)
     job.blocks = 1 + max([notes.loop_key_of(c)[0] for c in ckpts]
-                         + [r.get("b", -1) for r in note.records
-                            if r.get("t") == "time" and r.get("k") == "outer"], default=-1)
+                         + [r.get(BLOCK, -1) for r in note.records
+                            if r[KIND] == TIME and r.get(TIMING) == OUTER], default=-1)
     job.ckpts = [c for c in ckpts
-                 if all(store.has(o["sha"]) for o in (c.get("objs") or {}).values())]
+                 if all(store.has(o["sha"]) for o in (c.get(OBJECTS) or {}).values())]
     job.missing_ckpts = len(ckpts) - len(job.ckpts)
     if header.get("status") != "ok":
         job.skip = f"the run did not finish (status {header.get('status')})"
@@ -252,25 +251,25 @@ def estimate(job: Job, workers: int) -> float:
     fast-forwarding every epoch; ``prefix`` stops at the main loop.
     """
     def total(kind: str) -> float:
-        return sum(r.get("sec", 0) for r in job.times if r.get("k") == kind)
+        return sum(r.get(SECONDS, 0) for r in job.times if r.get(TIMING) == kind)
 
     if job.mode == "prefix":
-        return total("prefix")
-    nested = {notes.loop_key_of(r): r.get("sec", 0)
-              for r in job.times if r.get("k") == "nested"}
+        return total(PREFIX)
+    nested = {notes.loop_key_of(r): r.get(SECONDS, 0)
+              for r in job.times if r.get(TIMING) == NESTED}
     saved: dict[tuple, float] = {}  # (block, epoch context) -> what restoring saves
     for c in job.ckpts:
         key = notes.loop_key_of(c)
-        saved[key[:2]] = saved.get(key[:2], 0) + nested.get(key, 0) - c.get("sec", 0)
-    outer = [(notes.loop_key_of(r)[:2], r.get("sec", 0))
-             for r in job.times if r.get("k") == "outer"]
+        saved[key[:2]] = saved.get(key[:2], 0) + nested.get(key, 0) - c.get(SECONDS, 0)
+    outer = [(notes.loop_key_of(r)[:2], r.get(SECONDS, 0))
+             for r in job.times if r.get(TIMING) == OUTER]
     full = [sec for _, sec in outer]
     fast = [sec - saved.get(ctx, 0) for ctx, sec in outer]
 
     def worker(epochs: list[int] | None) -> float:
         lo, hi = epochs or (0, None)
-        return (total("prefix") + sum(fast[:lo]) + sum(full[lo:hi])
-                + (total("suffix") if hi is None else 0))
+        return (total(PREFIX) + sum(fast[:lo]) + sum(full[lo:hi])
+                + (total(SUFFIX) if hi is None else 0))
 
     ranges = worker_ranges(job.epochs, workers) if job.mode == "nested" else [[job.epochs, None]]
     return max(0.0, max(worker(r) for r in ranges))

@@ -20,6 +20,7 @@ import ast
 from typing import Iterable
 
 from flor_cli.runtime.effects import effects_of
+from flor_cli.storage.notes import NOT_CAPTURED
 
 UNKNOWN = "*"  # a checkpoint's nc entry: the loop's effects were not known at run time
 
@@ -36,7 +37,7 @@ def unheld_reads(source: str, ckpts: Iterable[dict]) -> list[str]:
     leaves = _leaf_loops(tree)
     missing: set[str] = set()
     for ckpt in ckpts:
-        listed = ckpt.get("nc")
+        listed = ckpt.get(NOT_CAPTURED)
         if listed is None or UNKNOWN in listed:
             missing |= _static_effects(tree, leaves)
         if listed is not None:

@@ -1,0 +1,100 @@
+"""How every ``flor`` command ends when something goes wrong (pre-commit's shape).
+
+* A :class:`UserError` (bad input or state the user can fix): its one line on stderr,
+  exit status 2.
+* Ctrl-C: ``flor: interrupted``, exit status 130.
+* Anything else is flor's fault, a failing git command included (flor chose it; a
+  caller that knows a failure is the user's raises a UserError instead): one line on
+  stderr pointing to a log file that holds the traceback, the failed git command's
+  output and the versions of flor, Python and git, exit status 3. The log goes to
+  ``.git/flor/logs/`` of the repository in the current directory, or to the temporary
+  directory outside of one.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from flor_cli.errors import UserError
+
+BUG_EXIT = 3
+INTERRUPTED_EXIT = 130
+
+
+@contextmanager
+def error_handler() -> Iterator[None]:
+    """Turn whatever escapes the block into one line on stderr and an exit status."""
+    try:
+        yield
+    except UserError as e:
+        _say(str(e))
+        raise SystemExit(e.exit_code) from None
+    except KeyboardInterrupt:
+        _say("interrupted")
+        raise SystemExit(INTERRUPTED_EXIT) from None
+    except Exception as e:  # noqa: BLE001 - the point of this handler
+        try:
+            where = f"details in {write_log(e)}"
+        except Exception as failed:  # noqa: BLE001 - never hide the original error
+            where = f"and no log could be written ({failed})"
+        _say(f"unexpected error (a bug in flor): {type(e).__name__}: {_first_line(e)}; "
+             f"{where}")
+        raise SystemExit(BUG_EXIT) from None
+
+
+def write_log(error: BaseException) -> Path:
+    """Write what a bug report needs about ``error`` to a new log file; its path."""
+    import traceback
+
+    directory = _log_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    lines = [f"command: {' '.join(['flor', *sys.argv[1:]])}", f"cwd: {os.getcwd()}",
+             *_versions(), ""]
+    command = getattr(error, "command", None)  # a GitError: what git said, in full
+    if command is not None:
+        lines += [f"failed command: {' '.join(command)}",
+                  f"exit code: {getattr(error, 'returncode', '?')}",
+                  "stderr:", getattr(error, "stderr", "").rstrip(), ""]
+    lines += traceback.format_exception(error)
+    path.write_text("\n".join(line.rstrip("\n") for line in lines) + "\n")
+    return path
+
+
+def _log_dir() -> Path:
+    from flor_cli.storage.git import Git
+
+    try:
+        return Git.discover(".").flor_dir / "logs"
+    except Exception:  # noqa: BLE001 - not in a repository, or git itself is what fails
+        import tempfile
+
+        return Path(tempfile.gettempdir()) / "flor-logs"
+
+
+def _versions() -> list[str]:
+    import platform
+
+    from flor_cli import __version__
+    from flor_cli.storage.git import run_git
+
+    try:
+        git = run_git(["--version"], ".").stdout.strip()
+    except Exception as e:  # noqa: BLE001
+        git = f"unknown ({e})"
+    return [f"flor: {__version__}", f"python: {sys.version.split()[0]} ({sys.executable})",
+            f"platform: {platform.platform()}", f"git: {git}"]
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else "(no message)"
+
+
+def _say(message: str) -> None:
+    print(f"flor: {message}", file=sys.stderr)

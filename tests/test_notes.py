@@ -1,0 +1,72 @@
+"""The record format has one reader, ``notes.read_records``: notes, journals and a
+replay worker's growing journal are all decoded by it, with the version checked."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from flor_cli.services.replay.execute import EpochCounter
+from flor_cli.storage import journal, notes
+
+HEADER = {"t": "run", "run": "r1", "v": notes.FORMAT_VERSION}
+LOG = {"t": "log", "s": 0, "n": "loss", "v": 0.5, "c": {"epoch": 0}}
+
+
+def lines(*records: object) -> str:
+    return "".join(json.dumps(r) + "\n" for r in records)
+
+
+def test_a_note_from_a_newer_flor_is_skipped_with_one_warning(capsys) -> None:
+    text = lines({**HEADER, "v": notes.FORMAT_VERSION + 1}, LOG)
+    assert notes.parse("c0ffee" * 6, text) is None
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "format version 2" in err[0] and "c0ffeec0ffee" in err[0]
+
+
+def test_a_note_of_this_version_or_without_one_is_read(capsys) -> None:
+    for header in (HEADER, {"t": "run", "run": "r1"}):
+        note = notes.parse("ab" * 20, lines(header, LOG))
+        assert note is not None and note.run == "r1" and note.records == [LOG]
+    assert capsys.readouterr().err == ""
+
+
+def test_lines_that_are_not_records_are_skipped_with_a_warning_naming_the_line(capsys) -> None:
+    text = lines(HEADER, [1, 2], {"no": "kind"}) + "{torn\n" + lines(LOG)
+    note = notes.parse("ab" * 20, text)
+    assert note is not None and note.records == [LOG]
+    err = capsys.readouterr().err
+    assert "line 2: not a flor record" in err and "line 3: not a flor record" in err
+    assert "line 4: not JSON" in err and "abababababab" in err
+
+
+def test_a_journal_skips_a_torn_line_quietly_and_a_non_record_without_crashing(
+        tmp_path: Path, capsys) -> None:
+    path = tmp_path / "r1.jsonl"
+    # before the shared reader, journal.read crashed on a line that is JSON but no object
+    path.write_text(lines(HEADER, [1]) + '{"t":"lo' + "\n" + lines(LOG, {"t": "end", "s": 1,
+                                                                          "end": 5.0}))
+    header, records = journal.read(path)
+    assert header["end"] == 5.0 and records == [LOG]
+    assert "not JSON" not in capsys.readouterr().err
+
+
+def test_epoch_counter_reads_records_not_the_writers_separators(tmp_path: Path) -> None:
+    """It searched the bytes for '"k":"outer"', so a line written by json.dumps with its
+    default separators (or keys in another order) was not counted."""
+    path = tmp_path / "w.jsonl"
+    outer = {"t": "time", "k": "outer", "c": {"epoch": 0}, "sec": 1.0}
+    path.write_text(json.dumps(outer) + "\n" + json.dumps(dict(reversed(outer.items()))) + "\n"
+                    + json.dumps(outer)[:10])  # a line still being written
+    counter = EpochCounter(path, skip=0)
+    assert counter.read() == 2
+    with open(path, "a") as f:
+        f.write(json.dumps(outer)[10:] + "\n")
+    assert counter.read() == 3
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", "null\n", "[]\n", '"x"\n'])
+def test_text_without_a_header_is_not_a_run(text: str) -> None:
+    assert notes.parse("ab" * 20, text) is None
