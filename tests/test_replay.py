@@ -686,3 +686,27 @@ def test_a_prefix_statement_replays_when_the_main_loop_has_no_nested_loop(
     note = show(repo, run)
     (rp,) = note["replays"]
     assert [v for _, _, v in values(note, ["w0"], rp["rp"])] == [2.0]
+
+
+def test_estimates_count_interpreter_start_imports_and_the_measured_fixed_cost(
+        tmp_path: Path) -> None:
+    """A plain ``python train.py`` run's prefix starts when its process did (here, half a
+    second before flor is imported); a replay records what it cost besides its workers,
+    and the next plan's estimate adds that."""
+    old = "import time\ntime.sleep(0.5)  # slow imports\n" + NO_NESTED
+    repo = make_repo(tmp_path / "repo", files={"train.py": old})
+    subprocess.run([FLOR[0], "train.py"], cwd=repo, check=True, capture_output=True)
+    (run,) = [row["run"] for row in flor_json(repo, "log")]
+    (prefix,) = [r["sec"] for r in show(repo, run)["records"]
+                 if r.get("t") == "time" and r.get("k") == "prefix"][-1:]
+    assert prefix >= 0.5
+    (repo / "train.py").write_text(old.replace('flor.log("w", state["w"])',
+                                               'flor.log("w", state["w"])\n        '
+                                               'flor.log("w2", state["w"] * 2)'))
+    first = dry_run(repo, "w2")["est_s"]
+    flor(repo, "replay", "w2", "--yes")
+    (rp,) = replays(repo, run)
+    assert rp["fixed"] > 0 and rp["fixed"] < rp["end"] - rp["start"]
+    again = json.loads(flor(repo, "replay", "w2", "--where", f"run = '{run}'", "--dry-run",
+                            "--format", "json").stdout)[0]["est_s"]
+    assert first >= prefix and again == pytest.approx(first - 1.0 + rp["fixed"], abs=0.11)

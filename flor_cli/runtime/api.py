@@ -72,7 +72,7 @@ def _start() -> Session | None:
         from flor_cli.storage.git import Git
         from flor_cli.storage.objects import configured_store
 
-        t0 = time.time()
+        t0 = _process_start()
         try:
             git = Git.discover(Path.cwd())
         except NotARepo as e:
@@ -86,6 +86,20 @@ def _start() -> Session | None:
         _watch_exceptions()
     atexit.register(_finish)
     return session
+
+
+def _process_start() -> float:
+    """When this process started (Linux), so that a plain ``python train.py`` run's
+    prefix timing includes interpreter start and imports, as under ``flor run`` (whose
+    supervisor passes its own start); replay's estimate counts on it. Elsewhere: now."""
+    try:
+        with open("/proc/self/stat") as f:
+            ticks = int(f.read().rsplit(")", 1)[1].split()[19])  # field 22, starttime
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return time.time() - (uptime - ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return time.time()
 
 
 def _finish() -> None:

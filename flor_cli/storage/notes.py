@@ -17,6 +17,13 @@ from ``(rp, s)`` and never depend on line position. A checkpoint, and the timing
 epoch or a nested loop, is about nested loop ``i`` of epoch context ``c`` in the run's
 ``flor.checkpointing`` block number ``b`` (from 0; -1 outside any; see :func:`loop_key`).
 
+Replays append; they never rewrite. A second replay of a name into a run adds its own
+header and records, and the newest replay of the name is the value: replays are
+ordered by their header's ``start`` (seconds since the epoch, taken when the replay of
+that run began), ties broken by ``rp``. Replay ids sort by local time only, so readers
+order by ``(start, rp)``, never by ``rp`` alone; the older values stay in the note as
+history.
+
 The keys and kinds are named below; every module reads and writes records through these
 names, and every reader decodes through :func:`read_records`.
 """

@@ -90,18 +90,17 @@ def execute(git: Git, plan: Plan, gpus: Sequence[str] = ()) -> Outcome:
             earlier = checked.get(code)
             if earlier is not None and earlier.diverged and job.mode == "skip":
                 job.mode, job.why = "nested", f"verification failed on run {earlier.run}"
-            check = (_check_range(job) if plan.verify and job.mode == "skip" and earlier is None
-                     else None)
+            check = job.check if job.mode == "skip" else None
             try:
                 with Sandbox(git, git.flor_dir / "worktrees" / f"{outcome.replay_id}-{job.run}",
                              job.commit, extra) as tree:
-                    journals, verification = _replay(tree, job, plan, gpus, scratch, progress,
-                                                     check)
+                    journals, verification, busy = _replay(tree, job, plan, gpus, scratch,
+                                                           progress, check)
                 if verification is not None:
                     checked[code] = verification
                     outcome.verified.append(verification)
                 text = replay_note(outcome.replay_id, plan, job, journals, started, time.time(),
-                                   verification)
+                                   verification, busy)
                 git.append_notes({job.commit: text}, f"flor: replay {outcome.replay_id} "
                                  f"({', '.join(plan.names)}) into run {job.run}")
                 outcome.done.append(job.run)
@@ -123,19 +122,21 @@ def execute(git: Git, plan: Plan, gpus: Sequence[str] = ()) -> Outcome:
 
 def _replay(tree: Path, job: Job, plan: Plan, gpus: Sequence[str], scratch: Path,
             progress: "Progress", check: list[int | None] | None
-            ) -> tuple[list[Path], Verification | None]:
-    """The job's journals, and its verification when ``check`` asks for one; a run whose
-    restored values differ from re-executed ones is replayed again, re-executing."""
+            ) -> tuple[list[Path], Verification | None, float]:
+    """The job's journals, its verification when ``check`` asks for one, and the
+    seconds its workers ran; a run whose restored values differ from re-executed ones
+    is replayed again, re-executing."""
+    started = time.perf_counter()
     journals = _run(tree, job, plan, gpus, scratch, progress, check)
-    if check is None:
-        return journals, None
-    *journals, checker = journals
-    verification = Verification(job.run, job.script, check,
-                                _diverged(_logs(journals), _logs([checker])))
-    if verification.diverged:
-        job.mode, job.why = "nested", f"verification: {verification.diverged}"
-        journals = _run(tree, job, plan, gpus, scratch, progress, None)
-    return journals, verification
+    verification = None
+    if check is not None:
+        *journals, checker = journals
+        verification = Verification(job.run, job.script, check,
+                                    _diverged(_logs(journals), _logs([checker])))
+        if verification.diverged:
+            job.mode, job.why = "nested", f"verification: {verification.diverged}"
+            journals = _run(tree, job, plan, gpus, scratch, progress, None)
+    return journals, verification, time.perf_counter() - started
 
 
 def _run(tree: Path, job: Job, plan: Plan, gpus: Sequence[str], scratch: Path,
@@ -182,19 +183,6 @@ def _launch(argv: list[str], cwd: Path, env: dict[str, str], log_path: Path
         return subprocess.Popen([sys.executable, "-m", "flor_cli.runtime.replay_worker", *argv],
                                 cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log,
                                 stderr=subprocess.STDOUT)
-
-
-def _check_range(job: Job) -> list[int | None] | None:
-    """The epochs a verifying worker re-executes: the last one (with the suffix) when the
-    epoch before it is checkpointed, else the second (the first is always checkpointed),
-    else the only one. None when there is nothing to verify (no checkpoint restored)."""
-    if not job.ckpts or job.epochs < 1:
-        return None
-    held = {list((c.get(CTX) or {0: 0}).values())[-1] for c in job.ckpts}
-    last = job.epochs - 1
-    if last == 0 or last - 1 in held:
-        return [last, None]
-    return [1, 2] if 0 in held else [0, 1]
 
 
 def _diverged(restored: list[dict], reexecuted: list[dict]) -> str | None:
@@ -254,13 +242,15 @@ def _logs(journals: list[Path]) -> list[dict]:
 
 
 def replay_note(replay_id: str, plan: Plan, job: Job, journals: list[Path], start: float,
-                end: float, verification: Verification | None = None) -> str:
+                end: float, verification: Verification | None = None,
+                busy: float | None = None) -> str:
     """The text appended to the run's note: a replay header, then the new log records.
 
     Workers' records are concatenated in epoch order (worker 0 first, each in its own
     sequence) and renumbered, so ``(rp, s)`` orders them as one run would have. The
     header counts the checkpoints restored: the nested loops the replay did not re-run,
-    and says why the mode is slower than needed (``why``) and how verification went.
+    says why the mode is slower than needed (``why``) and how verification went, and
+    what the run cost besides its workers (``fixed``: the next plan's estimate uses it).
     """
     logs = _logs(journals)
     restored = sum(1 for journal in journals for r in _records(journal)
@@ -268,6 +258,7 @@ def replay_note(replay_id: str, plan: Plan, job: Job, journals: list[Path], star
     header = {KIND: REPLAY, REPLAY_ID: replay_id, "names": plan.names, "mode": job.mode,
               "src": job.src, "workers": len(journals), "restored": restored,
               "start": start, "end": end, "status": "ok",
+              **({"fixed": round(max(0.0, end - start - busy), 3)} if busy is not None else {}),
               **({"why": job.why} if job.why else {}),
               **({"verify": verification.record()} if verification else {})}
     records = [{KIND: LOG, REPLAY_ID: replay_id, SEQ: seq,

@@ -23,10 +23,14 @@ from flor_cli.errors import UserError
 from flor_cli.services import query
 from flor_cli.storage import cache, notes
 from flor_cli.storage.git import NOTES_REF, Git
-from flor_cli.storage.notes import (ARG, BLOCK, CKPT, KIND, NAME, NESTED, OBJECTS, OUTER, PREFIX,
+from flor_cli.storage.notes import (ARG, BLOCK, CKPT, CTX, KIND, NAME, NESTED, OBJECTS, OUTER, PREFIX,
                                     SECONDS, SUFFIX, TIME, TIMING, VALUE)
 from flor_cli.storage.objects import ObjectStore, configured_store
 
+# Seconds a replayed run costs besides its workers: worktree checkout and links, the
+# note append, cleanup (1.1 s measured on the 2-core dev VM under load); a repository's
+# own last replay of the run replaces it with what it measured there (``fixed``).
+FIXED_SECONDS = 1.0
 MODE_OF_LEVEL = {"prefix": "prefix", "outer_before": "skip", "outer_after": "skip",
                  "suffix": "skip", "nested": "nested"}
 DEMAND = ("prefix", "skip", "nested")  # least to most re-execution
@@ -54,6 +58,8 @@ class Job:
     missing_ckpts: int = 0
     times: list[dict] = field(default_factory=list)  # the run's timing records
     est: float = 0.0
+    fixed: float = FIXED_SECONDS  # per-run cost besides the workers, as last measured
+    check: list[int | None] | None = None  # epochs a verifying worker re-executes
     skip: str | None = None
     why: str = ""  # why the mode is slower than the statements' levels need
 
@@ -108,8 +114,14 @@ def make_plan(git: Git, names: Sequence[str], where: str | None = None, workers:
     tip = git.ref(NOTES_REF)  # read every note from one notes commit
     jobs = [_job(git, store, tip, run, commit) for run, commit in selected]
     _attach_code(git, jobs, names, rev_commit)
+    verifying: set[tuple[str, str]] = set()
     for job in jobs:
         if job.skip is None:
+            code = (job.script, job.source)
+            if verify and job.mode == "skip" and code not in verifying:
+                job.check = check_range(job)
+                if job.check is not None:
+                    verifying.add(code)
             job.est = estimate(job, workers)
     return Plan(names, workers, store, jobs, verify)
 
@@ -146,6 +158,8 @@ def _job(git: Git, store: ObjectStore, tip: str | None, run: str, commit: str) -
     job.argv = list(header.get("argv", []))
     job.args = {r[NAME]: r.get(VALUE) for r in note.records if r[KIND] == ARG}
     job.times = notes.main_timings(note.records)
+    job.fixed = next((r["fixed"] for r in reversed(note.replays)
+                      if isinstance(r.get("fixed"), (int, float))), FIXED_SECONDS)
     job.epochs = sum(1 for r in job.times if r.get(TIMING) == OUTER)
     # A checkpoint with an object missing from the store (deleted, a shared store out of
     # reach) costs time, not exactness: its nested loop re-runs from the exact state.
@@ -248,13 +262,15 @@ def estimate(job: Job, workers: int) -> float:
     them), fast-forwards the epochs before its range (each less the nested loops a
     checkpoint replaces, plus loading it, taken to cost what saving it did), re-runs the
     epochs of its range in full, and the last one the suffix. ``skip`` is one worker
-    fast-forwarding every epoch; ``prefix`` stops at the main loop.
+    fast-forwarding every epoch, beside which a verifying worker re-executes its
+    ``check`` range; ``prefix`` stops at the main loop. Plus the run's fixed cost
+    besides its workers (``fixed``).
     """
     def total(kind: str) -> float:
         return sum(r.get(SECONDS, 0) for r in job.times if r.get(TIMING) == kind)
 
     if job.mode == "prefix":
-        return total(PREFIX)
+        return total(PREFIX) + job.fixed
     nested = {notes.loop_key_of(r): r.get(SECONDS, 0)
               for r in job.times if r.get(TIMING) == NESTED}
     saved: dict[tuple, float] = {}  # (block, epoch context) -> what restoring saves
@@ -272,7 +288,22 @@ def estimate(job: Job, workers: int) -> float:
                 + (total(SUFFIX) if hi is None else 0))
 
     ranges = worker_ranges(job.epochs, workers) if job.mode == "nested" else [[job.epochs, None]]
-    return max(0.0, max(worker(r) for r in ranges))
+    if job.check is not None:
+        ranges.append(job.check)
+    return max(0.0, max(worker(r) for r in ranges)) + job.fixed
+
+
+def check_range(job: Job) -> list[int | None] | None:
+    """The epochs a verifying worker re-executes: the last one (with the suffix) when the
+    epoch before it is checkpointed, else the second (the first is always checkpointed),
+    else the only one. None when there is nothing to verify (no checkpoint restored)."""
+    if not job.ckpts or job.epochs < 1:
+        return None
+    held = {list((c.get(CTX) or {0: 0}).values())[-1] for c in job.ckpts}
+    last = job.epochs - 1
+    if last == 0 or last - 1 in held:
+        return [last, None]
+    return [1, 2] if 0 in held else [0, 1]
 
 
 def worker_ranges(epochs: int, workers: int) -> list[list[int] | None]:
