@@ -193,7 +193,7 @@ def test_checkpoints_are_written_and_listed_in_the_manifest(repo: Path) -> None:
     assert [c["c"] for c in ckpts] == [{"epoch": 0}, {"epoch": 1}]
     objects = repo / ".git" / "flor" / "objects"
     for c in ckpts:
-        assert set(c["objs"]) == {"model", "optimizer", "scheduler", "__rng__"}
+        assert set(c["objs"]) == {"model", "optimizer", "scheduler", "__rng__", "__frame__"}
         for info in c["objs"].values():
             assert (objects / info["sha"][:2] / info["sha"][2:]).is_file()
     kinds = {r["k"] for r in note["records"] if r["t"] == "time"}
