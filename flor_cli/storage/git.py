@@ -404,6 +404,16 @@ class Git:
             raise RemoteError(f"git push: {failures[0] if failures else _last_line(proc.stderr)}")
         return rejected
 
+    def tracked_files(self, pathspec: str, cwd: Path) -> list[str]:
+        """Files git tracks matching ``pathspec``, relative to ``cwd`` (``git ls-files``)."""
+        return [p for p in self.cli("ls-files", "-z", "--", pathspec, cwd=cwd).split("\0") if p]
+
+    def ignored_paths(self) -> list[str]:
+        """Untracked paths git ignores, directories as one entry ending in ``/``."""
+        out = self.cli("ls-files", "-z", "--others", "--ignored", "--exclude-standard",
+                       "--directory")
+        return [p for p in out.split("\0") if p]
+
     def hooks_dir(self) -> Path:
         """Where git runs hooks from, ``core.hooksPath`` honoured."""
         return (self.root / self.cli("rev-parse", "--git-path", "hooks").strip()).resolve()

@@ -214,9 +214,7 @@ class Sandbox:
 def _untracked_paths(git: Git) -> list[str]:
     """Top-level entries and ignored paths of the user's checkout, parents first."""
     top = [n for n in os.listdir(git.root) if n != ".git"]
-    ignored = git.cli("ls-files", "-z", "--others", "--ignored", "--exclude-standard",
-                      "--directory").split("\0")
-    paths = {p.rstrip("/") for p in top + ignored if p}
+    paths = {p.rstrip("/") for p in top + git.ignored_paths()}
     return sorted((p for p in paths if "__pycache__" not in Path(p).parts),
                   key=lambda p: (p.count("/"), p))
 
