@@ -53,6 +53,7 @@ BYTES = "bytes"  # ckpt: size written
 SHA = "sha"  # ckpt: in each of OBJECTS, the object's digest
 SERIALIZER = "kind"  # ckpt: in each of OBJECTS, how it was serialized
 RUN_ID = "run"  # run header: the run's id
+LOST = "lost"  # end (journal), run header: records that could not be written
 
 # -- record kinds (values of KIND) ------------------------------------------------------
 RUN = "run"  # the run header (first line)
