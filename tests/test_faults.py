@@ -285,3 +285,38 @@ def test_kill_9_of_replay_ends_its_worker_and_the_next_replay_prunes_its_worktre
     assert prune_stale_worktrees(Git(repo))
     assert "flor/worktrees" not in git(repo, "worktree", "list")
     assert not [p for p in (repo / ".git" / "flor" / "worktrees").iterdir()]
+
+
+# -- the cache -------------------------------------------------------------------------
+
+def _cli(repo: Path, monkeypatch: pytest.MonkeyPatch, *args: str):
+    from click.testing import CliRunner
+
+    from flor_cli.main import cli
+
+    monkeypatch.chdir(repo)
+    return CliRunner().invoke(cli, list(args))
+
+
+@pytest.mark.parametrize("damage", ["random bytes", "truncated"])
+def test_a_damaged_cache_is_rebuilt_with_a_warning(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, damage: str) -> None:
+    repo = make_repo(tmp_path / "repo", files={"f.txt": "x\n"})
+    g = Git(repo)
+    journal.fold(g, _journal(g), status={"status": "ok", "exit": 0})
+    assert _cli(repo, monkeypatch, "log").exit_code == 0
+    db = g.flor_dir / "cache.db"
+    for suffix in ("-wal", "-shm"):
+        db.with_name(db.name + suffix).unlink(missing_ok=True)
+    size = db.stat().st_size
+    if damage == "random bytes":
+        db.write_bytes(os.urandom(size))
+    else:
+        with open(db, "r+b") as f:
+            f.truncate(size // 3)
+    result = _cli(repo, monkeypatch, "query", "SELECT value FROM logs ORDER BY seq",
+                  "--format", "json")
+    assert result.exit_code == 0, result.output
+    assert [row["value"] for row in json.loads(result.stdout)] == [0, 1, 2, 3, 4]
+    if damage == "random bytes":
+        assert "query cache" in result.stderr and "rebuilding" in result.stderr

@@ -13,7 +13,7 @@ import sqlite3
 from collections import deque
 from types import SimpleNamespace
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from flor_cli.runtime.session import Session
@@ -36,8 +36,9 @@ CUT = object()  # a repr cut at 1,000 characters: only its type and length are c
 
 
 def _readable(text: str) -> str:
-    """A string as it comes back: a lone surrogate spelled out (``\\udc80``)."""
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    """A string as it comes back: a lone surrogate spelled out (``\\udc80``); a pair of
+    surrogates given as two code points is the character they encode, as JSON reads it."""
+    return json.loads(json.dumps(text)).encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def expected(value):
@@ -98,6 +99,15 @@ def test_a_logged_value_comes_back_equal_or_in_its_readable_form(value) -> None:
         assert cached == int(stored)
     else:
         assert cached == stored
+
+
+@SETTINGS
+@given(any_text)
+@example("a\udc80b")  # an undecodable byte of a command line, as Python hands it over
+@example("\ud83d\ude00\ud800")  # a pair as two escapes beside a lone one
+def test_any_string_comes_back_readable(text: str) -> None:
+    stored, cached = _store_and_read(text)
+    assert stored == cached == _readable(text)
 
 
 @SETTINGS

@@ -90,16 +90,42 @@ def connect(git: Git) -> sqlite3.Connection:
     The caller closes it; :func:`connection` does that."""
     path = path_of(git)
     path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return _connect(git, path)
+    except sqlite3.DatabaseError as e:
+        if not damaged(e):
+            raise
+        notes.warn(f"the query cache {path} is damaged ({e}); rebuilding it from the notes")
+        _remove(path)
+        return _connect(git, path)
+
+
+def damaged(error: sqlite3.DatabaseError) -> bool:
+    """Whether SQLite says the file is not a database or is corrupt (truncated, random
+    bytes): the cache is derived from the notes, so it is rebuilt, never repaired."""
+    name = getattr(error, "sqlite_errorname", "") or ""
+    return name == "SQLITE_NOTADB" or name.startswith("SQLITE_CORRUPT")
+
+
+def _remove(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):  # a stale WAL must not meet the new file
+        path.with_name(path.name + suffix).unlink(missing_ok=True)
+
+
+def _connect(git: Git, path: Path) -> sqlite3.Connection:
     db = _open(path)
-    if _schema_version(db) != SCHEMA_VERSION:
+    try:
+        if _schema_version(db) != SCHEMA_VERSION:
+            db.close()
+            _remove(path)
+            db = _open(path)
+        db.executescript(SCHEMA)
+        _create_log_indexes(db)
+        db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+        sync(git, db)
+    except BaseException:
         db.close()
-        for suffix in ("", "-wal", "-shm"):  # a stale WAL must not meet the new file
-            path.with_name(path.name + suffix).unlink(missing_ok=True)
-        db = _open(path)
-    db.executescript(SCHEMA)
-    _create_log_indexes(db)
-    db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
-    sync(git, db)
+        raise
     return db
 
 
@@ -113,7 +139,7 @@ def _open(path: Path) -> sqlite3.Connection:
 def _schema_version(db: sqlite3.Connection) -> str | None:
     try:
         row = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
-    except sqlite3.DatabaseError:
+    except sqlite3.OperationalError:  # no such table: not a flor cache (yet)
         return None
     return row[0] if row else None
 
