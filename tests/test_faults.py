@@ -289,22 +289,25 @@ def test_kill_9_of_replay_ends_its_worker_and_the_next_replay_prunes_its_worktre
 
 # -- the cache -------------------------------------------------------------------------
 
-def _cli(repo: Path, monkeypatch: pytest.MonkeyPatch, *args: str):
-    from click.testing import CliRunner
-
-    from flor_cli.main import cli
+def _cli(repo: Path, monkeypatch: pytest.MonkeyPatch, capsys, *args: str):
+    """``flor ARGS`` in-process: (exit status, stdout, stderr)."""
+    from flor_cli.main import main
 
     monkeypatch.chdir(repo)
-    return CliRunner().invoke(cli, list(args))
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit:
+        main(list(args))
+    out, err = capsys.readouterr()
+    return exit.value.code, out, err
 
 
 @pytest.mark.parametrize("damage", ["random bytes", "truncated"])
 def test_a_damaged_cache_is_rebuilt_with_a_warning(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, damage: str) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys, damage: str) -> None:
     repo = make_repo(tmp_path / "repo", files={"f.txt": "x\n"})
     g = Git(repo)
     journal.fold(g, _journal(g), status={"status": "ok", "exit": 0})
-    assert _cli(repo, monkeypatch, "log").exit_code == 0
+    assert _cli(repo, monkeypatch, capsys, "log")[0] == 0
     db = g.flor_dir / "cache.db"
     for suffix in ("-wal", "-shm"):
         db.with_name(db.name + suffix).unlink(missing_ok=True)
@@ -314,9 +317,19 @@ def test_a_damaged_cache_is_rebuilt_with_a_warning(
     else:
         with open(db, "r+b") as f:
             f.truncate(size // 3)
-    result = _cli(repo, monkeypatch, "query", "SELECT value FROM logs ORDER BY seq",
-                  "--format", "json")
-    assert result.exit_code == 0, result.output
-    assert [row["value"] for row in json.loads(result.stdout)] == [0, 1, 2, 3, 4]
+    code, out, err = _cli(repo, monkeypatch, capsys, "query",
+                          "SELECT value FROM logs ORDER BY seq", "--format", "json")
+    assert code == 0, err
+    assert [row["value"] for row in json.loads(out)] == [0, 1, 2, 3, 4]
     if damage == "random bytes":
-        assert "query cache" in result.stderr and "rebuilding" in result.stderr
+        assert "query cache" in err and "rebuilding" in err
+
+
+def test_a_binary_file_given_to_transplant_is_one_clear_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    (tmp_path / "new.py").write_text('import flor\nflor.log("x", 1)\n')
+    (tmp_path / "old.py").write_bytes(b"\x89PNG\r\n\x1a\n\xbd\x00\xff")
+    code, _, err = _cli(tmp_path, monkeypatch, capsys, "transplant", "x", "--from",
+                        "new.py", "--into", "old.py")
+    assert code == 2
+    assert err == "flor: old.py: not a Python script (not UTF-8 text)\n"
