@@ -37,7 +37,7 @@ class ObjectStore:
 
     def path(self, digest: str) -> Path:
         if not is_digest(digest):
-            raise BadObject(f"not a checkpoint digest: {str(digest)[:80]!r}")
+            raise BadObject(f"not an object digest: {str(digest)[:80]!r}")
         return self.root / digest[:2] / digest[2:]
 
     def put(self, data: bytes) -> str:
@@ -75,8 +75,8 @@ class ObjectStore:
         for chunk in chunks:
             h.update(chunk)
         if h.hexdigest() != digest:
-            raise BadObject(f"checkpoint object {digest[:12]} does not match its digest "
-                            "(changed after it was written): refusing to load it")
+            raise BadObject(f"object {digest[:12]} does not match its digest (changed "
+                            "after it was written): refusing to load it")
 
 
 def store_for(flor_dir: Path, configured: str | None = None) -> ObjectStore:
