@@ -151,6 +151,8 @@ def _job(git: Git, store: ObjectStore, tip: str | None, run: str, commit: str) -
     job.missing_ckpts = len(ckpts) - len(job.ckpts)
     if header.get("status") != "ok":
         job.skip = f"the run did not finish (status {header.get('status')})"
+    elif not (notes.inside(job.script) and notes.inside(job.cwd)):
+        job.skip = "its script or working directory is outside the repository"
     elif commit not in git.repo:
         job.skip = f"its shadow commit {commit[:10]} is missing (fetch flor.shadow)"
     else:
