@@ -228,13 +228,22 @@ def test_a_fold_cut_short_at_any_step_loses_and_doubles_nothing(
 
 
 def test_ctrl_c_waits_for_the_fold_to_finish() -> None:
-    done = []
-    with pytest.raises(KeyboardInterrupt):
-        with journal.interrupts_deferred():
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(0.05)
-            done.append(True)
-    assert done == [True]
+    # in a process of its own: only a main thread takes signals, and pytest-xdist's
+    # workers may run tests on another thread
+    code = """
+import os, signal, time
+from flor_cli.storage import journal
+done = []
+try:
+    with journal.interrupts_deferred():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)
+        done.append(True)
+except KeyboardInterrupt:
+    print("interrupted after", done)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout
+    assert out == "interrupted after [True]\n"
 
 
 # -- replay ----------------------------------------------------------------------------
@@ -333,3 +342,79 @@ def test_a_binary_file_given_to_transplant_is_one_clear_line(
                         "new.py", "--into", "old.py")
     assert code == 2
     assert err == "flor: old.py: not a Python script (not UTF-8 text)\n"
+
+
+def test_the_snapshot_holds_what_ran_even_for_assume_unchanged_and_skip_worktree(
+        tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo", files={"a.py": "A = 1\n", "b.py": "B = 1\n",
+                                               "c.py": "C = 1\n"})
+    git(repo, "update-index", "--assume-unchanged", "a.py")
+    git(repo, "update-index", "--skip-worktree", "b.py")
+    git(repo, "update-index", "--assume-unchanged", "--", "c.py")
+    git(repo, "update-index", "--skip-worktree", "c.py")
+    for name in ("a", "b", "c"):
+        (repo / f"{name}.py").write_text(f"{name.upper()} = 2  # what ran\n")
+    index = (repo / ".git" / "index").read_bytes()
+    tree = Git(repo).snapshot_tree()
+    for name in ("a", "b", "c"):
+        assert git(repo, "show", f"{tree}:{name}.py") == f"{name.upper()} = 2  # what ran\n"
+    assert (repo / ".git" / "index").read_bytes() == index  # the user's flags stay
+
+
+def test_a_full_disk_during_the_fold_says_so(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from flor_cli.storage import git as git_module
+
+    repo = make_repo(tmp_path / "repo", files={"f.txt": "x\n"})
+    g = Git(repo)
+    path = _journal(g)
+    real = git_module.run_git
+
+    def full(args, cwd, **kwargs):
+        if list(args)[0] == "update-ref":
+            return subprocess.CompletedProcess(
+                ["git", *args], 128, "", "fatal: update_ref failed for ref "
+                "'refs/heads/flor.shadow': unable to append to '.git/logs/refs/heads/"
+                "flor.shadow': No space left on device\n")
+        return real(args, cwd, **kwargs)
+
+    monkeypatch.setattr(git_module, "run_git", full)
+    with pytest.raises(Exception) as failed:
+        journal.fold(g, path, status={"status": "ok", "exit": 0})
+    assert "No space left on device" in str(failed.value)
+    assert "concurrent writers" not in str(failed.value)
+    assert path.exists()  # nothing lost: the next command folds it
+
+
+@pytest.mark.parametrize("trouble", ["read-only", "disk full", "unreadable file"])
+def test_the_machine_s_troubles_are_one_clear_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys, trouble: str) -> None:
+    """As root (CI) chmod does not stop flor, so each trouble is raised where it hits."""
+    from flor_cli.storage import git as git_module
+
+    repo = make_repo(tmp_path / "repo", files={"t.py": "print(1)\n"})
+    journals = repo / ".git" / "flor" / "journals"
+    if trouble == "read-only":
+        def begin(*args, **kwargs):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(journals))
+        monkeypatch.setattr(journal, "begin", begin)
+        expected = f"flor: {journals}: Read-only file system\n"
+    elif trouble == "disk full":
+        def begin(*args, **kwargs):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(journals / "r.jsonl"))
+        monkeypatch.setattr(journal, "begin", begin)
+        expected = f"flor: {journals / 'r.jsonl'}: No space left on device\n"
+    else:  # what git add says of a chmod 000 file in the tree
+        real = git_module.run_git
+
+        def run_git(args, cwd, **kwargs):
+            if list(args)[:1] == ["add"]:
+                raise git_module.GitError(["git", *args], 128,
+                                          'error: open("secret.txt"): Permission denied\n'
+                                          "error: unable to index file 'secret.txt'\n"
+                                          "fatal: adding files failed\n")
+            return real(args, cwd, **kwargs)
+        monkeypatch.setattr(git_module, "run_git", run_git)
+        expected = 'flor: git add: error: open("secret.txt"): Permission denied\n'
+    code, _, err = _cli(repo, monkeypatch, capsys, "run", "t.py")
+    assert (code, err) == (2, expected)
