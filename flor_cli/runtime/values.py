@@ -12,8 +12,8 @@ gets ``"ty": "<module>.<qualname>"`` of the original:
 * anything else                                -> ``repr(value)``, cut to 1,000 characters
 
 Integers of any size stay exact integers in the note; the query cache keeps those beyond
-SQLite's 64 bits as their decimal text (see ``storage.cache.sql_value``); one of more than
-13,000 bits (past what Python writes in decimal) is stored as ``hex(value)`` text. A string with a
+SQLite's 64 bits as their decimal text (``storage.cache``); one of more than 13,000
+bits (past what Python writes in decimal) is stored as ``hex(value)`` text. A string with a
 lone surrogate (``\\udc80``: an undecodable byte of a command line) is stored as JSON
 writes it, ``"\\udc80"``, and read back with the escape spelled out (six characters,
 ``storage.notes``), so every command can show and index it; two surrogates that form a
