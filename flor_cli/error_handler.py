@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import time
@@ -38,6 +39,9 @@ def error_handler() -> Iterator[None]:
         _say("interrupted")
         raise SystemExit(INTERRUPTED_EXIT) from None
     except Exception as e:  # noqa: BLE001 - the point of this handler
+        if (problem := environment_problem(e)) is not None:
+            _say(problem)
+            raise SystemExit(UserError.exit_code) from None
         try:
             where = f"details in {write_log(e)}"
         except Exception as failed:  # noqa: BLE001 - never hide the original error
@@ -45,6 +49,29 @@ def error_handler() -> Iterator[None]:
         _say(f"unexpected error (a bug in flor): {type(e).__name__}: {_first_line(e)}; "
              f"{where}")
         raise SystemExit(BUG_EXIT) from None
+
+
+# What the machine, not flor, is to blame for: the user fixes it (frees space, makes
+# the repository writable, gives a file back its permissions), so one line, exit 2.
+_ENVIRONMENT = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def environment_problem(error: BaseException) -> str | None:
+    """One line for a full disk, a read-only repository or a file flor may not read,
+    whether Python or a git command ran into it; None for anything else."""
+    if isinstance(error, OSError) and error.errno in _ENVIRONMENT:
+        where = f"{error.filename}: " if error.filename else ""
+        return f"{where}{error.strerror}"
+    stderr = getattr(error, "stderr", None)  # a GitError: git said why
+    if getattr(error, "command", None) and isinstance(stderr, str):
+        reasons = [os.strerror(code) for code in _ENVIRONMENT]
+        for line in reversed(stderr.strip().splitlines()):
+            if any(reason in line for reason in reasons):
+                return f"git {error.command[1]}: {line.strip()}"
+    text = _first_line(error)  # e.g. libgit2 failing to write an object
+    if any(os.strerror(code) in text for code in (errno.ENOSPC, errno.EDQUOT, errno.EROFS)):
+        return text
+    return None
 
 
 def write_log(error: BaseException) -> Path:

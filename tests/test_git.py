@@ -49,3 +49,12 @@ def test_a_remote_that_cannot_be_reached_is_the_users_to_fix(repo: Path, tmp_pat
     with pytest.raises(RemoteError, match=r"^git ls-remote: .*") as raised:
         Git(repo).remote_refs(str(tmp_path / "nowhere.git"), ["refs/notes/flor"])
     assert isinstance(raised.value, UserError) and "\n" not in str(raised.value)
+
+
+def test_no_module_but_storage_git_runs_git() -> None:
+    """One wrapper sees every git command: nothing else spawns git or calls Git.cli."""
+    root = Path(__file__).resolve().parent.parent / "flor_cli"
+    offenders = [str(p.relative_to(root)) for p in root.rglob("*.py")
+                 if p.name != "git.py" and any(s in p.read_text() for s in
+                                               ('["git"', "'git',", '"git",', ".cli("))]
+    assert offenders == []

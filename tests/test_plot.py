@@ -89,7 +89,7 @@ def test_a_value_per_run_is_points_against_the_arg_that_differs(repo, tmp_path):
     assert (final.kind, final.xlabel) == ("points", "lr")
     assert final.series[0].x == [0.1, 0.2]
     (by_opt,) = plot.panels(Git(repo), ["final"], by=["opt"])
-    assert by_opt.xticks == ['"sgd"'] or by_opt.xticks == ["sgd"]
+    assert by_opt.xticks == ["sgd"] and by_opt.series[0].x == [0, 0]
     out = tmp_path / "final.png"
     plot.save([final], str(out))
     fig = plot.figure([final])
@@ -211,6 +211,17 @@ def test_push_copies_logged_files_to_the_shared_store(repo, tmp_path):
             for ty, v in values if ty in ("flor.Image", "flor.File")}
     assert len(shas) == 6 and all((store / s[:2] / s[2:]).is_file() for s in shas)
 
+    # another clone pulls the runs; their images come from the shared store
+    git(repo, "push", "-q", "shared-test", "main")
+    other = tmp_path / "other"
+    git(tmp_path, "clone", "-q", str(remote), str(other))
+    flor(other, "pull", "origin")
+    missing = flor(other, "export", "grid", "-o", str(tmp_path / "none"))
+    assert missing.stdout == "" and missing.stderr.count("not in any object store") == 6
+    git(other, "config", "flor.store", str(store))
+    exported = flor(other, "export", "grid", "-o", str(tmp_path / "out")).stdout.split()
+    assert len(exported) == 6 and all(Path(p).read_bytes().startswith(b"\x89PNG") for p in exported)
+
 
 def test_image_wrapper_checks_its_input():
     import flor
@@ -224,6 +235,9 @@ def test_image_wrapper_checks_its_input():
     assert (np.asarray(PILImage.open(io.BytesIO(encode_png(rgba)))) == rgba).all()
     floats = np.asarray(PILImage.open(io.BytesIO(flor.Image(np.array([[0.0, 1.0]])).png())))
     assert floats.tolist() == [[0, 255]]
+    import torch
+    tensor = np.asarray(PILImage.open(io.BytesIO(flor.Image(torch.ones(2, 3, 3)).png())))
+    assert tensor.shape == (2, 3, 3) and (tensor == 255).all()
 
 
 @pytest.mark.parametrize("value", [

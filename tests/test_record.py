@@ -186,8 +186,19 @@ def test_no_torch_script(tmp_path: Path) -> None:
     assert note["header"].get("torch") is None
 
 
-def test_checkpoints_are_written_and_listed_in_the_manifest(repo: Path) -> None:
-    flor(repo, "run", "train.py", *SMALL)
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """lr=0.01 then lr=0.1, two epochs of two batches each: for the tests that only read
+    recorded runs (recording a torch run is the costly part of a test)."""
+    repo = make_repo(tmp_path_factory.mktemp("two_runs") / "repo",
+                     files={"train.py": fixture_script("train.py")})
+    for lr in ("0.01", "0.1"):
+        flor(repo, "run", "train.py", "--kwargs", f"lr={lr}", "epochs=2", "batches=2")
+    return repo
+
+
+def test_checkpoints_are_written_and_listed_in_the_manifest(two_runs: Path) -> None:
+    repo = two_runs
     note = json.loads(cli(repo, "show", "latest", "--format", "json").stdout)
     ckpts = [r for r in note["records"] if r["t"] == "ckpt"]
     assert [c["c"] for c in ckpts] == [{"epoch": 0}, {"epoch": 1}]
@@ -200,29 +211,28 @@ def test_checkpoints_are_written_and_listed_in_the_manifest(repo: Path) -> None:
     assert kinds == {"prefix", "outer", "nested", "suffix"}
 
 
-def test_cache_is_deletable(repo: Path) -> None:
-    for lr in ("0.01", "0.1"):
-        flor(repo, "run", "train.py", "--kwargs", f"lr={lr}", "epochs=2", "batches=2")
-    before = [flor(repo, *args).stdout for args in
+def test_cache_is_deletable(two_runs: Path) -> None:
+    repo = two_runs
+    before = [cli(repo, *args).stdout for args in
               (["log"], ["log", "--pivot", "loss", "val_acc"], ["log", "--pivot", "--json"])]
     (repo / ".git" / "flor" / "cache.db").unlink()
     for suffix in ("-wal", "-shm"):
         (repo / ".git" / "flor" / f"cache.db{suffix}").unlink(missing_ok=True)
     stale = repo / ".git" / "flor" / "cache-part-killed.db"  # a rebuild helper's, SIGKILLed
     stale.write_bytes(b"half-built")
-    after = [flor(repo, *args).stdout for args in
+    after = [cli(repo, *args).stdout for args in
              (["log"], ["log", "--pivot", "loss", "val_acc"], ["log", "--pivot", "--json"])]
     assert after == before
     assert not stale.exists()
 
 
-def test_output_formats_agree(repo: Path) -> None:
-    flor(repo, "run", "train.py", *SMALL)
+def test_output_formats_agree(two_runs: Path) -> None:
+    repo = two_runs
     rows = flor_json(repo, "log", "--pivot", "val_acc")
     assert set(rows[0]) == {"run", "epoch", "lr", "epochs", "batches", "batch_size", "hidden",
                             "width", "val_acc"}
     csv_lines = cli(repo, "log", "--pivot", "val_acc", "--csv").stdout.splitlines()
-    assert csv_lines[0].split(",")[0] == "run" and len(csv_lines) == 3
+    assert csv_lines[0].split(",")[0] == "run" and len(csv_lines) == 1 + 2 * 2
     md = cli(repo, "log", "--pivot", "val_acc", "--format", "markdown").stdout
     assert md.splitlines()[1].startswith("|-")
     limited = flor_json(repo, "log", "--pivot", "loss", "--where", "epoch = 1", "--sort",
@@ -231,15 +241,15 @@ def test_output_formats_agree(repo: Path) -> None:
     assert all(r["epoch"] == 1 for r in limited)
 
 
-def test_dataframe_and_query_api(repo: Path) -> None:
-    flor(repo, "run", "train.py", *SMALL)
+def test_dataframe_and_query_api(two_runs: Path) -> None:
+    repo = two_runs
     code = ("import flor; df = flor.dataframe('loss', 'val_acc'); "
             "print(len(df), list(df.columns)[:3]); "
             "print(flor.query('SELECT count(*) AS n FROM logs').n[0])")
     out = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True,
                          text=True, check=True).stdout.split("\n")
-    assert out[0] == "8 ['run', 'epoch', 'step']"
-    assert int(out[1]) == 2 * 3 + 2 + 1
+    assert out[0] == "12 ['run', 'epoch', 'step']"  # per run: 2 x 2 steps' loss, 2 val_acc
+    assert int(out[1]) == 2 * (2 * 2 + 2 + 1)
 
 
 def test_flor_commit_ends_a_run_in_a_notebook_session(repo: Path) -> None:
@@ -277,9 +287,8 @@ def test_concurrent_readers_during_a_run(repo: Path) -> None:
     assert run["status"] == "interrupted"
 
 
-def test_pivot_accepts_arg_names_beside_logged_names(repo: Path) -> None:
-    for lr in ("0.01", "0.1"):
-        flor(repo, "run", "train.py", "--kwargs", f"lr={lr}", "epochs=2", "batches=2")
+def test_pivot_accepts_arg_names_beside_logged_names(two_runs: Path) -> None:
+    repo = two_runs
     rows = flor_json(repo, "log", "--pivot", "lr", "val_acc")
     assert [(r["lr"], r["epoch"]) for r in rows] == [(0.01, 0), (0.01, 1), (0.1, 0), (0.1, 1)]
     assert list(rows[0])[-1] == "val_acc"

@@ -120,3 +120,9 @@ def test_report_data_round_trips_through_the_page(page_file):
     data = json.loads(payload)
     assert data["columns"][:2] == ["run", "time"] and "version" in data["columns"]
     assert any(HOSTILE in json.dumps(row) for row in data["rows"])
+
+
+def test_diffs_past_the_page_budget_are_left_out(recorded, monkeypatch):
+    monkeypatch.setattr(report, "MAX_DIFFS_CHARS", 0)
+    first, second = report.build(Git(recorded))["versions"]
+    assert "diff" not in second and second["diff_left_out"]

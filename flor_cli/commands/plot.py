@@ -42,17 +42,14 @@ def command(names: tuple[str, ...], where: str | None, x: str | None, by: tuple[
 
 
 def _in_terminal(panels) -> str:
-    """The panels drawn with text (plotext), stacked, as wide as the terminal."""
+    """The panels drawn with text (plotext), one under the other, as wide as the terminal."""
     import plotext as plt
 
     width, height = shutil.get_terminal_size((100, 30))
-    plt.clf()
-    plt.subplots(len(panels), 1)
-    plt.plotsize(min(width, 160), max(15, min(height - 2, 20)) * len(panels))
-    if not sys.stdout.isatty():
-        plt.theme("clear")  # no colour codes in a pipe or a file
-    for row, panel in enumerate(panels, start=1):
-        plt.subplot(row, 1)
+    drawn = []
+    for panel in panels:
+        plt.clf()
+        plt.plotsize(min(width, 160), max(15, min(height - 2, 24)))
         plt.title(panel.name)
         plt.xlabel(panel.xlabel)
         draw = plt.plot if panel.kind == "curve" else plt.scatter
@@ -60,4 +57,6 @@ def _in_terminal(panels) -> str:
             draw(series.x, series.y, label=series.label)
         if panel.xticks is not None:
             plt.xticks(list(range(len(panel.xticks))), panel.xticks)
-    return plt.build()
+        drawn.append(plt.build())
+    text = "\n".join(drawn)
+    return text if sys.stdout.isatty() else plt.uncolorize(text)  # no colour codes in a pipe

@@ -20,6 +20,9 @@ def command(where: str | None, output: Path) -> None:
     each code version with its diff to the one before; values backfilled by replay are
     marked. Scripts, styles, data and images are inline: the file opens without a
     network, from disk or as a CI artifact.
+
+    An untracked file in the working tree is part of the next run's code snapshot:
+    write the report outside the repository, or list it in .gitignore.
     """
     from flor_cli.services import report
     from flor_cli.storage.git import Git

@@ -31,9 +31,19 @@ def command(names: str, new_path: str, old_path: str, output: str | None) -> Non
     wanted = [name.strip() for name in names.split(",") if name.strip()]
     if not wanted:
         raise click.UsageError("NAMES is empty")
-    result = transplant(wanted, Path(new_path).read_text(), Path(old_path).read_text(),
+    result = transplant(wanted, _source(new_path), _source(old_path),
                         new_path=new_path, old_path=old_path)
     if output:
         Path(output).write_text(result)
     else:
         click.echo(result, nl=False)
+
+
+def _source(path: str) -> str:
+    """A script's text; a file that is not UTF-8 text (a binary) is the user's mistake."""
+    from flor_cli.errors import UserError
+
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a Python script (not UTF-8 text)") from None

@@ -11,7 +11,9 @@ nothing in a notebook. Which kind of run depends on how the script was started:
 
 The ``FLOR_*`` variables (:mod:`protocol`) are removed once read, so subprocesses the
 script starts do not write into this run; forked children (DataLoader workers) stop
-recording.
+recording, and so do ``multiprocessing`` children started by spawn or forkserver: one
+script, one run. The first call starts the run under a lock, so threads calling flor at
+once share one run.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import atexit
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
@@ -49,17 +52,31 @@ if "--kwargs" in sys.argv and not protocol.launched():
         _fail(str(e))
 
 
+_starting = threading.Lock()
+
+
 def _current() -> Session | None:
     global _session
     if _session is None and not _disabled:
-        _session = _start()
+        with _starting:
+            if _session is None and not _disabled:
+                _session = _start()
     return _session
+
+
+def _multiprocessing_child() -> bool:
+    """A ``multiprocessing`` worker (spawn, forkserver): its parent is the run."""
+    mp = sys.modules.get("multiprocessing")
+    return mp is not None and mp.parent_process() is not None
 
 
 def _start() -> Session | None:
     global _disabled, _owner
     from flor_cli.storage.objects import ObjectStore
 
+    if _multiprocessing_child():
+        _disabled = True
+        return None
     if (replay := protocol.take_replay()) is not None:
         from flor_cli.runtime.replay_mode import ReplaySession
 
@@ -83,7 +100,7 @@ def _start() -> Session | None:
         path = journal.begin(git, sys.argv[0], sys.argv[1:], _argv_kwargs, supervisor=os.getpid())
         session = Session(path, configured_store(git), _argv_kwargs, t0)
         _owner = git
-        _watch_exceptions()
+        _watch_exit()
     atexit.register(_finish)
     return session
 
@@ -122,17 +139,27 @@ def _finish() -> None:
         _owner = None
 
 
-def _watch_exceptions() -> None:
-    """A plain ``python train.py`` run has no supervisor to report its exit status."""
-    previous = sys.excepthook
+def _watch_exit() -> None:
+    """A plain ``python train.py`` run has no supervisor to report its exit status: an
+    uncaught exception is seen by ``sys.excepthook``, an exit status by ``sys.exit``
+    (``raise SystemExit(n)`` written out is not seen, and is recorded as ``ok``)."""
+    previous_hook, previous_exit = sys.excepthook, sys.exit
 
     def hook(kind, value, tb):
         interrupted = issubclass(kind, KeyboardInterrupt)
         _failure.update(status="interrupted" if interrupted else "failed",
                         exit=130 if interrupted else 1, error=f"{kind.__name__}: {value}"[:500])
-        previous(kind, value, tb)
+        previous_hook(kind, value, tb)
 
-    sys.excepthook = hook
+    def exit(status: object = None) -> None:
+        if threading.current_thread() is threading.main_thread():  # else: ends a thread
+            code = 0 if status is None else status if isinstance(status, int) else 1
+            _failure.clear()
+            if code != 0:
+                _failure.update(status="failed", exit=code)
+        previous_exit(status)
+
+    sys.excepthook, sys.exit = hook, exit
 
 
 def _after_fork_in_child() -> None:

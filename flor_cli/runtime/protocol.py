@@ -57,6 +57,7 @@ class ReplayConfig(NamedTuple):
     args: dict[str, Any] = {}  # what flor.arg resolved in the recorded run
     ckpts: list[dict] = []  # the recorded run's checkpoint records
     checkpointing: bool = False  # the recorded run entered a flor.checkpointing block
+    parent: int | None = None  # flor replay's pid: the worker ends when it does
 
     def to_json(self) -> str:
         return json.dumps(self._asdict())

@@ -12,6 +12,10 @@ ordinary path, traceback and all.
 The script runs as ``__main__`` with ``sys.argv`` and ``sys.path[0]`` as ``python SCRIPT``
 sets them (``runpy.run_path``), so ``if __name__ == "__main__"``, pickling classes
 defined in it, and imports of its sibling modules behave as they did when it was recorded.
+
+A worker does not outlive the ``flor replay`` that started it (kill -9 included): on
+Linux the kernel kills it when its parent dies (``PR_SET_PDEATHSIG``); elsewhere a
+thread notices its parent is gone within a second.
 """
 
 from __future__ import annotations
@@ -21,9 +25,14 @@ import os
 import runpy
 import sys
 import threading
+import time
+
+from flor_cli.runtime.protocol import REPLAY, ReplayConfig
 
 
 def main(script: str, args: list[str]) -> None:
+    job = os.environ.get(REPLAY)
+    _die_with((ReplayConfig.from_json(job).parent if job else None) or os.getppid())
     sys.argv = [script, *args]
     sys.path[0] = os.path.dirname(os.path.abspath(script))
     try:
@@ -38,6 +47,28 @@ def main(script: str, args: list[str]) -> None:
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
     os._exit(code)
+
+
+def _die_with(parent: int) -> None:
+    """End this process when ``parent`` does: its replay has nobody to hand records to."""
+    import signal
+
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        armed = libc.prctl(1, int(signal.SIGKILL), 0, 0, 0) == 0  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        armed = False
+    if os.getppid() != parent:  # it died before the signal was armed
+        os._exit(1)
+    if not armed:
+        def watch() -> None:
+            while os.getppid() == parent:
+                time.sleep(1)
+            os._exit(1)
+
+        threading.Thread(target=watch, name="flor-parent", daemon=True).start()
 
 
 def _exit_status(exit: SystemExit) -> int:

@@ -27,6 +27,7 @@ things: which records are kept, whether nested loops run, and where the script s
 
 from __future__ import annotations
 
+import json
 import sys
 import threading
 import time
@@ -37,13 +38,13 @@ from typing import Any, Iterable, Iterator
 
 from flor_cli.runtime import media, values
 from flor_cli.runtime.checkpoint import Checkpointer
-from flor_cli.runtime.effects import loop_effects
 from flor_cli.runtime import mainloop
+from flor_cli.runtime.effects import loop_effects
 from flor_cli.runtime.mainloop import MainLoopRule
 from flor_cli.runtime.writer import InProcessWriter, LineFormatter, WriterProcess
-from flor_cli.storage.notes import (ARG, BLOCK, CTX, END, KIND, LOG, NAME, NESTED, ORDINAL,
-                                    OUTER, PREFIX, SECONDS, SUFFIX, TIME, TIMING, VALUE,
-                                    VALUE_TYPE)
+from flor_cli.storage.notes import (ARG, BLOCK, CTX, END, KIND, LOG, LOST, NAME, NESTED,
+                                    ORDINAL, OUTER, PREFIX, SECONDS, SUFFIX, TIME, TIMING,
+                                    VALUE, VALUE_TYPE)
 from flor_cli.storage.objects import ObjectStore
 
 FLUSH_SECONDS = 0.05
@@ -82,6 +83,7 @@ class Session:
         self._flusher = threading.Thread(target=self._flush_loop, name="flor-flush", daemon=True)
         self._flusher.start()
         self.closed = False
+        self.lost = 0  # records that could not be written (see _fall_back)
 
     # -- records -----------------------------------------------------------------------
 
@@ -239,14 +241,37 @@ class Session:
                 self._send(batch)
 
     def _send(self, batch: list) -> None:
+        ctx = self.sent_ctx
         try:
-            self._sink.send(batch)
-        except OSError:  # the writer process died: write from here, numbering on
-            self._sink = InProcessWriter(self.journal_path,
-                                         LineFormatter(self.sent, self.sent_ctx))
-            self._sink.send(batch)
+            self._sink.send(batch, ctx)
+        except OSError:
+            self._fall_back([(batch, ctx)])
         self.sent += len(batch)
-        self.sent_ctx = _last_ctx(batch, self.sent_ctx)
+        self.sent_ctx = _last_ctx(batch, ctx)
+
+    def _fall_back(self, pending: list[tuple[list, Ctx]]) -> None:
+        """The writer process died (killed, disk full) or the journal cannot be written:
+        format here, numbering on, what it did not write, then ``pending``.
+
+        An in-process writer already holds the journal's lock; taking it again through a
+        second descriptor would wait on this very process forever, so it is kept.
+        What cannot be written even here is counted in ``lost``, and the run's status
+        will say so.
+        """
+        sink = self._sink
+        if isinstance(sink, WriterProcess):
+            pending = sink.undelivered() + pending
+            try:
+                self._sink = InProcessWriter(self.journal_path,
+                                             LineFormatter(self.sent, pending[0][1]))
+            except OSError:
+                self.lost += sum(_records(stream) for stream, _ in pending)
+                return
+        for stream, _ in pending:
+            try:
+                self._sink.send(stream)
+            except OSError:
+                self.lost += _records(stream)
 
     def close(self, end: dict) -> None:
         """Flush everything (checkpoints first: their records join the queue) and unlock."""
@@ -261,7 +286,45 @@ class Session:
         self._flusher.join()
         self.emit({KIND: END, **end})
         self.flush()
-        self._sink.close()
+        try:
+            self._sink.close()
+        except OSError:  # the writer died at the end: write what it did not, here
+            self._fall_back([])
+            if isinstance(self._sink, InProcessWriter):
+                self._sink.close()
+        if self.lost:
+            self._report_lost()
+
+    def _report_lost(self) -> None:
+        """Say on stderr that records were lost, and in the journal if it takes a line:
+        its fold then marks the run ``incomplete``, never ``ok``."""
+        import sys
+
+        from flor_cli.storage.journal import JournalWriter
+
+        try:
+            writer = JournalWriter(self.journal_path)
+            try:
+                writer.write([json.dumps({KIND: END, LOST: self.lost})])
+            finally:
+                writer.close()
+        except OSError:
+            pass
+        print(f"flor: {self.lost} record(s) of this run could not be written to its "
+              f"journal ({self.journal_path}); the run is marked incomplete",
+              file=sys.stderr)
+
+
+def _records(stream: list) -> int:
+    """How many records a slice of the stream holds (a name and its value are one)."""
+    count = 0
+    items = iter(stream)
+    for item in items:
+        if type(item) is str:
+            next(items, None)
+        if type(item) is not tuple:
+            count += 1
+    return count
 
 
 def _start_writer(journal: Path) -> WriterProcess | InProcessWriter:
@@ -282,5 +345,5 @@ def _last_ctx(batch: list, before: Ctx) -> Ctx:
 def _len(iterable: Iterable) -> int | None:
     try:
         return len(iterable)  # type: ignore[arg-type]
-    except TypeError:
+    except (TypeError, OverflowError):  # no length, or one past sys.maxsize (range(10**26))
         return None

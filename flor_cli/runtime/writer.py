@@ -29,6 +29,7 @@ import struct
 import subprocess
 import sys
 import threading
+from collections import deque
 from json.encoder import encode_basestring_ascii as _quote
 from pathlib import Path
 from typing import Any, Iterable
@@ -75,7 +76,7 @@ class LineFormatter:
         seq = self.seq
         self.seq += 1
         text = _scalar_text(value)
-        if text is None:  # inf or nan: not JSON
+        if text is None:  # inf or nan, or not a plain value: the slow path
             from flor_cli.runtime.values import encode
 
             value, type_name = encode(value)
@@ -89,9 +90,15 @@ class LineFormatter:
             seq = self.seq
             self.seq += 1
         record[SEQ] = seq
-        if record[KIND] == LOG:
+        if record.get(KIND) == LOG:
             record[CTX] = json.loads(self._ctx_text)
-        return json.dumps(record, separators=(",", ":"))
+        try:
+            return json.dumps(record, separators=(",", ":"))
+        except (TypeError, ValueError, RecursionError):  # a value JSON cannot hold
+            from flor_cli.runtime.values import encode
+
+            return json.dumps({k: encode(v)[0] for k, v in record.items()},
+                              separators=(",", ":"))
 
     def _text_of(self, ctx: tuple) -> str:
         """JSON of a flat loop context; consecutive contexts usually share their parent."""
@@ -110,7 +117,8 @@ class LineFormatter:
 
 
 def _scalar_text(value: Any) -> str | None:
-    """JSON of a plain value exactly as ``json.dumps`` writes it; None for inf/nan."""
+    """JSON of a plain value exactly as ``json.dumps`` writes it; None for inf/nan and
+    for anything that is not exactly a plain value."""
     kind = type(value)
     if kind is float:
         return float.__repr__(value) if math.isfinite(value) else None
@@ -118,7 +126,12 @@ def _scalar_text(value: Any) -> str | None:
         return _quote(value)
     if kind is bool:
         return "true" if value else "false"
-    return "null" if value is None else int.__repr__(value)
+    if kind is int:
+        try:
+            return int.__repr__(value)
+        except ValueError:  # more digits than Python writes: values.encode's form
+            return None
+    return "null" if value is None else None
 
 
 class InProcessWriter:
@@ -128,7 +141,7 @@ class InProcessWriter:
         self.formatter = formatter or LineFormatter()
         self.journal = JournalWriter(journal)
 
-    def send(self, stream: list) -> None:
+    def send(self, stream: list, ctx: tuple = ()) -> None:
         self.journal.write(self.formatter.lines(stream))
 
     def close(self) -> None:
@@ -141,20 +154,27 @@ class WriterProcess:
     ``send`` only marshals (records leave the training process's heap at once, as bytes
     the garbage collector never scans) and queues the bytes; a thread feeds the pipe, so
     a burst of logging never blocks training on a writer that is still catching up.
+
+    The writer answers one byte for each frame whose lines are in the journal. A frame
+    stays in ``in_flight`` until then, so when the writer dies (killed, disk full) every
+    frame it did not write is still here for :meth:`undelivered` to hand to a fallback.
     """
 
     def __init__(self, journal: Path):
         self.journal = journal
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "flor_cli.runtime.writer", str(journal)],
-            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-            env=without_protocol())
-        self.outbox: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=without_protocol())
+        self.acks = self.proc.stdout.fileno()
+        os.set_blocking(self.acks, False)
+        self.outbox: queue.SimpleQueue[tuple[bytes, tuple] | None] = queue.SimpleQueue()
+        self.in_flight: deque[tuple[bytes, tuple]] = deque()
         self.broken = False
         self.feeder = threading.Thread(target=self._feed, name="flor-pipe", daemon=True)
         self.feeder.start()
 
-    def send(self, stream: list) -> None:
+    def send(self, stream: list, ctx: tuple = ()) -> None:
+        """Queue ``stream``, whose first records are in loop context ``ctx``."""
         if self.broken:
             raise BrokenPipeError("the journal writer process exited")
         try:
@@ -162,30 +182,70 @@ class WriterProcess:
         except ValueError:  # a subclass slipped into a dict record: plain JSON, as stored
             data = marshal.dumps([json.loads(json.dumps(r, default=str)) if type(r) is dict
                                   else r for r in stream])
-        self.outbox.put(_FRAME.pack(len(data)) + data)
+        self.outbox.put((_FRAME.pack(len(data)) + data, ctx))
 
     def _feed(self) -> None:
         pipe = self.proc.stdin
         try:
-            while (frame := self.outbox.get()) is not None:
-                pipe.write(frame)
+            while (item := self.outbox.get()) is not None:
+                self.in_flight.append(item)
+                pipe.write(item[0])
                 pipe.flush()
+                self._read_acks()
             pipe.write(_FRAME.pack(0))
             pipe.close()
         except (BrokenPipeError, ValueError):
             self.broken = True
 
+    def _read_acks(self, wait: bool = False) -> None:
+        if wait:
+            os.set_blocking(self.acks, True)
+        while self.in_flight:
+            try:
+                acked = os.read(self.acks, 65536)
+            except BlockingIOError:
+                return
+            if not acked:
+                return  # the writer is gone
+            for _ in acked:
+                self.in_flight.popleft()
+
+    def undelivered(self) -> list[tuple[list, tuple]]:
+        """After the writer died: every (stream, context) it did not write, in order."""
+        self.feeder.join()
+        if not self.proc.stdout.closed:
+            self._read_acks(wait=True)
+        frames = list(self.in_flight)
+        self.in_flight.clear()
+        while True:
+            try:
+                item = self.outbox.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                frames.append(item)
+        self.proc.wait()
+        return [(marshal.loads(frame[_FRAME.size:]), ctx) for frame, ctx in frames]
+
     def close(self) -> None:
+        """End the journal; BrokenPipeError if the writer died before writing it all
+        (then :meth:`undelivered` has what it did not write)."""
         self.outbox.put(None)
         self.feeder.join()
         self.proc.wait()
+        if not self.broken:
+            self._read_acks(wait=True)
+        self.proc.stdout.close()
+        if self.broken or self.in_flight:
+            self.outbox.put(None)  # undelivered() must not wait for a feeder that ended
+            raise BrokenPipeError("the journal writer process exited")
 
 
 def main(journal: str) -> None:
     """Append every record that arrives on stdin to the journal, until told to stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is training's; finish writing
     out = InProcessWriter(Path(journal))
-    stdin = sys.stdin.buffer
+    stdin, acks = sys.stdin.buffer, sys.stdout.fileno()
     try:
         while True:
             header = stdin.read(_FRAME.size)
@@ -198,6 +258,11 @@ def main(journal: str) -> None:
             if len(data) < size:
                 break
             out.send(marshal.loads(data))
+            if acks >= 0:
+                try:
+                    os.write(acks, b".")  # this frame is in the journal
+                except OSError:  # training died: nobody waits for acks; keep writing
+                    acks = -1
     finally:
         out.close()
 

@@ -64,9 +64,15 @@ def read(git: Git, ref: MediaRef) -> bytes | None:
     """The bytes of a logged file, or None when neither store has them."""
     from flor_cli.services.sync import stores
 
+    from flor_cli.storage.notes import warn
+    from flor_cli.storage.objects import BadObject
+
     for store in stores(git):
         if store is not None and store.has(ref.sha):
-            return store.get(ref.sha)
+            try:
+                return store.get(ref.sha)
+            except BadObject as e:  # changed in the store: never shown or exported
+                warn(str(e))
     return None
 
 

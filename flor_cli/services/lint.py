@@ -70,8 +70,8 @@ def tracked_scripts(git: Git) -> list[str]:
 
     Paths are relative to the current directory, as ``git ls-files`` prints them.
     """
-    listed = git.cli("ls-files", "-z", "--", ":/*.py", cwd=Path.cwd()).split("\0")
-    return [p for p in listed if p and Path(p).is_file()
+    listed = git.tracked_files(":/*.py", cwd=Path.cwd())
+    return [p for p in listed if Path(p).is_file()
             and _IMPORTS_FLOR.search(Path(p).read_text(encoding="utf-8", errors="replace"))]
 
 

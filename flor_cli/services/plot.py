@@ -55,7 +55,7 @@ class Runs:
     def label(self, run: str, by: Sequence[str] = ()) -> str:
         keys = list(by) or self.differing
         values = self.args.get(run, {})
-        return ", ".join(f"{k}={_text(values.get(k))}" for k in keys) or run
+        return ", ".join(f"{k}={_text(values[k])}" for k in keys if k in values) or run
 
 
 def select_runs(git: Git, where: str | None = None, table: query.Table | None = None) -> Runs:

@@ -187,6 +187,8 @@ def resolve_run(git: Git, ref: str) -> str:
             (ref.replace("%", "") + "%", ref.replace("%", "") + "%"))]
     if not matches:
         raise UserError(f"no run matches {ref!r}")
+    if ref in matches:  # a run id is never ambiguous, even when it prefixes another's
+        return ref
     if len(matches) > 1:
         raise UserError(f"{ref!r} is ambiguous: {', '.join(matches[:5])}")
     return matches[0]

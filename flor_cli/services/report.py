@@ -26,6 +26,7 @@ from flor_cli.storage.git import Git
 MAX_IMAGES = 400             # thumbnails embedded; `flor export` writes all of them
 MAX_IMAGE_BYTES = 4 << 20    # total bytes of embedded images
 MAX_DIFF_CHARS = 40_000      # per code version
+MAX_DIFFS_CHARS = 2_000_000  # all versions together: a page of 1,000 versions stays small
 MAX_POINTS = 1_000           # per series in a chart; longer ones are thinned evenly
 
 
@@ -113,16 +114,20 @@ def _versions(git: Git, runs: list[tuple[str, str]]) -> tuple[list[dict], dict[s
     versions: list[dict] = []
     by_tree: dict[str, dict] = {}
     version_of: dict[str, str] = {}
+    budget = MAX_DIFFS_CHARS
     for run, commit in runs:
         tree = git.tree_of(commit)
         version = by_tree.get(tree)
         if version is None:
             version = by_tree[tree] = {"id": f"v{len(versions) + 1}", "commit": commit,
                                        "tree": tree, "runs": []}
-            if versions:
+            if versions and budget > 0:
                 diff = git.diff_trees(versions[-1]["tree"], tree)
-                version["diff"] = diff[:MAX_DIFF_CHARS]
-                version["diff_cut"] = len(diff) > MAX_DIFF_CHARS
+                version["diff"] = diff[:min(MAX_DIFF_CHARS, budget)]
+                version["diff_cut"] = len(diff) > len(version["diff"])
+                budget -= len(version["diff"])
+            elif versions:
+                version["diff_left_out"] = True
             versions.append(version)
         version["runs"].append(run)
         version_of[run] = version["id"]

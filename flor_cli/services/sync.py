@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from typing import Iterable, Iterator
@@ -27,7 +27,7 @@ from flor_cli.storage import cache, media
 from flor_cli.storage.git import NOTES_REF, SHADOW_REF, Git
 from flor_cli.storage.journal import fold_orphans
 from flor_cli.storage.media import MEDIA_TYPES
-from flor_cli.storage.objects import ObjectStore, configured_store, store_for
+from flor_cli.storage.objects import BadObject, ObjectStore, configured_store, store_for
 
 PUSH_TRIES = 5  # each retry first merges what the remote gained meanwhile
 
@@ -139,7 +139,11 @@ def _share_objects(git: Git, db) -> tuple[str | None, int]:
     copied = 0
     for sha in dict.fromkeys(_object_digests(db)):
         if not shared.has(sha) and local.has(sha):
-            _copy_object(local, shared, sha)
+            try:
+                _copy_object(local, shared, sha)
+            except BadObject as e:
+                print(f"flor: not shared: {e}", file=sys.stderr)
+                continue
             copied += 1
     return str(shared.root), copied
 
@@ -161,13 +165,19 @@ def _digests(objs: str | None) -> list[str]:
 
 def _copy_object(src: ObjectStore, dst: ObjectStore, sha: str) -> None:
     """Copy by file, not through memory (checkpoints can be gigabytes); atomic by rename,
-    so a clone reading the shared store never sees half an object."""
+    so a clone reading the shared store never sees half an object; verified on the way,
+    so a damaged local object is never spread to everyone (BadObject)."""
     target = dst.path(sha)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
-    os.close(fd)
     try:
-        shutil.copyfile(src.path(sha), tmp)
+        with open(src.path(sha), "rb") as source, os.fdopen(fd, "wb") as copy:
+            def chunks():
+                while chunk := source.read(1 << 20):
+                    copy.write(chunk)
+                    yield chunk
+
+            ObjectStore.verify(sha, chunks())
         os.replace(tmp, target)
     except BaseException:
         os.unlink(tmp)

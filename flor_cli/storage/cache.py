@@ -90,16 +90,42 @@ def connect(git: Git) -> sqlite3.Connection:
     The caller closes it; :func:`connection` does that."""
     path = path_of(git)
     path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return _connect(git, path)
+    except sqlite3.DatabaseError as e:
+        if not damaged(e):
+            raise
+        notes.warn(f"the query cache {path} is damaged ({e}); rebuilding it from the notes")
+        _remove(path)
+        return _connect(git, path)
+
+
+def damaged(error: sqlite3.DatabaseError) -> bool:
+    """Whether SQLite says the file is not a database or is corrupt (truncated, random
+    bytes): the cache is derived from the notes, so it is rebuilt, never repaired."""
+    name = getattr(error, "sqlite_errorname", "") or ""
+    return name == "SQLITE_NOTADB" or name.startswith("SQLITE_CORRUPT")
+
+
+def _remove(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):  # a stale WAL must not meet the new file
+        path.with_name(path.name + suffix).unlink(missing_ok=True)
+
+
+def _connect(git: Git, path: Path) -> sqlite3.Connection:
     db = _open(path)
-    if _schema_version(db) != SCHEMA_VERSION:
+    try:
+        if _schema_version(db) != SCHEMA_VERSION:
+            db.close()
+            _remove(path)
+            db = _open(path)
+        db.executescript(SCHEMA)
+        _create_log_indexes(db)
+        db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+        sync(git, db)
+    except BaseException:
         db.close()
-        for suffix in ("", "-wal", "-shm"):  # a stale WAL must not meet the new file
-            path.with_name(path.name + suffix).unlink(missing_ok=True)
-        db = _open(path)
-    db.executescript(SCHEMA)
-    _create_log_indexes(db)
-    db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
-    sync(git, db)
+        raise
     return db
 
 
@@ -113,7 +139,7 @@ def _open(path: Path) -> sqlite3.Connection:
 def _schema_version(db: sqlite3.Connection) -> str | None:
     try:
         row = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
-    except sqlite3.DatabaseError:
+    except sqlite3.OperationalError:  # no such table: not a flor cache (yet)
         return None
     return row[0] if row else None
 
@@ -300,28 +326,84 @@ def _forget_commit(db: sqlite3.Connection, commit: str) -> None:
 
 
 def _insert(db: sqlite3.Connection, note: notes.RunNote) -> None:
-    h, run = note.header, note.run
-    db.execute(f"INSERT OR REPLACE INTO runs VALUES ({','.join('?' * len(RUN_COLUMNS))})", (
+    """The run's rows. A value SQLite cannot bind as it is (an int beyond 64 bits, a
+    string with a lone surrogate, a list where a number belongs) is rare: the first try
+    binds everything as it is, and only a run that fails is inserted again, each
+    column value made bindable (:func:`_bindable`)."""
+    db.execute("SAVEPOINT run")
+    try:
+        _insert_rows(db, note, lambda rows: rows, orjson.dumps)
+    except (OverflowError, UnicodeError, TypeError, ValueError,
+            sqlite3.InterfaceError, sqlite3.ProgrammingError):
+        db.execute("ROLLBACK TO run")
+        _insert_rows(db, note, _bindable_rows, lambda ctx: ctx_text(ctx).encode())
+    db.execute("RELEASE run")
+
+
+def _bindable_rows(rows: Iterable[tuple]) -> list[tuple]:
+    return [tuple(map(_bindable, row)) for row in rows]
+
+
+_INT64 = (-(1 << 63), (1 << 63) - 1)
+
+
+def _bindable(value: Any) -> Any:
+    """A column value SQLite takes, readable: an int beyond 64 bits as its decimal text,
+    a lone surrogate spelled ``\\udc80``, anything but a scalar as JSON text."""
+    if value is None or type(value) in (float, bool):
+        return value
+    if type(value) is int:
+        return value if _INT64[0] <= value <= _INT64[1] else text_of_int(value)
+    if type(value) is str:
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return _bindable(json.dumps(value) if isinstance(value, (list, dict)) else str(value))
+
+
+def text_of_int(value: int) -> str:
+    try:
+        return str(value)
+    except ValueError:  # more digits than Python writes in decimal
+        return hex(value)
+
+
+def _claim(db: sqlite3.Connection, note: notes.RunNote) -> str:
+    """The id the note's rows go under: its run id, unless another shadow commit's run
+    holds it already (a pulled note reusing a local id, by accident or not). The run
+    that was there keeps it; the newcomer is ``<run>@<its commit>``, with a warning."""
+    run = note.run
+    held = db.execute("SELECT commit_id FROM runs WHERE run=?", (run,)).fetchone()
+    if held is None or held[0] == note.commit:
+        return run
+    alias = f"{run}@{note.commit[:10]}"
+    notes.warn(f"the note of commit {note.commit[:10]} claims run id {run}, which is "
+               f"the run of commit {held[0][:10]}: it is listed as {alias}")
+    return alias
+
+
+def _insert_rows(db: sqlite3.Connection, note: notes.RunNote, bind, dumps) -> None:
+    h, run = note.header, _claim(db, note)
+    db.execute(f"INSERT OR REPLACE INTO runs VALUES ({','.join('?' * len(RUN_COLUMNS))})",
+               *bind([(
         run, note.commit, h.get("start"), h.get("end"), h.get("script"), h.get("branch"),
         h.get("head"), h.get("status"), h.get("exit"), json.dumps(h.get("argv", [])),
         json.dumps(h.get("kwargs", {})), h.get("python"), h.get("torch"), h.get("host"),
-        h.get("user")))
-    logs, args, timings, ckpts = _rows(run, note.records)
+        h.get("user"))]))
+    logs, args, timings, ckpts = map(bind, _rows(run, note.records, dumps))
     db.executemany("INSERT OR REPLACE INTO args VALUES (?,?,?)", args)
     for size, group in groupby(logs, len):  # consecutive rows of one shape keep their order
         db.executemany(_LOG_INSERT[size], group)
     db.executemany("INSERT INTO timings VALUES (?,?,?,?,?)", timings)
     db.executemany("INSERT INTO checkpoints VALUES (?,?,?,?,?,?)", ckpts)
-    db.executemany("INSERT INTO replays VALUES (?,?,?,?,?,?,?)", [
-        (run, rp.get(notes.REPLAY_ID), json.dumps(rp.get("names")), rp.get("mode"), rp.get("start"),
-         rp.get("end"), rp.get("status")) for rp in note.replays])
+    db.executemany("INSERT INTO replays VALUES (?,?,?,?,?,?,?)", bind([
+        (run, rp.get(notes.REPLAY_ID), json.dumps(rp.get("names")), rp.get("mode"),
+         rp.get("start"), rp.get("end"), rp.get("status")) for rp in note.replays]))
     levels = set(zip(map(_NAME, logs), map(_LEVEL, logs)))  # in C: a few distinct pairs
     kinds = {(name, "arg") for _, name, _ in args}
     kinds.update((name, "loop" if lvl else "run") for name, lvl in levels)
     db.executemany("INSERT OR IGNORE INTO names VALUES (?,?)", sorted(kinds))
 
 
-def _rows(run: str, records: list[dict]) -> tuple[list[tuple], list[tuple], list[tuple],
+def _rows(run: str, records: list[dict], dumps=orjson.dumps) -> tuple[list[tuple], list[tuple], list[tuple],
                                                   list[tuple]]:
     """The logs, args, timings and checkpoints rows of one run's records.
 
@@ -335,7 +417,7 @@ def _rows(run: str, records: list[dict]) -> tuple[list[tuple], list[tuple], list
     timings: list[tuple] = []
     ckpts: list[tuple] = []
     append = logs.append
-    plain, dumps, text_of = _PLAIN, orjson.dumps, ctx_text
+    plain, text_of = _PLAIN, ctx_text
     # the record keys as locals: a global lookup each would add a tenth to the loop
     kind_, seq_, name_, value_, ctx_, rp_, ty_ = (notes.KIND, notes.SEQ, notes.NAME,
                                                   notes.VALUE, notes.CTX, notes.REPLAY_ID,
@@ -378,7 +460,10 @@ def ctx_text(ctx: Any) -> str:
     orjson's compact JSON (non-ASCII kept as UTF-8): a third of the cost of ``json.dumps``
     on a million records. Both the rebuild and the incremental sync write it.
     """
-    return orjson.dumps(ctx).decode()
+    try:
+        return orjson.dumps(ctx).decode()
+    except TypeError:  # what orjson refuses (an int beyond 64 bits, a lone surrogate)
+        return json.dumps(ctx, separators=(",", ":"))
 
 
 def sql_value(value: Any) -> Any:

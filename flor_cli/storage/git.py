@@ -40,6 +40,8 @@ ZERO = "0" * 40
 _BLOB = 0o100644
 _TREE = 0o040000
 _CAS_TRIES = 50
+# what git update-ref says when another writer moved the ref or holds its lock
+_CONTENTION = ("but expected", "already exists", "File exists", "is missing")
 
 
 class GitError(Exception):
@@ -170,11 +172,26 @@ class Git:
             if (self.git_dir / "index").exists():
                 shutil.copyfile(self.git_dir / "index", index)
             env = {"GIT_INDEX_FILE": str(index)}  # flor's own: kept, unlike a hook's
+            self._unflag(env)
             self.cli("add", "-A", "--", ".", env=env)
             return self.cli("write-tree", env=env).strip()
         finally:
             for leftover in (index, index.with_name(index.name + ".lock")):
                 leftover.unlink(missing_ok=True)
+
+    def _unflag(self, env: dict[str, str]) -> None:
+        """Clear ``assume-unchanged`` and ``skip-worktree`` in the copied index: ``add``
+        skips such files, and the snapshot must hold what runs, not the index's copy."""
+        assumed, skipped = [], []
+        for entry in self.cli("ls-files", "-v", "-z", env=env).split("\0"):
+            if entry[:1].islower():  # h, s, ...: assume-unchanged
+                assumed.append(entry[2:])
+            if entry[:1] in ("S", "s"):
+                skipped.append(entry[2:])
+        for flag, paths in (("--no-assume-unchanged", assumed), ("--no-skip-worktree", skipped)):
+            if paths:
+                self.cli("update-index", flag, "-z", "--stdin", env=env,
+                         input="\0".join(paths) + "\0")
 
     def ref(self, name: str) -> str | None:
         out = self.cli("rev-parse", "-q", "--verify", f"{name}^{{commit}}", check=False)
@@ -188,9 +205,16 @@ class Git:
         return str(ref.resolve().target) if ref is not None else None
 
     def cas_ref(self, name: str, new: str, old: str | None, message: str) -> bool:
-        """Move ``name`` from ``old`` to ``new`` only if nobody moved it meanwhile."""
-        return run_git(["update-ref", "-m", message, name, new, old or ZERO], self.root,
-                       check=False).returncode == 0
+        """Move ``name`` from ``old`` to ``new`` only if nobody moved it meanwhile: False
+        when somebody did (or holds its lock); any other failure (a full disk, a
+        read-only repository) raises GitError, to be said as it is, not retried."""
+        proc = run_git(["update-ref", "-m", message, name, new, old or ZERO], self.root,
+                       check=False)
+        if proc.returncode == 0:
+            return True
+        if any(sign in proc.stderr for sign in _CONTENTION):
+            return False
+        raise GitError(proc.args, proc.returncode, proc.stderr)
 
     def commit(self, tree: str, parents: Iterable[str], message: str) -> str:
         import pygit2
@@ -229,7 +253,7 @@ class Git:
     def read_note(self, annotated: str, notes_commit: str | None = None) -> str | None:
         tree = self.notes_tree(notes_commit)
         path = _find_note_path(tree, annotated) if tree is not None else None
-        return self.repo[_lookup(tree, path).id].data.decode() if path else None
+        return _text(self.repo[_lookup(tree, path).id].data) if path else None
 
     def iter_notes(self, notes_commit: str | None = None) -> Iterator[tuple[str, str]]:
         """(annotated object id, note blob id) for every note, whatever the fan-out."""
@@ -268,7 +292,7 @@ class Git:
         return self.repo.diff(self.repo[old], self.repo[new]).patch or ""
 
     def blob_text(self, blob_id: str) -> str:
-        return self.repo[blob_id].data.decode()
+        return _text(self.repo[blob_id].data)
 
     def append_notes(self, additions: dict[str, str], message: str) -> str:
         """Append text to the notes of several objects in one notes commit (CAS, retried).
@@ -286,9 +310,9 @@ class Git:
                 if tree is not None:
                     tree_path = _find_note_path(tree, annotated)
                     if tree_path:
-                        current = repo[_lookup(tree, tree_path).id].data.decode()
+                        current = _text(repo[_lookup(tree, tree_path).id].data)
                 body = _join_jsonl(current, text)
-                blob = repo.create_blob(body.encode())
+                blob = repo.create_blob(body.encode("utf-8", "surrogateescape"))
                 path = tree_path or [annotated[:2], annotated[2:]]
                 new_tree = _tree_put(repo, repo[new_tree] if new_tree else None, path, blob)
             return self.commit(str(new_tree), [tip] if tip else [], message)
@@ -404,6 +428,16 @@ class Git:
             raise RemoteError(f"git push: {failures[0] if failures else _last_line(proc.stderr)}")
         return rejected
 
+    def tracked_files(self, pathspec: str, cwd: Path) -> list[str]:
+        """Files git tracks matching ``pathspec``, relative to ``cwd`` (``git ls-files``)."""
+        return [p for p in self.cli("ls-files", "-z", "--", pathspec, cwd=cwd).split("\0") if p]
+
+    def ignored_paths(self) -> list[str]:
+        """Untracked paths git ignores, directories as one entry ending in ``/``."""
+        out = self.cli("ls-files", "-z", "--others", "--ignored", "--exclude-standard",
+                       "--directory")
+        return [p for p in out.split("\0") if p]
+
     def hooks_dir(self) -> Path:
         """Where git runs hooks from, ``core.hooksPath`` honoured."""
         return (self.root / self.cli("rev-parse", "--git-path", "hooks").strip()).resolve()
@@ -424,6 +458,12 @@ class Git:
 def _last_line(text: str) -> str:
     lines = text.strip().splitlines()
     return lines[-1] if lines else "failed"
+
+
+def _text(data: bytes) -> str:
+    """A note's text. A note may come from another clone: bytes that are not UTF-8 stay
+    (as surrogates) for the reader to skip their lines, and are written back unchanged."""
+    return data.decode("utf-8", "surrogateescape")
 
 
 def _tree_type():

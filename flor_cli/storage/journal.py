@@ -17,14 +17,15 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 if TYPE_CHECKING:
     from flor_cli.storage.git import Git
 
 from flor_cli.storage import notes
-from flor_cli.storage.notes import COMMIT, END, KIND, RUN, RUN_ID, SEQ
+from flor_cli.storage.notes import COMMIT, END, KIND, LOST, RUN, RUN_ID, SEQ
 
 # This module is imported by every recording training process (for JournalWriter), so
 # what only folding needs (the git layer) is imported by ``fold``, or ahead of it by
@@ -101,6 +102,10 @@ def fold(git: Git, path: Path, status: dict | None = None) -> str | None:
     process or the run was aborted by bad input (which must leave nothing behind).
     The caller must not hold the journal's lock; this takes it, so two processes can
     race to fold the same orphan and exactly one wins.
+
+    Idempotent: a fold cut short (SIGKILL, a full disk) after the note was written and
+    before the journal was removed is finished by the next one, which finds the run in
+    the note and only removes the journal. Ctrl-C waits until the fold is done.
     """
     from flor_cli.storage.git import SHADOW_REF
 
@@ -112,27 +117,67 @@ def fold(git: Git, path: Path, status: dict | None = None) -> str | None:
         fcntl.flock(fd, fcntl.LOCK_EX)
         if not _same_file(fd, path):
             return None  # folded and removed while we waited for the lock
-        header, records = read(path)
-        if status:
-            header.update(status)
-        if header.get("aborted") or "tree" not in header:
+        with interrupts_deferred():
+            header, records = read(path)
+            if status:  # kept in the journal, for a fold that finishes this one's work
+                os.write(fd, (json.dumps({KIND: END, **status}) + "\n").encode())
+                header.update(status)
+            if header.get("aborted") or "tree" not in header:
+                os.unlink(path)
+                return None
+            header.setdefault("status", "killed")
+            if header.get(LOST) and header["status"] == "ok":
+                header["status"] = "incomplete"  # records were lost: never `ok`
+            commit = header.get("commit")
+            if not commit:
+                message = f"flor run {header[RUN_ID]}: {header.get('script', '')}"
+                commit = git.append_to_branch(SHADOW_REF, header["tree"], message)
+                os.write(fd, (json.dumps({KIND: COMMIT, "commit": commit}) + "\n").encode())
+            elif _in_note(git, commit, header[RUN_ID]):
+                os.unlink(path)  # an earlier fold wrote the note and stopped there
+                return commit
+            header.pop("commit", None)
+            header.pop("tree", None)
+            header.pop("supervisor", None)
+            git.append_notes({commit: notes.render(header, records)},
+                             f"flor: record run {header[RUN_ID]}")
             os.unlink(path)
-            return None
-        header.setdefault("status", "killed")
-        commit = header.get("commit")
-        if not commit:
-            message = f"flor run {header[RUN_ID]}: {header.get('script', '')}"
-            commit = git.append_to_branch(SHADOW_REF, header["tree"], message)
-            os.write(fd, (json.dumps({KIND: COMMIT, "commit": commit}) + "\n").encode())
-        header.pop("commit", None)
-        header.pop("tree", None)
-        header.pop("supervisor", None)
-        git.append_notes({commit: notes.render(header, records)},
-                         f"flor: record run {header[RUN_ID]}")
-        os.unlink(path)
-        return commit
+            return commit
     finally:
         os.close(fd)
+
+
+def _in_note(git: Git, commit: str, run: str) -> bool:
+    """Whether ``commit``'s note already holds run ``run`` (its fold got that far)."""
+    text = git.read_note(commit)
+    note = notes.parse(commit, text) if text else None
+    return note is not None and note.header.get(RUN_ID) == run
+
+
+@contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Hold Ctrl-C (and SIGTERM) until the block is done, then deliver it: a fold is
+    short, and stopping it half-way is what makes a record go missing or twice."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread receives signals
+        return
+    caught: list[tuple[int, object]] = []
+    previous = {sig: signal.signal(sig, lambda s, frame: caught.append((s, frame)))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for sig, frame in caught[:1]:
+            handler = previous[sig]
+            if callable(handler):
+                handler(sig, frame)
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(sig)
 
 
 def fold_orphans(git: Git) -> list[str]:

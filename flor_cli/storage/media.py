@@ -20,11 +20,12 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from flor_cli.storage.objects import is_digest
+
 IMAGE_TYPE = "flor.Image"
 FILE_TYPE = "flor.File"
 MEDIA_TYPES = (IMAGE_TYPE, FILE_TYPE)
 
-_DIGEST = re.compile(r"[0-9a-f]{64}")
 _FILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}")
 
 
@@ -62,7 +63,7 @@ def parse(value: Any) -> MediaRef | None:
     if not isinstance(value, dict):
         return None
     sha, file, mime, size = (value.get(k) for k in ("sha", "file", "mime", "bytes"))
-    if not (isinstance(sha, str) and _DIGEST.fullmatch(sha) and isinstance(file, str)
+    if not (is_digest(sha) and isinstance(file, str)
             and _FILE_NAME.fullmatch(file) and ".." not in file and isinstance(mime, str)
             and len(mime) < 100 and type(size) is int and size >= 0):
         return None

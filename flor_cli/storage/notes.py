@@ -31,9 +31,13 @@ names, and every reader decodes through :func:`read_records`.
 from __future__ import annotations
 
 import json
+import re
 import sys
-from operator import itemgetter
-from typing import Iterable
+from itertools import compress
+from operator import itemgetter, methodcaller
+from typing import Any, Iterable
+
+from flor_cli.storage.objects import is_digest
 
 # This module is imported by the runtime (every recording training process, and its
 # journal writer process, which must be ready within milliseconds) for the names below,
@@ -62,6 +66,7 @@ SERIALIZER = "kind"  # ckpt: in each of OBJECTS, how it was serialized
 CAPTURED = "fx"  # ckpt: names whose values the nested loop left in its frame, captured
 NOT_CAPTURED = "nc"  # ckpt: names it changed that could not be captured ("*": not known)
 RUN_ID = "run"  # run header: the run's id
+LOST = "lost"  # end (journal), run header: records that could not be written
 
 # -- record kinds (values of KIND) ------------------------------------------------------
 RUN = "run"  # the run header (first line)
@@ -211,9 +216,9 @@ def _checked(values: list, source: str, torn: bool) -> tuple[list[dict], list[st
     """The records among the decoded lines, and their kinds: THE place where a decoded
     line is checked.
 
-    A record is a JSON object whose KIND is a string; any other line is skipped with a
-    warning naming the source and the line. A run header must be of a version this flor
-    reads. The common case (every line a record) is checked in C (``map`` of an
+    A record is a JSON object whose KIND is a string and whose fields pass
+    :func:`problem`; any other line is skipped with a warning naming the source and the
+    line. A run header must be of a version this flor reads. The common case (every line a record) is checked in C (``map`` of an
     itemgetter over the list, a set of the few kinds): a Python loop over a million
     records would slow the cache rebuild by a tenth.
     """
@@ -221,11 +226,15 @@ def _checked(values: list, source: str, torn: bool) -> tuple[list[dict], list[st
         kinds = list(map(_KIND_OF, values))
     except (KeyError, TypeError):
         kinds = None
-    if kinds is None or not set(map(type, set(kinds))) <= _STR:
+    if kinds is None or not set(map(type, set(kinds))) <= _STR or not _all_valid(values, kinds):
         kept = []
         for number, v in enumerate(values, 1):
             if type(v) is dict and type(v.get(KIND)) is str:
-                kept.append(v)
+                why = problem(v)
+                if why is None:
+                    kept.append(v)
+                else:
+                    warn(f"{source}, line {number}: {why}, skipped")
             elif not isinstance(v, _Undecodable):
                 warn(f"{source}, line {number}: not a flor record, skipped")
             elif not torn:
@@ -245,6 +254,111 @@ _STR = frozenset((str,))
 _KIND_OF = itemgetter(KIND)
 
 
+# -- what a line may hold (validated where it is decoded: notes come from other clones) --
+
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+_SERIALIZERS = frozenset(("state_dict", "pickle", "rng"))
+
+
+def is_id(text: object) -> bool:
+    """Whether ``text`` can be a run or replay id: it names files and worktrees, so one
+    path component, never ``..``, at most 100 characters."""
+    return type(text) is str and _ID.fullmatch(text) is not None
+
+
+def inside(path: object) -> bool:
+    """Whether ``path`` is relative and stays inside the directory it is joined to (a
+    run's script and working directory, before replay writes or runs there)."""
+    return (type(path) is str and "\0" not in path and not path.startswith(("/", "\\"))
+            and ".." not in path.replace("\\", "/").split("/"))
+
+
+def _is_name(name: object) -> bool:
+    return type(name) is str and name != "" and "\0" not in name
+
+
+def _is_ctx(ctx: object) -> bool:
+    return ctx is None or type(ctx) is dict
+
+
+def _is_int(value: object) -> bool:
+    return type(value) is int
+
+
+def _is_number(value: object) -> bool:
+    return type(value) in (int, float)
+
+
+def problem(rec: dict) -> str | None:
+    """Why a record (a JSON object with a string kind) cannot be used, or None.
+
+    Checks what a field becomes: run and replay ids become file and worktree names,
+    script and cwd paths inside a checkout, digests paths in the object store, names
+    SQL identifiers; and the shape every reader relies on (a name, a context dict).
+    """
+    kind = rec[KIND]
+    if SEQ in rec and not _is_int(rec[SEQ]):
+        return "its sequence number is not an integer"
+    if kind == LOG or kind == ARG:
+        if not _is_name(rec.get(NAME)):
+            return "no name"
+        if not _is_ctx(rec.get(CTX)):
+            return "its loop context is not an object"
+        if REPLAY_ID in rec and not is_id(rec[REPLAY_ID]):
+            return "not a replay id"
+    elif kind == RUN:
+        if RUN_ID in rec and not is_id(rec[RUN_ID]):
+            return f"{str(rec[RUN_ID])[:60]!r} is not a run id"
+        argv = rec.get("argv", [])
+        if type(argv) is not list or not all(type(a) is str and "\0" not in a for a in argv):
+            return "its argv is not a list of strings"
+        if type(rec.get("kwargs", {})) is not dict:
+            return "its kwargs are not an object"
+    elif kind == REPLAY:
+        if not is_id(rec.get(REPLAY_ID)):
+            return "not a replay id"
+        names = rec.get("names", [])
+        if type(names) is not list or not all(map(_is_name, names)):
+            return "its names are not a list of names"
+        if not _is_number(rec.get("start", 0)):
+            return "its start is not a number"
+    elif kind in (CKPT, TIME) and not (
+            _is_ctx(rec.get(CTX)) and _is_int(rec.get(BLOCK, 0))
+            and _is_int(rec.get(ORDINAL, 0)) and _is_number(rec.get(SECONDS, 0))):
+        return "a loop context, block, ordinal or duration of the wrong type"
+    if kind == CKPT:
+        objs = rec.get(OBJECTS)
+        if type(objs) is not dict or not all(
+                type(o) is dict and is_digest(o.get(SHA)) and o.get(SERIALIZER) in _SERIALIZERS
+                for o in objs.values()):
+            return "a checkpoint object that is not a digest"
+    return None
+
+
+def _all_valid(values: list, kinds: list[str]) -> bool:
+    """Whether every record passes :func:`problem`, in C for the many log records: the
+    few distinct names and the types of contexts and sequence numbers, as sets."""
+    logs = list(compress(values, map(LOG.__eq__, kinds)))
+    if len(logs) < len(values) and any(map(problem, compress(values, map(LOG.__ne__, kinds)))):
+        return False
+    if not logs:
+        return True
+    try:
+        names = set(map(_NAME_OF, logs))
+    except KeyError:
+        return False
+    return (all(map(_is_name, names))
+            and set(map(type, map(_CTX_OF, logs))) <= _CTX_TYPES
+            and set(map(type, map(_SEQ_OF, logs))) <= _SEQ_TYPES
+            and all(map(is_id, set(filter(None, map(_REPLAY_OF, logs))))))
+
+
+_NAME_OF = itemgetter(NAME)
+_CTX_OF, _SEQ_OF, _REPLAY_OF = (methodcaller("get", key) for key in (CTX, SEQ, REPLAY_ID))
+_CTX_TYPES = frozenset((dict, type(None)))
+_SEQ_TYPES = frozenset((int, type(None)))
+
+
 def _decode_lines(text: str) -> list:
     """Every line, decoded: a JSON value, or :class:`_Undecodable` for a line that is not
     JSON; blank lines are dropped (so positions are line numbers in a note without any).
@@ -253,29 +367,69 @@ def _decode_lines(text: str) -> list:
     orjson (a compiled parser, 4-5x faster than ``json`` here on the cold rebuild of the
     cache), which gives the same records for a note made of whole JSON lines (what flor
     and ``cat_sort_uniq`` write). When that fails or does not yield one value per line
-    (a damaged line, or what orjson refuses and ``json`` takes: NaN, huge integers), each
-    line is decoded on its own, by orjson and else by ``json``.
+    (a damaged line, or what orjson refuses and ``json`` takes: NaN), each line is
+    decoded on its own, by orjson and else by ``json``. Three rarities are found by a
+    scan of the text first:
+
+    * an integer of 19 digits or more, which orjson would read as a float: its lines are
+      decoded by ``json``, which keeps it exact;
+    * invalid UTF-8 (the blob was decoded with ``surrogateescape``): its lines are not
+      JSON;
+    * a lone surrogate written as an escape (``"\\udc80"``): decoded, it is spelled
+      out (:func:`readable`), so that every reader can encode, index and show it.
     """
     import orjson
 
     body = text.strip()
     if not body:
         return []
-    if "\n\n" not in body and "\r" not in body:
+    long_ints = _LONG_DIGITS.search(body) is not None
+    raw = _RAW_SURROGATE.search(body) is not None
+    values = None
+    if not (long_ints or raw) and "\n\n" not in body and "\r" not in body:
         try:
             values = orjson.loads(f"[{body.replace(chr(10), ',')}]")
-            if len(values) == body.count("\n") + 1:
-                return values
+            if len(values) != body.count("\n") + 1:
+                values = None
+        except orjson.JSONDecodeError:
+            values = None
+    if values is None:
+        values = [_decode_line(line, long_ints, raw) for line in text.splitlines()
+                  if line.strip()]
+    if _ESCAPED_SURROGATE.search(body):
+        values = [readable(v) for v in values]
+    return values
+
+
+def _decode_line(line: str, long_ints: bool, raw: bool) -> Any:
+    import orjson
+
+    if raw and _RAW_SURROGATE.search(line):
+        return _Undecodable(line)
+    if not (long_ints and _LONG_DIGITS.search(line)):
+        try:
+            return orjson.loads(line)
         except orjson.JSONDecodeError:
             pass
-    values = []
-    for line in text.splitlines():
-        if line.strip():
-            try:
-                values.append(orjson.loads(line))
-            except orjson.JSONDecodeError:
-                try:
-                    values.append(json.loads(line))
-                except ValueError:
-                    values.append(_Undecodable(line))
-    return values
+    try:
+        return json.loads(line)
+    except (ValueError, RecursionError):
+        return _Undecodable(line)
+
+
+_LONG_DIGITS = re.compile(r"\d{19}")
+_RAW_SURROGATE = re.compile("[\ud800-\udfff]")
+_ESCAPED_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def readable(value: Any) -> Any:
+    """``value`` with every lone surrogate in its strings (keys too) spelled out as the
+    six characters of its escape: text SQLite, UTF-8 and terminals take as it is."""
+    if type(value) is str:
+        return value.encode("utf-8", "backslashreplace").decode("utf-8") \
+            if _RAW_SURROGATE.search(value) else value
+    if type(value) is list:
+        return [readable(v) for v in value]
+    if type(value) is dict:
+        return {readable(k): readable(v) for k, v in value.items()}
+    return value

@@ -3,14 +3,32 @@
 Content addressing makes writes idempotent (two runs that save identical state share
 a file) and lets a shared store be a plain directory or mount that many clones write to
 without coordination: a name can only ever hold one content.
+
+A digest comes from a note, and a note may come from someone else's clone; a store may be
+shared with people who can write to it. So a name that is not 64 lowercase hex digits is
+never turned into a path, and every object read is hashed again and refused unless it
+matches its name (:meth:`ObjectStore.verify`): a swapped pickle is never unpickled.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
+from typing import Iterable
 
 from flor_cli.errors import UserError
+
+_DIGEST = re.compile(r"[0-9a-f]{64}")
+
+
+class BadObject(ValueError):
+    """A digest that is not a sha256, or an object whose bytes do not hash to its name."""
+
+
+def is_digest(text: object) -> bool:
+    """Whether ``text`` can name an object: a sha256 in lowercase hex, nothing else."""
+    return type(text) is str and _DIGEST.fullmatch(text) is not None
 
 
 class ObjectStore:
@@ -18,6 +36,8 @@ class ObjectStore:
         self.root = Path(root)
 
     def path(self, digest: str) -> Path:
+        if not is_digest(digest):
+            raise BadObject(f"not an object digest: {str(digest)[:80]!r}")
         return self.root / digest[:2] / digest[2:]
 
     def put(self, data: bytes) -> str:
@@ -36,10 +56,27 @@ class ObjectStore:
         return digest
 
     def get(self, digest: str) -> bytes:
-        return self.path(digest).read_bytes()
+        """The object's bytes, only if they hash to ``digest`` (else BadObject)."""
+        data = self.path(digest).read_bytes()
+        self.verify(digest, [data])
+        return data
 
     def has(self, digest: str) -> bool:
-        return self.path(digest).exists()
+        return is_digest(digest) and self.path(digest).exists()
+
+    @staticmethod
+    def verify(digest: str, chunks: Iterable[bytes]) -> None:
+        """Refuse content that does not hash to its name: the one check every read of
+        an object goes through, whatever the store (a shared store's writers, or a disk
+        that flipped a bit, must not get their bytes unpickled)."""
+        import hashlib
+
+        h = hashlib.sha256()
+        for chunk in chunks:
+            h.update(chunk)
+        if h.hexdigest() != digest:
+            raise BadObject(f"object {digest[:12]} does not match its digest (changed "
+                            "after it was written): refusing to load it")
 
 
 def store_for(flor_dir: Path, configured: str | None = None) -> ObjectStore:

@@ -23,6 +23,7 @@ Worktrees are removed whatever happens (failure, Ctrl-C).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -78,6 +79,7 @@ def execute(git: Git, plan: Plan, gpus: Sequence[str] = ()) -> Outcome:
     kept there for its error message to point to.
     """
     outcome = Outcome(new_id())
+    prune_stale_worktrees(git)
     scratch = git.flor_dir / "replays" / outcome.replay_id
     progress = Progress(len(plan.runnable), sys.stderr)
     extra = _untracked_paths(git)
@@ -161,7 +163,7 @@ def _run(tree: Path, job: Job, plan: Plan, gpus: Sequence[str], scratch: Path,
             config = ReplayConfig(names=plan.names, mode=mode, range=epochs,
                                   args=job.args, ckpts=job.ckpts,
                                   checkpointing=job.checkpointing, journal=str(journal),
-                                  store=str(plan.store.root))
+                                  store=str(plan.store.root), parent=os.getpid())
             env = replay_env(config, base)
             if gpus:
                 env["CUDA_VISIBLE_DEVICES"] = gpus[k % len(gpus)]
@@ -274,14 +276,21 @@ class Sandbox:
     checkout that the commit lacks (``data/``, a virtualenv) are linked into it, and the
     siblings of the user's repository are linked into ``HOME``, so ``../data`` resolves
     as it did. Links are removed before the worktree, so removal never follows one.
+
+    While it exists, ``HOME.lock`` is ``flock``-ed by the replay that made it: a home
+    whose lock is free was left by a replay that died (kill -9) and is pruned by the next.
     """
 
     def __init__(self, git: Git, home: Path, commit: str, extra: list[str]):
         self.git, self.home, self.commit, self.extra = git, home, commit, extra
         self.tree = home / git.root.name
         self.links: list[Path] = []
+        self.lock = -1
 
     def __enter__(self) -> Path:
+        self.home.parent.mkdir(parents=True, exist_ok=True)
+        self.lock = os.open(_lock_of(self.home), os.O_WRONLY | os.O_CREAT, 0o644)
+        fcntl.flock(self.lock, fcntl.LOCK_EX)
         self.home.mkdir(parents=True, exist_ok=True)
         try:
             self.git.add_worktree(self.tree, self.commit)
@@ -305,16 +314,54 @@ class Sandbox:
     def __exit__(self, *exc: object) -> None:
         for link in reversed(self.links):
             link.unlink(missing_ok=True)
-        self.git.remove_worktree(self.tree)
-        shutil.rmtree(self.home, ignore_errors=True)
+        _remove_home(self.git, self.home)
+        if self.lock >= 0:
+            _lock_of(self.home).unlink(missing_ok=True)
+            os.close(self.lock)
+            self.lock = -1
+
+
+def _lock_of(home: Path) -> Path:
+    return home.with_name(home.name + ".lock")
+
+
+def _remove_home(git: Git, home: Path) -> None:
+    """Unregister and delete a sandbox; links first, so removal never follows one."""
+    for entry in home.iterdir() if home.is_dir() else ():
+        if entry.is_symlink():
+            entry.unlink()
+    git.remove_worktree(home / git.root.name)
+    shutil.rmtree(home, ignore_errors=True)
+
+
+def prune_stale_worktrees(git: Git) -> list[Path]:
+    """Remove the sandboxes of replays that died without removing them (kill -9)."""
+    parent = git.flor_dir / "worktrees"
+    pruned = []
+    for home in sorted(parent.iterdir()) if parent.is_dir() else ():
+        if not home.is_dir() or home.is_symlink():
+            continue
+        try:
+            fd = os.open(_lock_of(home), os.O_WRONLY | os.O_CREAT, 0o644)
+        except OSError:
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # its replay is running
+            _remove_home(git, home)
+            _lock_of(home).unlink(missing_ok=True)
+            pruned.append(home)
+        finally:
+            os.close(fd)
+    return pruned
 
 
 def _untracked_paths(git: Git) -> list[str]:
     """Top-level entries and ignored paths of the user's checkout, parents first."""
     top = [n for n in os.listdir(git.root) if n != ".git"]
-    ignored = git.cli("ls-files", "-z", "--others", "--ignored", "--exclude-standard",
-                      "--directory").split("\0")
-    paths = {p.rstrip("/") for p in top + ignored if p}
+    paths = {p.rstrip("/") for p in top + git.ignored_paths()}
     return sorted((p for p in paths if "__pycache__" not in Path(p).parts),
                   key=lambda p: (p.count("/"), p))
 

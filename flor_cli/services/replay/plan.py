@@ -34,7 +34,7 @@ FIXED_SECONDS = 1.0
 MODE_OF_LEVEL = {"prefix": "prefix", "outer_before": "skip", "outer_after": "skip",
                  "suffix": "skip", "nested": "nested"}
 DEMAND = ("prefix", "skip", "nested")  # least to most re-execution
-COLUMNS = ["run", "commit", "version", "mode", "epochs", "est_s", "note"]
+COLUMNS = ["run", "by", "commit", "version", "mode", "epochs", "est_s", "note"]
 
 
 @dataclass
@@ -43,6 +43,7 @@ class Job:
 
     run: str
     commit: str
+    by: str = ""  # user@host that recorded the run: whose code a replay runs (SECURITY.md)
     script: str = ""  # path relative to the repository root, as recorded
     cwd: str = "."  # the run's working directory, relative to the repository root
     argv: list[str] = field(default_factory=list)
@@ -88,7 +89,7 @@ class Plan:
 
     def table(self) -> tuple[list[str], list[tuple]]:
         return COLUMNS, [
-            (j.run, j.commit[:10], j.version[:7], j.mode or "-", j.epochs,
+            (j.run, j.by, j.commit[:10], j.version[:7], j.mode or "-", j.epochs,
              round(j.est, 1) if j.skip is None else None, j.skip or _note(j))
             for j in self.jobs]
 
@@ -154,6 +155,7 @@ def _job(git: Git, store: ObjectStore, tip: str | None, run: str, commit: str) -
         job.skip = "its note is missing"
         return job
     header = note.header
+    job.by = f"{header.get('user') or '?'}@{header.get('host') or '?'}"
     job.script, job.cwd = header.get("script", ""), header.get("cwd", ".")
     job.argv = list(header.get("argv", []))
     job.args = {r[NAME]: r.get(VALUE) for r in note.records if r[KIND] == ARG}
@@ -174,6 +176,8 @@ def _job(git: Git, store: ObjectStore, tip: str | None, run: str, commit: str) -
     job.missing_ckpts = len(ckpts) - len(job.ckpts)
     if header.get("status") != "ok":
         job.skip = f"the run did not finish (status {header.get('status')})"
+    elif not (notes.inside(job.script) and notes.inside(job.cwd)):
+        job.skip = "its script or working directory is outside the repository"
     elif commit not in git.repo:
         job.skip = f"its shadow commit {commit[:10]} is missing (fetch flor.shadow)"
     else:

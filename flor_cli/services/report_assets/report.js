@@ -229,6 +229,8 @@
       " run" + (v.runs.length === 1 ? "" : "s") + ": " + esc(v.runs.slice(0, 5).join(", ")) +
       (v.runs.length > 5 ? ", …" : "");
     var body = i === 0 ? '<p class="note">The first version.</p>'
+      : v.diff_left_out ? '<p class="note">Diff left out to keep the page small: git diff ' +
+        esc(DATA.versions[i - 1].commit.slice(0, 12) + " " + v.commit.slice(0, 12)) + "</p>"
       : v.diff ? '<pre class="diff">' + diffHtml(v.diff) + (v.diff_cut ? "\n…" : "") + "</pre>"
       : '<p class="note">Same files as the version before.</p>';
     return '<details id="version-' + esc(v.id) + '"><summary>' + head + "</summary>" + body +

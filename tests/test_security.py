@@ -1,0 +1,179 @@
+"""Nothing trusted from outside: what a note or a shared store holds is checked before it
+becomes a path, a ref, SQL or unpickled bytes (issue 9, docs/SECURITY.md)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from flor_cli.storage.objects import BadObject, ObjectStore
+
+
+def test_objects_are_verified_on_every_read_and_names_must_be_digests(tmp_path: Path) -> None:
+    store = ObjectStore(tmp_path / "objects")
+    digest = store.put(b"state")
+    assert store.get(digest) == b"state"
+    store.path(digest).write_bytes(b"swapped by someone who can write the store")
+    with pytest.raises(BadObject, match="does not match its digest"):
+        store.get(digest)
+    outside = tmp_path / "evil.pkl"
+    outside.write_bytes(b"x")
+    for name in ("xx/../../evil.pkl", str(outside), "../" + "a" * 62, digest.upper(),
+                 digest[:-1], 42, None):
+        assert not store.has(name)
+        with pytest.raises(BadObject):
+            store.get(name)
+    assert hashlib.sha256(b"state").hexdigest() == digest
+
+
+# -- hostile notes from a bare remote ------------------------------------------------------
+
+import json  # noqa: E402
+import os  # noqa: E402
+import pickle  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+from conftest import flor, flor_json, git, make_repo  # noqa: E402
+
+SCRIPT = '''import flor
+state = {"w": 0}
+with flor.checkpointing(state=state):
+    for e in flor.loop("epoch", range(2)):
+        for s in flor.loop("step", range(2)):
+            state["w"] += 1
+flor.log("w", state["w"])
+'''
+
+
+class Marker:
+    """Unpickling this creates a file: proof that something was unpickled."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def _line(record: dict) -> bytes:
+    return json.dumps(record, separators=(",", ":")).encode()
+
+
+def _plant(attacker: Path, notes_by_name: dict[str, bytes]) -> dict[str, str]:
+    """Shadow commits with these exact note bytes, on the attacker's flor refs."""
+    tree = git(attacker, "write-tree").strip()
+    tip = git(attacker, "rev-parse", "refs/heads/flor.shadow").strip()
+    commits = {}
+    for name, body in notes_by_name.items():
+        commit = git(attacker, "commit-tree", tree, "-p", tip, "-m", f"hostile {name}").strip()
+        blob = subprocess.run(["git", "hash-object", "-w", "--stdin"], cwd=attacker,
+                              input=body, capture_output=True, check=True).stdout.decode().strip()
+        git(attacker, "notes", "--ref", "flor", "add", "-C", blob, commit)
+        tip = commits[name] = commit
+    git(attacker, "update-ref", "refs/heads/flor.shadow", tip)
+    return commits
+
+
+def _files(root: Path, skip: tuple[Path, ...]) -> dict[str, bytes]:
+    found = {}
+    for path in sorted(root.rglob("*")):
+        if any(path == s or s in path.parents for s in skip) or not path.is_file():
+            continue
+        found[str(path.relative_to(root))] = path.read_bytes()
+    return found
+
+
+def test_hostile_notes_pulled_from_a_remote_touch_nothing_and_unpickle_nothing(
+        tmp_path: Path) -> None:
+    remote = tmp_path / "remote.git"
+    git(tmp_path, "init", "-q", "--bare", "-b", "main", str(remote))
+    victim = make_repo(tmp_path / "victim", files={"train.py": SCRIPT})
+    git(victim, "remote", "add", "origin", str(remote))
+    git(victim, "push", "-q", "origin", "main")
+    shared = tmp_path / "store"
+    git(victim, "config", "flor.store", str(shared))
+    subprocess.run([sys.executable, "train.py"], cwd=victim, check=True)
+    [mine] = flor_json(victim, "log")
+    flor(victim, "push", "origin")
+    git(tmp_path, "clone", "-q", str(remote), "attacker")
+    attacker = tmp_path / "attacker"
+    git(attacker, "fetch", "-q", "origin", "refs/heads/flor.shadow:refs/heads/flor.shadow",
+        "refs/notes/flor:refs/notes/flor")
+    # what an attacker's pickle would do, and a file it would aim at, outside the repo
+    marker = tmp_path / "UNPICKLED"
+    (tmp_path / "precious").mkdir()
+    (tmp_path / "precious" / "keep.txt").write_text("keep\n")
+    evil = pickle.dumps(Marker(str(marker)))
+    evil_path = tmp_path / "evil.pkl"
+    evil_path.write_bytes(evil)
+    # a digest whose object in the shared store was swapped for the evil pickle
+    honest = hashlib.sha256(b"honest state").hexdigest()
+    (shared / honest[:2]).mkdir(parents=True, exist_ok=True)
+    (shared / honest[:2] / honest[2:]).write_bytes(evil)
+    header = {"t": "run", "v": 1, "script": "train.py", "cwd": ".", "argv": [], "kwargs": {},
+              "status": "ok", "start": 1.0, "user": "mallory", "host": "evil"}
+    ckpt = {"t": "ckpt", "s": 1, "b": 0, "c": {"epoch": 0}, "i": 0, "bytes": 1, "sec": 0.1}
+    log = {"t": "log", "s": 2, "n": "w", "v": 666, "c": {}}
+    hostile = {
+        "traversal": _line({**header, "run": "x/../../../precious"}),
+        "absolute": _line({**header, "run": str(tmp_path / "precious")}),
+        "dots": _line({**header, "run": ".."}),
+        "bad digest": b"\n".join([
+            _line({**header, "run": "20260101-000000-aaaaaa"}),
+            _line({**ckpt, "objs": {"state": {"kind": "pickle",
+                                              "sha": f"xx/{evil_path}"}}}),
+            _line(log)]),
+        "script outside": _line({**header, "run": "20260101-000000-bbbbbb",
+                                 "script": "../../precious/keep.txt"}),
+        "tampered object": b"\n".join([
+            _line({**header, "run": "20260101-000000-cccccc"}),
+            _line({**ckpt, "objs": {"state": {"kind": "pickle", "sha": honest}}}),
+            _line(log)]),
+        "claims my id": b"\n".join([_line({**header, "run": mine["run"]}), _line(log)]),
+        "bad lines": b"\n".join([
+            _line({**header, "run": "20260101-000000-dddddd"}),
+            _line({"t": "log", "s": 1, "v": 1, "c": {}}),  # no name
+            _line({"t": "log", "s": 2, "n": "w", "v": 1, "c": [1]}),  # a list for a dict
+            b'[{"t": "log"}]', b"\xff\xfe not utf-8 \x80",
+            _line({"t": "log", "s": 3, "n": "ok", "v": 1, "c": {}})]),
+    }
+    _plant(attacker, hostile)
+    git(attacker, "push", "-q", "origin", "refs/heads/flor.shadow", "refs/notes/flor")
+
+    outside = (victim / ".git",)
+    before = _files(tmp_path, (victim / ".git", attacker, remote))
+    pulled = flor(victim, "pull", "origin")
+    assert "Traceback" not in pulled.stderr
+    runs = {r["run"]: r for r in flor_json(victim, "log")}
+    for run in runs:
+        shown = flor(victim, "show", run, "--format", "json", check=False)
+        assert shown.returncode == 0 and "Traceback" not in shown.stderr, shown.stderr
+    flor(victim, "query", "SELECT * FROM checkpoints")
+    plan = flor(victim, "replay", "w", "--where", "1=1", "--dry-run", check=False)
+    assert "Traceback" not in plan.stderr, plan.stderr
+    assert "mallory@evil" in plan.stdout  # whose code a replay would run
+
+    assert _files(tmp_path, (*outside, attacker, remote)) == before
+    assert not marker.exists()
+    assert not any("precious" in r or "/" in r or r == ".." for r in runs)
+    # the id I recorded still means my run; the note claiming it is listed apart
+    claimed = [r for r in runs if r.startswith(mine["run"] + "@")]
+    assert len(claimed) == 1
+    mine_values = flor_json(victim, "query", f"SELECT value FROM logs WHERE run='{mine['run']}'")
+    assert mine_values == [{"value": 4}]
+    assert "20260101-000000-dddddd" in runs  # its good lines are kept
+    bad = flor(victim, "query", "SELECT name FROM logs WHERE run='20260101-000000-dddddd'",
+               "--format", "json").stdout
+    assert json.loads(bad) == [{"name": "ok"}]
+    assert "line" in pulled.stderr  # skipped lines are named in a warning
+
+    from flor_cli.runtime.checkpoint import restore
+    from flor_cli.storage.objects import ObjectStore
+
+    with pytest.raises(BadObject):
+        restore({"state": {}}, {"objs": {"state": {"kind": "pickle", "sha": honest}}},
+                ObjectStore(shared))
+    assert not marker.exists()
