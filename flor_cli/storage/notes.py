@@ -257,7 +257,7 @@ _KIND_OF = itemgetter(KIND)
 # -- what a line may hold (validated where it is decoded: notes come from other clones) --
 
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
-_SERIALIZERS = frozenset(("state_dict", "pickle", "rng"))
+_SERIALIZERS = frozenset(("state_dict", "module", "pickle", "frame", "rng"))  # checkpoint.py
 
 
 def is_id(text: object) -> bool:
