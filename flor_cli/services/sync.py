@@ -15,10 +15,13 @@ other clones can replay them and see their images.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import random
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
@@ -29,7 +32,11 @@ from flor_cli.storage.journal import fold_orphans
 from flor_cli.storage.media import MEDIA_TYPES
 from flor_cli.storage.objects import BadObject, ObjectStore, configured_store, store_for
 
-PUSH_TRIES = 5  # each retry first merges what the remote gained meanwhile
+# A push that loses a race with another pusher merges what the remote gained and tries
+# again after a random wait that doubles up to a cap, so N pushers at once all get
+# through in about N rounds; only a remote that keeps moving for this long is an error.
+PUSH_PATIENCE_S = 600.0
+_BACKOFF_FIRST_S, _BACKOFF_CAP_S = 0.02, 1.0
 
 
 class NothingToPull(UserError):
@@ -69,17 +76,31 @@ def push(git: Git, remote: str) -> PushResult:
     fold_orphans(git)  # crashed runs' journals become notes, so they travel too
     with cache.connection(git) as db:
         store, copied = _share_objects(git, db)
-    for _ in range(PUSH_TRIES):
+    deadline = time.monotonic() + PUSH_PATIENCE_S
+    for attempt in itertools.count():
         refs = [ref for ref in (SHADOW_REF, NOTES_REF) if git.ref(ref)]
         if not git.push_refs(remote, [f"{ref}:{ref}" for ref in refs]):
             return PushResult(remote, refs, copied, store)
-        pull(git, remote)
-    raise UserError(f"could not push to {remote}: it kept moving; try again")
+        if time.monotonic() > deadline:
+            raise UserError(f"could not push to {remote}: it kept moving; try again")
+        time.sleep(random.uniform(0, min(_BACKOFF_CAP_S, _BACKOFF_FIRST_S * 2 ** attempt)))
+        _merge_remote(git, remote)  # the cache catches up at the next read
 
 
 def pull(git: Git, remote: str) -> PullResult:
     """Fetch the remote's runs into flor's mirrors of it and merge them into the local refs."""
     _check_remote(git, remote)
+    notes_before = git.ref(NOTES_REF)
+    _merge_remote(git, remote)
+    notes_after = git.ref(NOTES_REF)
+    changed = (0 if notes_after == notes_before
+               else sum(1 for _ in git.changed_notes(notes_before, notes_after)))
+    cache.connect(git).close()
+    return PullResult(remote, changed)
+
+
+def _merge_remote(git: Git, remote: str) -> None:
+    """Fetch the remote's flor refs into their mirrors and merge them into the local ones."""
     mirrors = tracking_refs(remote)
     present = git.remote_refs(remote, mirrors)
     if not present:
@@ -87,17 +108,11 @@ def pull(git: Git, remote: str) -> PullResult:
     # Forced only into the mirrors, which hold nothing but the remote's state; the
     # local refs are moved by merging, never overwritten.
     git.fetch_refs(remote, [f"+{ref}:{mirrors[ref]}" for ref in present])
-    notes_before = git.ref(NOTES_REF)
     if SHADOW_REF in present:
         git.merge_branch(SHADOW_REF, git.ref(mirrors[SHADOW_REF]),
                          f"flor: merge {remote}/flor.shadow")
     if NOTES_REF in present:
         git.merge_notes(git.ref(mirrors[NOTES_REF]), f"flor: merge runs from {remote}")
-    notes_after = git.ref(NOTES_REF)
-    changed = (0 if notes_after == notes_before
-               else sum(1 for _ in git.changed_notes(notes_before, notes_after)))
-    cache.connect(git).close()
-    return PullResult(remote, changed)
 
 
 def replayable(git: Git, run_ids: Iterable[str]) -> dict[str, bool]:

@@ -410,23 +410,23 @@ class Git:
 
     def push_refs(self, remote: str, refspecs: Iterable[str]) -> list[str]:
         """Push without force and without running the pre-push hook (flor's own hook calls
-        this: running it again would recurse). Returns the refs the remote rejected for
-        having moved (pull, merge and push again); any other failure raises RemoteError.
+        this: running it again would recurse). Returns the refs lost to a race with
+        another pusher (fetch, merge and push again); any other failure raises RemoteError.
         """
         proc = run_git(["push", "--porcelain", "--no-verify", remote, *refspecs], self.root,
                        check=False)
-        rejected, failures = [], []
+        raced, failures = [], []
         for line in proc.stdout.splitlines():
             parts = line.split("\t")
             if len(parts) == 3 and parts[0] == "!":
                 target = parts[1].split(":")[-1]
-                if parts[2].startswith("[rejected]"):
-                    rejected.append(target)
+                if lost_ref_race(parts[2]):
+                    raced.append(target)
                 else:
                     failures.append(f"{target} {parts[2]}")
-        if failures or (proc.returncode != 0 and not rejected):
+        if failures or (proc.returncode != 0 and not raced):
             raise RemoteError(f"git push: {failures[0] if failures else _last_line(proc.stderr)}")
-        return rejected
+        return raced
 
     def tracked_files(self, pathspec: str, cwd: Path) -> list[str]:
         """Files git tracks matching ``pathspec``, relative to ``cwd`` (``git ls-files``)."""
@@ -464,6 +464,25 @@ def _text(data: bytes) -> str:
     """A note's text. A note may come from another clone: bytes that are not UTF-8 stay
     (as surrogates) for the reader to skip their lines, and are written back unchanged."""
     return data.decode("utf-8", "surrogateescape")
+
+
+# How a push that lost a race with another pusher reads in ``git push --porcelain``:
+# rejected by this side because the remote moved since we last saw it, or by the
+# remote while it locked or compare-and-swapped the ref ("failed to update ref",
+# "cannot lock ref '...': is at X but expected Y", "reference already exists", and a
+# receive.denyNonFastForwards remote's "non-fast-forward" when it moved under us).
+# Anything else (a hook declining, permissions, a broken pack) is a real error.
+_RACE_REASONS = ("failed to update ref", "cannot lock ref", "unable to lock", "failed to lock",
+                 "incorrect old value", "but expected", "reference already exists",
+                 "non-fast-forward", "fetch first")
+
+
+def lost_ref_race(status: str) -> bool:
+    """Whether a ``git push --porcelain`` status (``[rejected] (fetch first)``) is a race."""
+    if status.startswith("[rejected]"):
+        return True
+    return status.startswith("[remote rejected]") and any(
+        reason in status for reason in _RACE_REASONS)
 
 
 def _tree_type():
