@@ -16,7 +16,6 @@ other clones can replay them and see their images.
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import random
 import sys
@@ -30,7 +29,7 @@ from flor_cli.storage import cache, media
 from flor_cli.storage.git import NOTES_REF, SHADOW_REF, Git
 from flor_cli.storage.journal import fold_orphans
 from flor_cli.storage.media import MEDIA_TYPES
-from flor_cli.storage.objects import BadObject, ObjectStore, configured_store, store_for
+from flor_cli.storage.objects import BadObject, ObjectStore, stores
 
 # A push that loses a race with another pusher merges what the remote gained and tries
 # again after a random wait that doubles up to a cap, so N pushers at once all get
@@ -95,7 +94,8 @@ def pull(git: Git, remote: str) -> PullResult:
     notes_after = git.ref(NOTES_REF)
     changed = (0 if notes_after == notes_before
                else sum(1 for _ in git.changed_notes(notes_before, notes_after)))
-    cache.connect(git).close()
+    with cache.connection(git) as db:  # what was missing may have reached the shared
+        cache.refresh_availability(git, db, "missing")  # store with these runs
     return PullResult(remote, changed)
 
 
@@ -122,15 +122,11 @@ def replayable(git: Git, run_ids: Iterable[str]) -> dict[str, bool]:
     result = dict.fromkeys(run_ids, True)
     if not result:
         return result
-    local, shared = stores(git)
     with cache.connection(git) as db:
         marks = ",".join("?" * len(result))
-        for run, objs in db.execute(
-                f"SELECT run, objs FROM checkpoints WHERE run IN ({marks})", list(result)):
-            if result[run] and not all(
-                    local.has(sha) or (shared is not None and shared.has(sha))
-                    for sha in _digests(objs)):
-                result[run] = False
+        for run, missing in db.execute(
+                f"SELECT run, missing FROM availability WHERE run IN ({marks})", list(result)):
+            result[run] = missing == 0
     return result
 
 
@@ -139,20 +135,15 @@ def _check_remote(git: Git, remote: str) -> None:
         raise UserError(f"no such remote: {remote} (see git remote -v)")
 
 
-def stores(git: Git) -> tuple[ObjectStore, ObjectStore | None]:
-    """The local object store and the shared one, if ``flor.store`` names one."""
-    shared = configured_store(git) if git.config("flor.store") else None
-    return store_for(git.flor_dir), shared
-
-
 def _share_objects(git: Git, db) -> tuple[str | None, int]:
-    """Copy the local checkpoint objects and logged files of the recorded runs that the
-    shared store lacks."""
+    """Copy to the shared store the local objects it lacks: the checkpoints of the runs
+    whose availability counts unshared ones (so a push stats nothing else), and logged
+    files."""
     local, shared = stores(git)
-    if shared is None or shared.root.resolve() == local.root.resolve():
-        return (str(shared.root) if shared else None), 0
+    if shared is None:
+        return (str(local.root) if git.config("flor.store") else None), 0
     copied = 0
-    for sha in dict.fromkeys(_object_digests(db)):
+    for sha in dict.fromkeys(_unshared_digests(db)):
         if not shared.has(sha) and local.has(sha):
             try:
                 _copy_object(local, shared, sha)
@@ -160,22 +151,20 @@ def _share_objects(git: Git, db) -> tuple[str | None, int]:
                 print(f"flor: not shared: {e}", file=sys.stderr)
                 continue
             copied += 1
+    db.execute("UPDATE availability SET unshared = 0 WHERE unshared > 0")
     return str(shared.root), copied
 
 
-def _object_digests(db) -> Iterator[str]:
-    """Every object the notes refer to: checkpoints' and logged images' and files'."""
-    for (objs,) in db.execute("SELECT objs FROM checkpoints"):
-        yield from _digests(objs)
+def _unshared_digests(db) -> Iterator[str]:
+    """The objects the shared store may lack: checkpoints' and logged images' and files'."""
+    for (objs,) in db.execute("SELECT objs FROM checkpoints WHERE run IN "
+                              "(SELECT run FROM availability WHERE unshared > 0)"):
+        yield from cache.digests(objs)
     marks = ",".join("?" * len(MEDIA_TYPES))
     for (value,) in db.execute(f"SELECT value FROM logs WHERE type IN ({marks})", MEDIA_TYPES):
         ref = media.parse(value)
         if ref is not None:
             yield ref.sha
-
-
-def _digests(objs: str | None) -> list[str]:
-    return [info["sha"] for info in (json.loads(objs) if objs else {}).values()]
 
 
 def _copy_object(src: ObjectStore, dst: ObjectStore, sha: str) -> None:
