@@ -92,7 +92,7 @@ def _query_figures(report: Report, repo: Path) -> None:
     sync, cli = [], []
     for _ in range(3):
         timed([*FLOR, "run", "train.py"], repo)
-        sync.append(_connect_seconds(repo))
+        sync.append(connect_seconds(repo))
         timed([*FLOR, "run", "train.py"], repo)
         cli.append(timed(pivot_loss, repo))
     after = median([timed(pivot_loss, repo) for _ in range(3)])
@@ -117,7 +117,7 @@ def _count_rows(cmd: list[str], repo: Path) -> int:
     return len(out.splitlines()) - 1  # csv: a header line, then one line per row
 
 
-def _connect_seconds(repo: Path) -> float:
+def connect_seconds(repo: Path) -> float:
     """Seconds `cache.connect` takes to take in what changed (the import is not counted)."""
     code = ("import time; from flor_cli.storage import cache; from flor_cli.storage.git import Git\n"
             "g = Git('.'); t = time.perf_counter(); cache.connect(g).close()\n"

@@ -28,8 +28,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_query import build_runs  # noqa: E402
-from harness import FLOR, PYTHON, QUIET_ENV, Report, cleanup, fixture, fmt_seconds, \
+from bench_query import build_runs, connect_seconds  # noqa: E402
+from harness import FLOR, PYTHON, Report, cleanup, fixture, fmt_seconds, \
     make_repo, median, temp_dir, timed  # noqa: E402
 
 SIZES = [int(n) for n in os.environ.get("BENCH_RUNS", "10000,100000").split(",")]
@@ -90,16 +90,11 @@ def _notes_tip(repo: Path) -> str:
 
 
 def _connect_seconds(repo: Path, fresh: bool) -> float:
-    """Seconds `cache.connect` takes in a fresh interpreter (imports not counted)."""
+    """Seconds `cache.connect` takes in a fresh interpreter; ``fresh``: cache.db deleted."""
     if fresh:
         for suffix in ("", "-wal", "-shm"):
             (repo / ".git" / "flor" / f"cache.db{suffix}").unlink(missing_ok=True)
-    code = ("import time; from flor_cli.storage import cache; from flor_cli.storage.git import Git\n"
-            "g = Git('.'); t = time.perf_counter(); cache.connect(g).close()\n"
-            "print(time.perf_counter() - t)")
-    out = subprocess.run([PYTHON, "-c", code], cwd=repo, capture_output=True, text=True,
-                         check=True, env=QUIET_ENV).stdout
-    return float(out)
+    return connect_seconds(repo)
 
 
 def _raw_insert_seconds(repo: Path, indexes_first: bool, since: str | None = None) -> float:
