@@ -181,9 +181,10 @@ def sync(git: Git, db: sqlite3.Connection) -> int:
         attached = last is None and _rebuild(git, db, changes)
         if last is not None:
             added: dict[str, list[str]] = {}
-            for annotated, blob in changes:
-                _forget_commit(db, annotated)
-                _insert_notes(git, db, [(annotated, blob)], added)
+            with _gc_paused():  # as in a rebuild: 1,000 new runs are 50,000 records
+                for annotated, blob in changes:
+                    _forget_commit(db, annotated)
+                    _insert_notes(git, db, [(annotated, blob)], added)
             _record_availability(git, db, added)
         db.execute("INSERT OR REPLACE INTO meta VALUES ('notes', ?)", (tip,))
         _check_stores(git, db)
@@ -222,9 +223,7 @@ def _rebuild(git: Git, db: sqlite3.Connection, changes: list[tuple[str, str | No
     for index in LOG_INDEXES:
         db.execute(f"DROP INDEX IF EXISTS {index}")
     db.execute(f"PRAGMA cache_size=-{_REBUILD_CACHE_KIB}")
-    sample = [(annotated, git.blob_text(blob) if blob else None)
-              for annotated, blob in changes[:_SAMPLE]]
-    mean = sum(len(text or "") for _, text in sample) / max(1, len(sample))
+    mean = sum(_note_bytes(git, key) for _, key in changes[:_SAMPLE]) / _SAMPLE
     half = len(changes) // 2
     helper = (_Helper(git, changes[half:]) if half >= _SAMPLE and
               mean * len(changes) >= _PARALLEL_BYTES else None)
@@ -232,8 +231,7 @@ def _rebuild(git: Git, db: sqlite3.Connection, changes: list[tuple[str, str | No
     with_ckpts: dict[str, list[str]] = {}
     with _gc_paused():
         try:
-            _insert_texts(db, sample, with_ckpts)
-            _insert_notes(git, db, changes[len(sample):half if helper else None], with_ckpts)
+            _insert_notes(git, db, changes[:half if helper else None], with_ckpts)
             _record_availability(git, db, with_ckpts)
             if helper is not None:
                 attached = helper.merge_into(db)
@@ -256,19 +254,49 @@ _PARALLEL_BYTES = 16 << 20  # ~150,000 records: a second or two of work on one c
 
 def _insert_notes(git: Git, db: sqlite3.Connection, changes: Iterable[tuple[str, str | None]],
                   with_ckpts: dict[str, list[str]]) -> None:
-    _insert_texts(db, ((annotated, git.blob_text(blob) if blob else None)
-                       for annotated, blob in changes), with_ckpts)
-
-
-def _insert_texts(db: sqlite3.Connection, texts: Iterable[tuple[str, str | None]],
-                  with_ckpts: dict[str, list[str]]) -> None:
-    """The rows of each (annotated commit, note text) that is a flor run; the object
+    """The rows of each (annotated commit, note key) that is a flor run; the object
     digests of each run that took checkpoints go to ``with_ckpts``, whose availability
-    the caller records (:func:`_record_availability`) once for all of them."""
-    for annotated, text in texts:
-        note = notes.parse(annotated, text) if text else None
+    the caller records (:func:`_record_availability`) once for all of them.
+
+    A note longer than :data:`_STREAM_BYTES` is read a batch of lines at a time
+    (:func:`_insert_streamed`), so a run of 10^7 values needs no more memory than one
+    of 10^5; the rest are decoded whole, which is faster for the many small ones.
+    """
+    for annotated, key in changes:
+        if key is None:
+            continue
+        if _note_bytes(git, key) > _STREAM_BYTES:
+            _insert_streamed(git, db, annotated, key, with_ckpts)
+            continue
+        note = notes.parse(annotated, git.blob_text(key))
         if note is not None:
             _insert(db, note, with_ckpts)
+
+
+_STREAM_BYTES = 16 << 20  # ~200,000 records
+
+
+def _note_bytes(git: Git, key: str | None) -> int:
+    """How long a note is, from its blobs' headers (nothing is read or inflated)."""
+    return sum(git.blob_size(blob) for blob in git.note_blobs(key)) if key else 0
+
+
+def _insert_streamed(git: Git, db: sqlite3.Connection, annotated: str, key: str,
+                     with_ckpts: dict[str, list[str]]) -> None:
+    """A long note's rows, a batch of lines at a time: one part and one batch of records
+    in memory. Rows go in in the note's line order; readers order by ``seq``."""
+    source = f"the note of commit {annotated[:12]}"
+    try:
+        header, replays = notes.scan_headers(git.note_chunks(key), source)
+    except notes.NewerFormat as e:
+        notes.warn(str(e))
+        return
+    if header is None:
+        return
+    for records in notes.record_batches(git.note_chunks(key), source):
+        # each batch as a note of its own: the run's row again, its replays once
+        _insert(db, notes.RunNote(annotated, header, records, replays), with_ckpts)
+        replays = []
 
 
 @contextmanager
@@ -367,8 +395,8 @@ def _insert(db: sqlite3.Connection, note: notes.RunNote, with_ckpts: dict[str, l
         db.execute("ROLLBACK TO run")
         run, ckpts = _insert_rows(db, note, _bindable_rows, lambda ctx: ctx_text(ctx).encode())
     db.execute("RELEASE run")
-    if ckpts:
-        with_ckpts[run] = [sha for row in ckpts for sha in digests(row[3])]
+    if ckpts:  # extended: a long note comes a batch at a time
+        with_ckpts.setdefault(run, []).extend(sha for row in ckpts for sha in digests(row[3]))
 
 
 def _bindable_rows(rows: Iterable[tuple]) -> list[tuple]:
