@@ -24,6 +24,14 @@ def record_run(repo: Path, epochs: int = 2, steps: int = 2, lr: float = 0.1,
     ``ckpt_shas`` lists the checkpoint objects its epochs recorded (one per epoch, in
     turn); without it the run took no checkpoints.
     """
+    run, path = write_journal(repo, epochs, steps, lr, ckpt_shas)
+    journal.fold(Git(repo), path, {"status": "ok", "exit": 0, "end": time.time()})
+    return run
+
+
+def write_journal(repo: Path, epochs: int = 2, steps: int = 2, lr: float = 0.1,
+                  ckpt_shas: list[str] | None = None) -> tuple[str, Path]:
+    """The journal of a synthetic run that ended, not folded yet: (run id, its path)."""
     git = Git(repo)
     started = time.time()
     run = journal.new_id(started)
@@ -36,8 +44,7 @@ def record_run(repo: Path, epochs: int = 2, steps: int = 2, lr: float = 0.1,
     writer.write(json.dumps(r, separators=(",", ":")) for r in _records(epochs, steps, lr,
                                                                        ckpt_shas))
     writer.close()
-    journal.fold(git, path, {"status": "ok", "exit": 0, "end": time.time()})
-    return run
+    return run, path
 
 
 def _records(epochs: int, steps: int, lr: float, ckpt_shas: list[str] | None) -> list[dict]:

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from conftest import git, make_repo
-from synthetic import record_run
+from synthetic import record_run, write_journal
 
 from flor_cli.services import sync
 from flor_cli.storage import cache
@@ -92,3 +92,39 @@ def test_cache_sync_of_a_long_note_runs_in_bounded_memory(tmp_path: Path) -> Non
     assert streamed.stdout.split() == ["80005"]
     whole = sync_under_limit(1 << 40)  # the same note decoded whole does not fit (it
     assert whole.returncode != 0       # dies of it, by MemoryError or a C allocation)
+
+
+FOLD = """
+import json, resource, sys
+from pathlib import Path
+from flor_cli.storage import journal
+from flor_cli.storage.git import Git
+git, path = Git(sys.argv[1]), Path(sys.argv[2])
+journal.load_fold(git)
+soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+with open("/proc/self/statm") as f:
+    used = int(f.read().split()[0]) * resource.getpagesize()
+resource.setrlimit(resource.RLIMIT_AS, (used + int(sys.argv[3]), hard))
+if sys.argv[4] == "decode":  # what folding did before: every record as a Python object
+    records = [json.loads(line) for line in open(path)]
+else:
+    print(journal.fold(git, path, {"status": "ok"}))
+"""
+
+
+def test_folding_a_long_journal_runs_in_bounded_memory(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "r", files={"train.py": "print(1)\n"})
+    run, path = write_journal(repo, epochs=4, steps=20_000)
+    headroom = str(32 << 20)
+
+    def fold_under_limit(how: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", FOLD, str(repo), str(path), headroom,
+                               how], capture_output=True, text=True)
+
+    assert fold_under_limit("decode").returncode != 0  # the records do not fit as objects
+    folded = fold_under_limit("fold")
+    assert folded.returncode == 0, folded.stderr
+    assert not path.exists()
+    assert _logged(repo) == 80_005
+    text = Git(repo).read_note(folded.stdout.strip())
+    assert text.startswith('{"t":"run"') and json.loads(text.splitlines()[0])["run"] == run

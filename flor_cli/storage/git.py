@@ -252,9 +252,13 @@ class Git:
 
     def read_note(self, annotated: str, notes_commit: str | None = None) -> str | None:
         """The whole text of a note, its parts joined (for notes small enough to hold)."""
-        tree = self.notes_tree(notes_commit)
-        key = _note_key(tree, annotated) if tree is not None else None
+        key = self.note_key(annotated, notes_commit)
         return self.blob_text(key) if key else None
+
+    def note_key(self, annotated: str, notes_commit: str | None = None) -> str | None:
+        """The key of ``annotated``'s note (its part blobs), to read it a part at a time."""
+        tree = self.notes_tree(notes_commit)
+        return _note_key(tree, annotated) if tree is not None else None
 
     def iter_notes(self, notes_commit: str | None = None) -> Iterator[tuple[str, str]]:
         """(annotated object id, note key) for every note, whatever the fan-out; a key

@@ -19,6 +19,13 @@ epoch or a nested loop, is about nested loop ``i`` of epoch context ``c`` in the
 
 The keys and kinds are named below; every module reads and writes records through these
 names, and every reader decodes through :func:`read_records`.
+
+A long note is stored in parts (see ``storage/git.py``, ``PART_BYTES``): the note blob
+at ``ab/<38 hex>`` and its continuations ``ab/<38 hex>.1``, ``.2``, ... beside it in the
+notes tree, each cut at a line end; the note is their lines in order. Since no reader
+depends on line position, which part a line is in never matters, and two clones' notes
+merge part by part. :func:`scan_headers` and :func:`record_batches` read such a note a
+part and a batch of lines at a time.
 """
 
 from __future__ import annotations
