@@ -23,6 +23,7 @@ timings, checkpoint manifests), written as notes on real shadow commits through
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import subprocess
@@ -91,7 +92,7 @@ def _query_figures(report: Report, repo: Path) -> None:
     sync, cli = [], []
     for _ in range(3):
         timed([*FLOR, "run", "train.py"], repo)
-        sync.append(_connect_seconds(repo))
+        sync.append(connect_seconds(repo))
         timed([*FLOR, "run", "train.py"], repo)
         cli.append(timed(pivot_loss, repo))
     after = median([timed(pivot_loss, repo) for _ in range(3)])
@@ -116,7 +117,7 @@ def _count_rows(cmd: list[str], repo: Path) -> int:
     return len(out.splitlines()) - 1  # csv: a header line, then one line per row
 
 
-def _connect_seconds(repo: Path) -> float:
+def connect_seconds(repo: Path) -> float:
     """Seconds `cache.connect` takes to take in what changed (the import is not counted)."""
     code = ("import time; from flor_cli.storage import cache; from flor_cli.storage.git import Git\n"
             "g = Git('.'); t = time.perf_counter(); cache.connect(g).close()\n"
@@ -151,8 +152,14 @@ def _git_figures(report: Report, path: Path) -> None:
 
 # -- building synthetic runs ---------------------------------------------------------
 
-def build_runs(repo: Path, runs: int, epochs: int, steps: int) -> int:
-    """``runs`` shadow commits, each with a note shaped like a real run's; returns records."""
+def build_runs(repo: Path, runs: int, epochs: int, steps: int, append: bool = False,
+               store_half: bool = False) -> int:
+    """``runs`` shadow commits, each with a note shaped like a real run's; returns records.
+
+    ``append`` adds them on top of the runs already there. Each checkpoint names an
+    object of its own (as real ones do); with ``store_half``, every other run's objects
+    are in the local object store (as empty files: only their presence is read).
+    """
     import pygit2
 
     from flor_cli.storage import notes
@@ -163,8 +170,9 @@ def build_runs(repo: Path, runs: int, epochs: int, steps: int) -> int:
     sig = pygit2.Signature("bench", "bench@localhost")
     tree = g.repo.revparse_single("HEAD").peel(pygit2.Tree).id
     head = str(g.repo.head.target)
-    parent, batch, total = None, {}, 0
-    start = time.time() - runs * 60.0
+    first = g.ref(SHADOW_REF) if append else None
+    parent, batch, total = (pygit2.Oid(hex=first) if first else None), {}, 0
+    start = time.time() - runs * 60.0 - (0 if append else 1e7)
     for i in range(runs):
         run = time.strftime("%Y%m%d-%H%M%S", time.localtime(start + 60 * i)) + f"-{i:06x}"
         commit = str(g.repo.create_commit(None, sig, sig, f"flor run {run}: train.py", tree,
@@ -172,11 +180,17 @@ def build_runs(repo: Path, runs: int, epochs: int, steps: int) -> int:
         parent = pygit2.Oid(hex=commit)
         header, records = _synthetic_run(run, head, start + 60 * i, epochs, steps, random.Random(i))
         batch[commit] = notes.render(header, records)
+        if store_half and i % 2 == 0:
+            for record in records:
+                for obj in record.get("objs", {}).values():
+                    path = g.flor_dir / "objects" / obj["sha"][:2] / obj["sha"][2:]
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.touch()
         total += sum(1 for r in records if r["t"] in ("log", "arg"))
         if len(batch) == BATCH or i == runs - 1:
             g.append_notes(batch, f"bench: {len(batch)} runs")
             batch = {}
-    if not g.cas_ref(SHADOW_REF, str(parent), None, "bench: synthetic runs"):
+    if not g.cas_ref(SHADOW_REF, str(parent), first, "bench: synthetic runs"):
         raise SystemExit("could not create the shadow branch")
     return total
 
@@ -203,8 +217,9 @@ def _synthetic_run(run: str, head: str, start: float, epochs: int, steps: int,
         records.append({"t": "log", "n": "val_acc", "v": rng.random(), "c": {"epoch": epoch}})
         records.append({"t": "time", "k": "outer", "c": {"epoch": epoch}, "sec": 5.0})
         records.append({"t": "ckpt", "c": {"epoch": epoch}, "i": 0, "bytes": 1_078_832,
-                        "sec": 0.012, "objs": {"model": {"kind": "state_dict",
-                                                         "sha": f"{epoch:064x}"}}})
+                        "sec": 0.012, "objs": {"model": {
+                            "kind": "state_dict",
+                            "sha": hashlib.sha256(f"{run}/{epoch}".encode()).hexdigest()}}})
     records.append({"t": "log", "n": "accuracy", "v": rng.random(), "c": {}})
     records.append({"t": "time", "k": "suffix", "sec": 0.02})
     for seq, record in enumerate(records):

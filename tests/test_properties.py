@@ -116,3 +116,34 @@ def test_integers_of_any_size_stay_exact(value: int) -> None:
     stored, cached = _store_and_read(value)
     assert stored == value and type(stored) is int
     assert cached == (value if -(2**63) <= value < 2**63 else str(value))
+
+
+# -- the note parser -----------------------------------------------------------------------
+
+KINDS = ["run", "log", "arg", "time", "ckpt", "replay", "end", "commit"]
+KEYS = ["t", "s", "n", "v", "c", "rp", "ty", "k", "b", "i", "sec", "objs", "run", "script",
+        "cwd", "argv", "kwargs", "names", "start", "status", "exit"]
+records = st.dictionaries(st.sampled_from(KEYS), values, max_size=8).flatmap(
+    lambda rec: st.sampled_from(KINDS + [None]).map(
+        lambda kind: {**rec, "t": kind} if kind else rec))
+lines = (records.map(lambda r: json.dumps(r).encode())
+         | values.map(lambda v: json.dumps(v).encode())
+         | st.binary(max_size=40))
+
+
+@settings(SETTINGS, max_examples=80)
+@given(st.lists(lines, max_size=10), st.booleans())
+def test_any_note_is_read_without_an_exception_and_the_cache_keeps_building(
+        note_lines: list[bytes], with_header: bool) -> None:
+    body = b"\n".join(([HEADER.encode()] if with_header else []) + note_lines) + b"\n"
+    text = body.decode("utf-8", "surrogateescape")  # as storage/git.py reads a blob
+    note = notes.parse(COMMIT, text)
+    db = sqlite3.connect(":memory:", isolation_level=None)
+    db.executescript(cache.SCHEMA)
+    if note is not None:
+        cache._insert(db, note)
+        cache._insert(db, notes.parse("d" * 40, text))  # the same run id, another commit
+        runs = [r for (r,) in db.execute("SELECT run FROM runs")]
+        assert len(runs) == 2 and all(notes.is_id(r.split("@")[0]) for r in runs)
+    for rec in (note.records if note else []):
+        assert notes.problem(rec) is None

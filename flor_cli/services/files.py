@@ -62,7 +62,7 @@ def logged(git: Git, names: Sequence[str] = (), runs: Sequence[str] | None = Non
 
 def read(git: Git, ref: MediaRef) -> bytes | None:
     """The bytes of a logged file, or None when neither store has them."""
-    from flor_cli.services.sync import stores
+    from flor_cli.storage.objects import stores
 
     from flor_cli.storage.notes import warn
     from flor_cli.storage.objects import BadObject
@@ -86,7 +86,7 @@ class Shown:
 
     @property
     def path(self) -> Path | None:
-        from flor_cli.services.sync import stores
+        from flor_cli.storage.objects import stores
 
         return next((s.path(self.ref.sha) for s in stores(self._git)
                      if s is not None and s.has(self.ref.sha)), None)

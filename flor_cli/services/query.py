@@ -7,7 +7,6 @@ connections (see :func:`cache.guard`), and any SQLite error becomes one line for
 from __future__ import annotations
 
 import json
-import re
 import sqlite3
 from contextlib import closing
 from typing import Any, Sequence
@@ -17,35 +16,18 @@ from flor_cli.storage import cache
 from flor_cli.storage.git import Git
 
 Table = tuple[list[str], list[tuple]]
-_CHECKPOINTS = re.compile(r"\bcheckpoints\b", re.IGNORECASE)
 
 
 def runs(git: Git, where: str | None = None, sort: str | None = None,
          limit: int | None = None) -> Table:
-    """``flor log``: one row per run — fixed columns, args, run-level (final) values.
-
-    ``checkpoints`` is not in the cache (it depends on which objects this clone has), so
-    a ``--where``/``--sort`` naming it runs over every run's computed row instead.
+    """``flor log``: one row per run — fixed columns, args, run-level (final) values, and
+    where its checkpoints are (``here``: a memoized replay is possible in this clone;
+    ``missing``: recorded elsewhere and in no store here; empty: it took none), all from
+    the cache, so ``--where``/``--sort``/``--limit`` run in SQL.
     """
-    sort = sort or "time, run"
-    on_computed = any(_CHECKPOINTS.search(text or "") for text in (where, sort))
     with cache.connection(git, readonly=True) as db:
-        clauses = "" if on_computed else _clauses(where, sort, limit)
-        columns, rows = _user_sql(db, "SELECT * FROM runs_wide" + clauses, "--where/--sort")
-        with_ckpts = {r for (r,) in db.execute("SELECT DISTINCT run FROM checkpoints")}
-    table = [*columns, "checkpoints"], _with_checkpoint_column(git, rows, with_ckpts)
-    return filter_rows(table, where, sort, limit) if on_computed else table
-
-
-def _with_checkpoint_column(git: Git, rows: list[tuple], with_ckpts: set[str]) -> list[tuple]:
-    """Where each run's checkpoints are: ``here`` (memoized replay possible in this clone),
-    ``missing`` (recorded elsewhere and not in a shared store: replay re-executes), or
-    empty when the run took none."""
-    from flor_cli.services.sync import replayable
-
-    present = replayable(git, [row[0] for row in rows if row[0] in with_ckpts])
-    return [(*row, ("here" if present[row[0]] else "missing") if row[0] in present else None)
-            for row in rows]
+        return _user_sql(db, "SELECT * FROM runs_wide" + _clauses(where, sort or "time, run",
+                                                                   limit), "--where/--sort")
 
 
 def pivot(git: Git, names: Sequence[str], where: str | None = None, sort: str | None = None,

@@ -15,10 +15,12 @@ other clones can replay them and see their images.
 
 from __future__ import annotations
 
-import json
+import itertools
 import os
+import random
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
@@ -27,9 +29,13 @@ from flor_cli.storage import cache, media
 from flor_cli.storage.git import NOTES_REF, SHADOW_REF, Git
 from flor_cli.storage.journal import fold_orphans
 from flor_cli.storage.media import MEDIA_TYPES
-from flor_cli.storage.objects import BadObject, ObjectStore, configured_store, store_for
+from flor_cli.storage.objects import BadObject, ObjectStore, stores
 
-PUSH_TRIES = 5  # each retry first merges what the remote gained meanwhile
+# A push that loses a race with another pusher merges what the remote gained and tries
+# again after a random wait that doubles up to a cap, so N pushers at once all get
+# through in about N rounds; only a remote that keeps moving for this long is an error.
+PUSH_PATIENCE_S = 600.0
+_BACKOFF_FIRST_S, _BACKOFF_CAP_S = 0.02, 1.0
 
 
 class NothingToPull(UserError):
@@ -69,17 +75,32 @@ def push(git: Git, remote: str) -> PushResult:
     fold_orphans(git)  # crashed runs' journals become notes, so they travel too
     with cache.connection(git) as db:
         store, copied = _share_objects(git, db)
-    for _ in range(PUSH_TRIES):
+    deadline = time.monotonic() + PUSH_PATIENCE_S
+    for attempt in itertools.count():
         refs = [ref for ref in (SHADOW_REF, NOTES_REF) if git.ref(ref)]
         if not git.push_refs(remote, [f"{ref}:{ref}" for ref in refs]):
             return PushResult(remote, refs, copied, store)
-        pull(git, remote)
-    raise UserError(f"could not push to {remote}: it kept moving; try again")
+        if time.monotonic() > deadline:
+            raise UserError(f"could not push to {remote}: it kept moving; try again")
+        time.sleep(random.uniform(0, min(_BACKOFF_CAP_S, _BACKOFF_FIRST_S * 2 ** attempt)))
+        _merge_remote(git, remote)  # the cache catches up at the next read
 
 
 def pull(git: Git, remote: str) -> PullResult:
     """Fetch the remote's runs into flor's mirrors of it and merge them into the local refs."""
     _check_remote(git, remote)
+    notes_before = git.ref(NOTES_REF)
+    _merge_remote(git, remote)
+    notes_after = git.ref(NOTES_REF)
+    changed = (0 if notes_after == notes_before
+               else sum(1 for _ in git.changed_notes(notes_before, notes_after)))
+    with cache.connection(git) as db:  # what was missing may have reached the shared
+        cache.refresh_availability(git, db, "missing")  # store with these runs
+    return PullResult(remote, changed)
+
+
+def _merge_remote(git: Git, remote: str) -> None:
+    """Fetch the remote's flor refs into their mirrors and merge them into the local ones."""
     mirrors = tracking_refs(remote)
     present = git.remote_refs(remote, mirrors)
     if not present:
@@ -87,17 +108,11 @@ def pull(git: Git, remote: str) -> PullResult:
     # Forced only into the mirrors, which hold nothing but the remote's state; the
     # local refs are moved by merging, never overwritten.
     git.fetch_refs(remote, [f"+{ref}:{mirrors[ref]}" for ref in present])
-    notes_before = git.ref(NOTES_REF)
     if SHADOW_REF in present:
         git.merge_branch(SHADOW_REF, git.ref(mirrors[SHADOW_REF]),
                          f"flor: merge {remote}/flor.shadow")
     if NOTES_REF in present:
         git.merge_notes(git.ref(mirrors[NOTES_REF]), f"flor: merge runs from {remote}")
-    notes_after = git.ref(NOTES_REF)
-    changed = (0 if notes_after == notes_before
-               else sum(1 for _ in git.changed_notes(notes_before, notes_after)))
-    cache.connect(git).close()
-    return PullResult(remote, changed)
 
 
 def replayable(git: Git, run_ids: Iterable[str]) -> dict[str, bool]:
@@ -107,15 +122,11 @@ def replayable(git: Git, run_ids: Iterable[str]) -> dict[str, bool]:
     result = dict.fromkeys(run_ids, True)
     if not result:
         return result
-    local, shared = stores(git)
     with cache.connection(git) as db:
         marks = ",".join("?" * len(result))
-        for run, objs in db.execute(
-                f"SELECT run, objs FROM checkpoints WHERE run IN ({marks})", list(result)):
-            if result[run] and not all(
-                    local.has(sha) or (shared is not None and shared.has(sha))
-                    for sha in _digests(objs)):
-                result[run] = False
+        for run, missing in db.execute(
+                f"SELECT run, missing FROM availability WHERE run IN ({marks})", list(result)):
+            result[run] = missing == 0
     return result
 
 
@@ -124,20 +135,15 @@ def _check_remote(git: Git, remote: str) -> None:
         raise UserError(f"no such remote: {remote} (see git remote -v)")
 
 
-def stores(git: Git) -> tuple[ObjectStore, ObjectStore | None]:
-    """The local object store and the shared one, if ``flor.store`` names one."""
-    shared = configured_store(git) if git.config("flor.store") else None
-    return store_for(git.flor_dir), shared
-
-
 def _share_objects(git: Git, db) -> tuple[str | None, int]:
-    """Copy the local checkpoint objects and logged files of the recorded runs that the
-    shared store lacks."""
+    """Copy to the shared store the local objects it lacks: the checkpoints of the runs
+    whose availability counts unshared ones (so a push stats nothing else), and logged
+    files."""
     local, shared = stores(git)
-    if shared is None or shared.root.resolve() == local.root.resolve():
-        return (str(shared.root) if shared else None), 0
+    if shared is None:
+        return (str(local.root) if git.config("flor.store") else None), 0
     copied = 0
-    for sha in dict.fromkeys(_object_digests(db)):
+    for sha in dict.fromkeys(_unshared_digests(db)):
         if not shared.has(sha) and local.has(sha):
             try:
                 _copy_object(local, shared, sha)
@@ -145,22 +151,20 @@ def _share_objects(git: Git, db) -> tuple[str | None, int]:
                 print(f"flor: not shared: {e}", file=sys.stderr)
                 continue
             copied += 1
+    db.execute("UPDATE availability SET unshared = 0 WHERE unshared > 0")
     return str(shared.root), copied
 
 
-def _object_digests(db) -> Iterator[str]:
-    """Every object the notes refer to: checkpoints' and logged images' and files'."""
-    for (objs,) in db.execute("SELECT objs FROM checkpoints"):
-        yield from _digests(objs)
+def _unshared_digests(db) -> Iterator[str]:
+    """The objects the shared store may lack: checkpoints' and logged images' and files'."""
+    for (objs,) in db.execute("SELECT objs FROM checkpoints WHERE run IN "
+                              "(SELECT run FROM availability WHERE unshared > 0)"):
+        yield from cache.digests(objs)
     marks = ",".join("?" * len(MEDIA_TYPES))
     for (value,) in db.execute(f"SELECT value FROM logs WHERE type IN ({marks})", MEDIA_TYPES):
         ref = media.parse(value)
         if ref is not None:
             yield ref.sha
-
-
-def _digests(objs: str | None) -> list[str]:
-    return [info["sha"] for info in (json.loads(objs) if objs else {}).values()]
 
 
 def _copy_object(src: ObjectStore, dst: ObjectStore, sha: str) -> None:

@@ -16,6 +16,16 @@ Tables (documented for ``flor query``):
 * ``checkpoints``  run, ctx, ordinal, objs (JSON), bytes, sec
 * ``replays``      run, rp, names, mode, start, end, status
 * ``names``        name, kind ('arg', 'run' for run-level values, 'loop' for loop-level)
+* ``availability`` run, missing, unshared: for each run that took checkpoints, how many of
+                   their objects are in no store this clone reads (0: a memoized replay is
+                   possible here), and how many are only in the local store while a
+                   shared one is configured (``flor push`` copies those)
+
+Availability is the one thing here that is not derived from notes alone: it is checked
+against the stores when a run's note enters the cache (a stat per object, or one listing
+per fan-out directory when a rebuild checks many), again for every run when the stores
+configured change, for the runs still missing objects after ``flor pull``, and by whoever
+removes objects (:func:`refresh_availability`). Reads never touch the stores.
 """
 
 from __future__ import annotations
@@ -37,8 +47,9 @@ import orjson
 
 from flor_cli.storage import notes
 from flor_cli.storage.git import NOTES_REF, Git
+from flor_cli.storage.objects import ObjectStore, stores
 
-SCHEMA_VERSION = "2"  # 2: ctx written by orjson (non-ASCII kept as UTF-8)
+SCHEMA_VERSION = "3"  # 2: ctx written by orjson (non-ASCII kept as UTF-8); 3: availability
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS runs(run TEXT PRIMARY KEY, commit_id TEXT, start REAL, end REAL,
@@ -56,13 +67,16 @@ CREATE INDEX IF NOT EXISTS checkpoints_run ON checkpoints(run);
 CREATE TABLE IF NOT EXISTS replays(run TEXT, rp TEXT, names TEXT, mode TEXT, start REAL,
   end REAL, status TEXT);
 CREATE TABLE IF NOT EXISTS names(name TEXT, kind TEXT, PRIMARY KEY(name, kind));
+CREATE TABLE IF NOT EXISTS availability(run TEXT PRIMARY KEY, missing INTEGER,
+  unshared INTEGER) WITHOUT ROWID;
 """
 # Kept apart from SCHEMA: a full rebuild drops them and builds them once at the end, which
 # is several times faster than maintaining them across a million inserts.
 LOG_INDEXES = {"logs_name": "logs(name, run)", "logs_run": "logs(run)"}
 RUN_COLUMNS = ("run", "commit_id", "start", "end", "script", "branch", "head", "status",
                "exit", "argv", "kwargs", "python", "torch", "host", "user")
-_PER_RUN_TABLES = ("runs", "args", "logs", "timings", "checkpoints", "replays")
+_PER_RUN_TABLES = ("runs", "args", "logs", "timings", "checkpoints", "replays",
+                   "availability")
 
 
 def path_of(git: Git) -> Path:
@@ -157,6 +171,7 @@ def sync(git: Git, db: sqlite3.Connection) -> int:
     try:
         last = _last_notes(db)
         if tip == last:
+            _check_stores(git, db)
             db.execute("COMMIT")
             return 0
         try:
@@ -165,10 +180,14 @@ def sync(git: Git, db: sqlite3.Connection) -> int:
             changes, last = list(git.changed_notes(None, tip)), None
         attached = last is None and _rebuild(git, db, changes)
         if last is not None:
-            for annotated, blob in changes:
-                _forget_commit(db, annotated)
-                _insert_notes(git, db, [(annotated, blob)])
+            added: dict[str, list[str]] = {}
+            with _gc_paused():  # as in a rebuild: 1,000 new runs are 50,000 records
+                for annotated, blob in changes:
+                    _forget_commit(db, annotated)
+                    _insert_notes(git, db, [(annotated, blob)], added)
+            _record_availability(git, db, added)
         db.execute("INSERT OR REPLACE INTO meta VALUES ('notes', ?)", (tip,))
+        _check_stores(git, db)
         db.execute("COMMIT")
         if attached:
             db.execute("DETACH DATABASE part")
@@ -204,21 +223,22 @@ def _rebuild(git: Git, db: sqlite3.Connection, changes: list[tuple[str, str | No
     for index in LOG_INDEXES:
         db.execute(f"DROP INDEX IF EXISTS {index}")
     db.execute(f"PRAGMA cache_size=-{_REBUILD_CACHE_KIB}")
-    sample = [(annotated, git.blob_text(blob) if blob else None)
-              for annotated, blob in changes[:_SAMPLE]]
-    mean = sum(len(text or "") for _, text in sample) / max(1, len(sample))
+    mean = sum(_note_bytes(git, key) for _, key in changes[:_SAMPLE]) / _SAMPLE
     half = len(changes) // 2
     helper = (_Helper(git, changes[half:]) if half >= _SAMPLE and
               mean * len(changes) >= _PARALLEL_BYTES else None)
     attached = False
+    with_ckpts: dict[str, list[str]] = {}
     with _gc_paused():
         try:
-            _insert_texts(db, sample)
-            _insert_notes(git, db, changes[len(sample):half if helper else None])
+            _insert_notes(git, db, changes[:half if helper else None], with_ckpts)
+            _record_availability(git, db, with_ckpts)
             if helper is not None:
                 attached = helper.merge_into(db)
                 if not attached:  # it failed: do its half here
-                    _insert_notes(git, db, changes[half:])
+                    with_ckpts.clear()
+                    _insert_notes(git, db, changes[half:], with_ckpts)
+                    _record_availability(git, db, with_ckpts)
         finally:
             if helper is not None:
                 helper.discard()
@@ -232,18 +252,51 @@ _SAMPLE = 8  # notes read before deciding whether a helper process pays off
 _PARALLEL_BYTES = 16 << 20  # ~150,000 records: a second or two of work on one core
 
 
-def _insert_notes(git: Git, db: sqlite3.Connection,
-                  changes: Iterable[tuple[str, str | None]]) -> None:
-    _insert_texts(db, ((annotated, git.blob_text(blob) if blob else None)
-                       for annotated, blob in changes))
+def _insert_notes(git: Git, db: sqlite3.Connection, changes: Iterable[tuple[str, str | None]],
+                  with_ckpts: dict[str, list[str]]) -> None:
+    """The rows of each (annotated commit, note key) that is a flor run; the object
+    digests of each run that took checkpoints go to ``with_ckpts``, whose availability
+    the caller records (:func:`_record_availability`) once for all of them.
 
-
-def _insert_texts(db: sqlite3.Connection, texts: Iterable[tuple[str, str | None]]) -> None:
-    """The rows of each (annotated commit, note text) that is a flor run."""
-    for annotated, text in texts:
-        note = notes.parse(annotated, text) if text else None
+    A note longer than :data:`_STREAM_BYTES` is read a batch of lines at a time
+    (:func:`_insert_streamed`), so a run of 10^7 values needs no more memory than one
+    of 10^5; the rest are decoded whole, which is faster for the many small ones.
+    """
+    for annotated, key in changes:
+        if key is None:
+            continue
+        if _note_bytes(git, key) > _STREAM_BYTES:
+            _insert_streamed(git, db, annotated, key, with_ckpts)
+            continue
+        note = notes.parse(annotated, git.blob_text(key))
         if note is not None:
-            _insert(db, note)
+            _insert(db, note, with_ckpts)
+
+
+_STREAM_BYTES = 16 << 20  # ~200,000 records
+
+
+def _note_bytes(git: Git, key: str | None) -> int:
+    """How long a note is, from its blobs' headers (nothing is read or inflated)."""
+    return sum(git.blob_size(blob) for blob in git.note_blobs(key)) if key else 0
+
+
+def _insert_streamed(git: Git, db: sqlite3.Connection, annotated: str, key: str,
+                     with_ckpts: dict[str, list[str]]) -> None:
+    """A long note's rows, a batch of lines at a time: one part and one batch of records
+    in memory. Rows go in in the note's line order; readers order by ``seq``."""
+    source = f"the note of commit {annotated[:12]}"
+    try:
+        header, replays = notes.scan_headers(git.note_chunks(key), source)
+    except notes.NewerFormat as e:
+        notes.warn(str(e))
+        return
+    if header is None:
+        return
+    for records in notes.record_batches(git.note_chunks(key), source):
+        # each batch as a note of its own: the run's row again, its replays once
+        _insert(db, notes.RunNote(annotated, header, records, replays), with_ckpts)
+        replays = []
 
 
 @contextmanager
@@ -308,8 +361,10 @@ def _build_part(root: str, path: str) -> None:
     db.execute(f"PRAGMA cache_size=-{_REBUILD_CACHE_KIB}")
     db.executescript(SCHEMA)
     db.execute("BEGIN")
+    git, with_ckpts = Git(root), {}
     with _gc_paused():
-        _insert_notes(Git(root), db, changes)
+        _insert_notes(git, db, changes, with_ckpts)
+    _record_availability(git, db, with_ckpts)
     db.execute("COMMIT")
     db.close()
 
@@ -325,19 +380,23 @@ def _forget_commit(db: sqlite3.Connection, commit: str) -> None:
             db.execute(f"DELETE FROM {table} WHERE run=?", (run,))
 
 
-def _insert(db: sqlite3.Connection, note: notes.RunNote) -> None:
-    """The run's rows. A value SQLite cannot bind as it is (an int beyond 64 bits, a
-    string with a lone surrogate, a list where a number belongs) is rare: the first try
-    binds everything as it is, and only a run that fails is inserted again, each
-    column value made bindable (:func:`_bindable`)."""
+def _insert(db: sqlite3.Connection, note: notes.RunNote, with_ckpts: dict[str, list[str]]
+            ) -> None:
+    """The run's rows; the object digests of its checkpoints, if it took any, go to
+    ``with_ckpts`` under its run id. A value SQLite cannot bind as it is (an int beyond
+    64 bits, a string with a lone surrogate, a list where a number belongs) is rare: the
+    first try binds everything as it is, and only a run that fails is inserted again,
+    each column value made bindable (:func:`_bindable`)."""
     db.execute("SAVEPOINT run")
     try:
-        _insert_rows(db, note, lambda rows: rows, orjson.dumps)
+        run, ckpts = _insert_rows(db, note, lambda rows: rows, orjson.dumps)
     except (OverflowError, UnicodeError, TypeError, ValueError,
             sqlite3.InterfaceError, sqlite3.ProgrammingError):
         db.execute("ROLLBACK TO run")
-        _insert_rows(db, note, _bindable_rows, lambda ctx: ctx_text(ctx).encode())
+        run, ckpts = _insert_rows(db, note, _bindable_rows, lambda ctx: ctx_text(ctx).encode())
     db.execute("RELEASE run")
+    if ckpts:  # extended: a long note comes a batch at a time
+        with_ckpts.setdefault(run, []).extend(sha for row in ckpts for sha in digests(row[3]))
 
 
 def _bindable_rows(rows: Iterable[tuple]) -> list[tuple]:
@@ -380,7 +439,8 @@ def _claim(db: sqlite3.Connection, note: notes.RunNote) -> str:
     return alias
 
 
-def _insert_rows(db: sqlite3.Connection, note: notes.RunNote, bind, dumps) -> None:
+def _insert_rows(db: sqlite3.Connection, note: notes.RunNote, bind, dumps
+                 ) -> tuple[str, list[tuple]]:
     h, run = note.header, _claim(db, note)
     db.execute(f"INSERT OR REPLACE INTO runs VALUES ({','.join('?' * len(RUN_COLUMNS))})",
                *bind([(
@@ -401,6 +461,7 @@ def _insert_rows(db: sqlite3.Connection, note: notes.RunNote, bind, dumps) -> No
     kinds = {(name, "arg") for _, name, _ in args}
     kinds.update((name, "loop" if lvl else "run") for name, lvl in levels)
     db.executemany("INSERT OR IGNORE INTO names VALUES (?,?)", sorted(kinds))
+    return run, ckpts
 
 
 def _rows(run: str, records: list[dict], dumps=orjson.dumps) -> tuple[list[tuple], list[tuple], list[tuple],
@@ -452,6 +513,66 @@ _PLAIN = frozenset((float, int, str, type(None)))
 _LOG_INSERT = {6: "INSERT INTO logs VALUES (?1,NULL,?2,?4,?3,NULL,?5,?6)",
                8: "INSERT INTO logs VALUES (?,?,?,?,?,?,?,?)"}
 _NAME, _LEVEL = itemgetter(3), itemgetter(-1)  # of both shapes of log rows
+
+
+def digests(objs: str | None) -> list[str]:
+    """The object digests in a ``checkpoints.objs`` (JSON: object name -> {"sha": ...})."""
+    infos = json.loads(objs) if objs else None
+    if not isinstance(infos, dict):
+        return []
+    return [info["sha"] for info in infos.values()
+            if isinstance(info, dict) and isinstance(info.get("sha"), str)]
+
+
+def _record_availability(git: Git, db: sqlite3.Connection,
+                         with_ckpts: dict[str, list[str]]) -> None:
+    """Check the object digests of each run against the stores; write its availability."""
+    if not with_ckpts:
+        return
+    local, shared = stores(git)
+    wanted = {sha for shas in with_ckpts.values() for sha in shas}
+    held = local.present(wanted)
+    in_shared = shared.present(wanted) if shared is not None else set()
+    db.executemany("INSERT OR REPLACE INTO availability VALUES (?,?,?)", [
+        (run, sum(1 for sha in shas if sha not in held and sha not in in_shared),
+         sum(1 for sha in shas if sha in held and sha not in in_shared) if shared else 0)
+        for run, shas in with_ckpts.items()])
+    db.execute("INSERT OR REPLACE INTO meta VALUES ('stores', ?)", (_stores_key(local, shared),))
+
+
+def _stores_key(local: ObjectStore, shared: ObjectStore | None) -> str:
+    return json.dumps([str(local.root), str(shared.root) if shared else None])
+
+
+def _check_stores(git: Git, db: sqlite3.Connection) -> None:
+    """Check every run again when the stores have changed (``flor.store`` set or moved)."""
+    row = db.execute("SELECT value FROM meta WHERE key='stores'").fetchone()
+    if row is None or db.execute("SELECT 1 FROM availability LIMIT 1").fetchone() is None:
+        return  # nothing checked yet: whatever the stores are, nothing is stale
+    if row[0] != _stores_key(*stores(git)):
+        _recheck(git, db, "1")
+
+
+def refresh_availability(git: Git, db: sqlite3.Connection, which: str = "all") -> None:
+    """Check runs against the stores again, after objects arrived or were removed:
+    ``which`` is ``"all"``, or ``"missing"`` for the runs that lacked objects (cheaper:
+    nothing can have gone missing from a run that is complete)."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        _recheck(git, db, "missing > 0" if which == "missing" else "1")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+
+
+def _recheck(git: Git, db: sqlite3.Connection, condition: str) -> None:
+    with_ckpts: dict[str, list[str]] = {}
+    for run, objs in db.execute(
+            "SELECT run, objs FROM checkpoints WHERE run IN "
+            f"(SELECT run FROM availability WHERE {condition})"):
+        with_ckpts.setdefault(run, []).extend(digests(objs))
+    _record_availability(git, db, with_ckpts)
 
 
 def ctx_text(ctx: Any) -> str:
@@ -515,10 +636,13 @@ def create_runs_view(db: sqlite3.Connection) -> list[str]:
                 "ORDER BY l.rp IS NOT NULL, l.seq DESC LIMIT 1)"),
     ):
         for name in names_of(db, kind):
-            if name in columns:
+            if name in columns or name == "checkpoints":
                 continue
             columns.append(name)
             selects.append(f"{table_sql.format(q=quote_literal(name))} AS {quote_ident(name)}")
+    columns.append("checkpoints")
+    selects.append("(SELECT CASE WHEN a.missing = 0 THEN 'here' ELSE 'missing' END "
+                   "FROM availability a WHERE a.run = r.run) AS checkpoints")
     db.execute("DROP VIEW IF EXISTS temp.runs_wide")
     db.execute(f"CREATE TEMP VIEW runs_wide AS SELECT {', '.join(selects)} FROM runs r")
     return columns

@@ -251,12 +251,18 @@ class Git:
         return self.repo[commit].peel(_tree_type()) if commit else None
 
     def read_note(self, annotated: str, notes_commit: str | None = None) -> str | None:
+        """The whole text of a note, its parts joined (for notes small enough to hold)."""
+        key = self.note_key(annotated, notes_commit)
+        return self.blob_text(key) if key else None
+
+    def note_key(self, annotated: str, notes_commit: str | None = None) -> str | None:
+        """The key of ``annotated``'s note (its part blobs), to read it a part at a time."""
         tree = self.notes_tree(notes_commit)
-        path = _find_note_path(tree, annotated) if tree is not None else None
-        return _text(self.repo[_lookup(tree, path).id].data) if path else None
+        return _note_key(tree, annotated) if tree is not None else None
 
     def iter_notes(self, notes_commit: str | None = None) -> Iterator[tuple[str, str]]:
-        """(annotated object id, note blob id) for every note, whatever the fan-out."""
+        """(annotated object id, note key) for every note, whatever the fan-out; a key
+        names the note's part blobs (see :func:`note_chunks`)."""
         tree = self.notes_tree(notes_commit)
         if tree is not None:
             yield from _walk_notes(self.repo, tree, "")
@@ -277,11 +283,12 @@ class Git:
             for annotated, _ in _walk_notes(self.repo, old, ""):
                 yield annotated, None
             return
-        for delta in old.diff_to_tree(new).deltas:
-            path = delta.new_file.path if delta.status_char() != "D" else delta.old_file.path
-            annotated = path.replace("/", "")
-            blob = None if delta.status_char() == "D" else str(delta.new_file.id)
-            yield annotated, blob
+        touched = dict.fromkeys(
+            _split_part(delta.new_file.path if delta.status_char() != "D"
+                        else delta.old_file.path)[0].replace("/", "")
+            for delta in old.diff_to_tree(new).deltas)
+        for annotated in touched:  # a changed part is a change of its whole note
+            yield annotated, _note_key(new, annotated)
 
     def tree_of(self, commit: str) -> str:
         """The tree a commit records: runs with equal trees ran the same code."""
@@ -291,30 +298,57 @@ class Git:
         """The patch from one tree to another (``git diff`` of two code versions)."""
         return self.repo.diff(self.repo[old], self.repo[new]).patch or ""
 
-    def blob_text(self, blob_id: str) -> str:
-        return _text(self.repo[blob_id].data)
+    def blob_text(self, key: str) -> str:
+        """The text of a note key (or of one blob): every part, joined."""
+        return _text(b"".join(self.note_chunks(key)))
 
-    def append_notes(self, additions: dict[str, str], message: str) -> str:
+    def note_chunks(self, key: str) -> Iterator[bytes]:
+        """A note's parts, in order, one blob in memory at a time."""
+        for blob in self.note_blobs(key):
+            yield self.repo[blob].data
+
+    @staticmethod
+    def note_blobs(key: str) -> list[str]:
+        """The blob ids of a note's parts, in order."""
+        return key.split(_KEY_SEP)
+
+    def blob_size(self, blob: str) -> int:
+        """A blob's length from its object header, without inflating its content."""
+        return self.repo.odb.read_header(blob)[1]
+
+    def append_notes(self, additions: dict[str, str | Iterable[bytes]], message: str) -> str:
         """Append text to the notes of several objects in one notes commit (CAS, retried).
 
         Appending keeps every line already there: notes only ever grow, so concurrent
-        writers and the union merge of :meth:`merge_notes` can never lose a record.
+        writers and the union merge of :meth:`merge_notes` can never lose a record. An
+        addition is text, or chunks of whole lines (a fold streaming a journal): what
+        would make a part longer than :data:`PART_BYTES` goes to new parts.
         """
         repo = self.repo
+        # Blobs of long additions are written once, before the compare-and-swap loop
+        # (which may run step again): the chunks can be read only once.
+        pieces = {annotated: _small_text(text) or _write_parts(repo, text)
+                  for annotated, text in additions.items()}
 
         def step(tip: str | None) -> str:
             tree = self.notes_tree(tip)
             new_tree = tree.id if tree is not None else None
-            for annotated, text in additions.items():
-                current = tree_path = None
+            for annotated, piece in pieces.items():
+                parts, tree_path = [], None
                 if tree is not None:
                     tree_path = _find_note_path(tree, annotated)
                     if tree_path:
-                        current = _text(repo[_lookup(tree, tree_path).id].data)
-                body = _join_jsonl(current, text)
-                blob = repo.create_blob(body.encode("utf-8", "surrogateescape"))
+                        parts = _part_blobs(tree, tree_path)
+                if isinstance(piece, str):
+                    last = _text(repo[parts[-1]].data) if parts else None
+                    full = last is not None and len(last) + len(piece) > PART_BYTES
+                    body = _join_jsonl(None if full else last, piece)
+                    blob = repo.create_blob(body.encode("utf-8", "surrogateescape"))
+                    blobs = [*parts, blob] if full else [*parts[:-1], blob]
+                else:
+                    blobs = [*parts, *piece]
                 path = tree_path or [annotated[:2], annotated[2:]]
-                new_tree = _tree_put(repo, repo[new_tree] if new_tree else None, path, blob)
+                new_tree = _tree_put_parts(repo, repo[new_tree] if new_tree else None, path, blobs)
             return self.commit(str(new_tree), [tip] if tip else [], message)
 
         return self._advance(NOTES_REF, message, step)
@@ -335,19 +369,18 @@ class Git:
             base = repo.merge_base(ours, theirs)
             tree = self.notes_tree(ours)
             merged = tree.id
-            for annotated, blob in self.changed_notes(str(base) if base else None, theirs):
-                if blob is None:
+            for annotated, key in self.changed_notes(str(base) if base else None, theirs):
+                if key is None:
                     continue
                 path = _find_note_path(tree, annotated)
                 if path is None:
-                    path, new_blob = [annotated[:2], annotated[2:]], repo[blob].id
+                    path, blobs = [annotated[:2], annotated[2:]], _oids(key)
                 else:
-                    mine = _lookup(tree, path).id
-                    if str(mine) == blob:
+                    mine = [str(b) for b in _part_blobs(tree, path)]
+                    if mine == key.split(_KEY_SEP):
                         continue
-                    new_blob = repo.create_blob(
-                        _union_lines(repo[mine].data, repo[blob].data))
-                merged = _tree_put(repo, repo[merged], path, new_blob)
+                    blobs = _union_parts(repo, mine, key.split(_KEY_SEP))  # one blob each
+                merged = _tree_put_parts(repo, repo[merged], path, blobs)
             return str(merged)
 
         return self._merge_ref(NOTES_REF, theirs, message, union_tree)
@@ -410,23 +443,23 @@ class Git:
 
     def push_refs(self, remote: str, refspecs: Iterable[str]) -> list[str]:
         """Push without force and without running the pre-push hook (flor's own hook calls
-        this: running it again would recurse). Returns the refs the remote rejected for
-        having moved (pull, merge and push again); any other failure raises RemoteError.
+        this: running it again would recurse). Returns the refs lost to a race with
+        another pusher (fetch, merge and push again); any other failure raises RemoteError.
         """
         proc = run_git(["push", "--porcelain", "--no-verify", remote, *refspecs], self.root,
                        check=False)
-        rejected, failures = [], []
+        raced, failures = [], []
         for line in proc.stdout.splitlines():
             parts = line.split("\t")
             if len(parts) == 3 and parts[0] == "!":
                 target = parts[1].split(":")[-1]
-                if parts[2].startswith("[rejected]"):
-                    rejected.append(target)
+                if lost_ref_race(parts[2]):
+                    raced.append(target)
                 else:
                     failures.append(f"{target} {parts[2]}")
-        if failures or (proc.returncode != 0 and not rejected):
+        if failures or (proc.returncode != 0 and not raced):
             raise RemoteError(f"git push: {failures[0] if failures else _last_line(proc.stderr)}")
-        return rejected
+        return raced
 
     def tracked_files(self, pathspec: str, cwd: Path) -> list[str]:
         """Files git tracks matching ``pathspec``, relative to ``cwd`` (``git ls-files``)."""
@@ -466,6 +499,25 @@ def _text(data: bytes) -> str:
     return data.decode("utf-8", "surrogateescape")
 
 
+# How a push that lost a race with another pusher reads in ``git push --porcelain``:
+# rejected by this side because the remote moved since we last saw it, or by the
+# remote while it locked or compare-and-swapped the ref ("failed to update ref",
+# "cannot lock ref '...': is at X but expected Y", "reference already exists", and a
+# receive.denyNonFastForwards remote's "non-fast-forward" when it moved under us).
+# Anything else (a hook declining, permissions, a broken pack) is a real error.
+_RACE_REASONS = ("failed to update ref", "cannot lock ref", "unable to lock", "failed to lock",
+                 "incorrect old value", "but expected", "reference already exists",
+                 "non-fast-forward", "fetch first")
+
+
+def lost_ref_race(status: str) -> bool:
+    """Whether a ``git push --porcelain`` status (``[rejected] (fetch first)``) is a race."""
+    if status.startswith("[rejected]"):
+        return True
+    return status.startswith("[remote rejected]") and any(
+        reason in status for reason in _RACE_REASONS)
+
+
 def _tree_type():
     import pygit2
 
@@ -478,6 +530,107 @@ def _join_jsonl(current: str | None, text: str) -> str:
     if not current.endswith("\n"):
         current += "\n"
     return current + (text if text.endswith("\n") else text + "\n")
+
+
+# -- note parts ---------------------------------------------------------------------
+#
+# git hosts refuse big blobs (GitHub: over 100 MB), and a run logging 10^7 values has a
+# note of ~800 MB. So a note longer than PART_BYTES is split, at line boundaries, into
+# parts: the first is the note itself (``ab/cdef...``, what git shows), the others lie
+# beside it as ``ab/cdef....1``, ``....2`` ... in the same notes tree. git keeps such
+# entries as they are (names that are not object ids are "non-notes" to it), pushes and
+# fetches them with the notes, and flor reads a note as its parts' lines in order.
+# Lines are self-describing, so parts merge one by one (a union of lines, like the
+# notes themselves), and which part a line is in never changes what is read.
+
+PART_BYTES = 32 << 20
+_PART_MARK = "."
+_KEY_SEP = "+"  # a note key: its part blobs joined, e.g. "<blob>+<blob>"
+
+
+def _split_part(path: str) -> tuple[str, int]:
+    """(note path, part number) of a notes-tree path: part 0 is the note itself."""
+    head, mark, number = path.rpartition(_PART_MARK)
+    return (head, int(number)) if mark and number.isdigit() else (path, 0)
+
+
+def _part_blobs(tree, path: list[str]) -> list:
+    """The blob ids of the note at ``path``, its parts in order."""
+    folder = _lookup(tree, path[:-1]) if len(path) > 1 else tree
+    blobs, k = [_lookup(tree, path).id], 1
+    while f"{path[-1]}{_PART_MARK}{k}" in folder:
+        blobs.append(folder[f"{path[-1]}{_PART_MARK}{k}"].id)
+        k += 1
+    return blobs
+
+
+def _note_key(tree, annotated: str) -> str | None:
+    path = _find_note_path(tree, annotated)
+    return _KEY_SEP.join(str(b) for b in _part_blobs(tree, path)) if path else None
+
+
+def _oids(key: str) -> list:
+    import pygit2
+
+    return [pygit2.Oid(hex=blob) for blob in key.split(_KEY_SEP)]
+
+
+def _small_text(text: str | Iterable[bytes]) -> str | None:
+    """``text`` itself when it is text short enough to join a note's last part."""
+    return text if isinstance(text, str) and len(text) <= PART_BYTES else None
+
+
+def _write_parts(repo, text: str | Iterable[bytes]) -> list:
+    """Blobs of at most about PART_BYTES each, split at line ends, from text or chunks."""
+    chunks = [text.encode("utf-8", "surrogateescape")] if isinstance(text, str) else text
+    blobs, pending, size = [], [], 0
+    for chunk in chunks:
+        pending.append(chunk)
+        size += len(chunk)
+        while size > PART_BYTES:
+            data = b"".join(pending)
+            cut = data.rfind(b"\n", 0, PART_BYTES) + 1 or data.find(b"\n") + 1 or len(data)
+            blobs.append(repo.create_blob(data[:cut]))
+            pending, size = [data[cut:]], len(data) - cut
+    data = b"".join(pending)
+    if data or not blobs:
+        blobs.append(repo.create_blob(data if data.endswith(b"\n") or not data
+                                      else data + b"\n"))
+    return blobs
+
+
+def _union_parts(repo, ours: list[str], theirs: list[str]) -> list:
+    """Both notes' lines, part by part (a part only one side has is taken as it is)."""
+    merged = []
+    for k in range(max(len(ours), len(theirs))):
+        if k >= len(ours) or k >= len(theirs) or ours[k] == theirs[k]:
+            merged.append(repo[(ours if k < len(ours) else theirs)[k]].id)
+        else:
+            merged.append(repo.create_blob(_union_lines(repo[ours[k]].data,
+                                                        repo[theirs[k]].data)))
+    return merged
+
+
+def _tree_put_parts(repo, tree, path: list[str], blobs: list):
+    """``tree`` with the note at ``path`` made of ``blobs`` (stale parts removed)."""
+    folder_path, leaf = path[:-1], path[-1]
+    folder = tree
+    for name in folder_path:
+        folder = folder[name] if folder is not None and name in folder else None
+    old_parts = 0
+    if folder is not None:
+        while f"{leaf}{_PART_MARK}{old_parts + 1}" in folder:
+            old_parts += 1
+    builder = repo.TreeBuilder(folder) if folder is not None else repo.TreeBuilder()
+    builder.insert(leaf, blobs[0], _BLOB)
+    for k in range(1, max(old_parts, len(blobs) - 1) + 1):
+        name = f"{leaf}{_PART_MARK}{k}"
+        if k < len(blobs):
+            builder.insert(name, blobs[k], _BLOB)
+        else:
+            builder.remove(name)
+    sub = builder.write()
+    return _tree_put(repo, tree, folder_path, sub, _TREE) if folder_path else sub
 
 
 def _union_lines(ours: bytes, theirs: bytes) -> bytes:
@@ -506,21 +659,27 @@ def _find_note_path(tree, annotated: str) -> list[str] | None:
 
 
 def _walk_notes(repo, tree, prefix: str) -> Iterator[tuple[str, str]]:
+    parts: dict[str, list[tuple[int, str]]] = {}
     for entry in tree:
         if entry.type_str == "tree":
             yield from _walk_notes(repo, repo[entry.id], prefix + entry.name)
         else:
-            yield prefix + entry.name, str(entry.id)
+            name, k = _split_part(entry.name)
+            parts.setdefault(name, []).append((k, str(entry.id)))
+    for name, blobs in parts.items():
+        blobs.sort()
+        if blobs[0][0] == 0:  # parts without their note are no note
+            yield prefix + name, _KEY_SEP.join(blob for _, blob in blobs)
 
 
-def _tree_put(repo, tree, path: list[str], blob) -> "object":
-    """A copy of ``tree`` with ``blob`` at ``path``, rewriting only the subtrees on the path."""
+def _tree_put(repo, tree, path: list[str], obj, mode: int = _BLOB) -> "object":
+    """A copy of ``tree`` with ``obj`` at ``path``, rewriting only the subtrees on the path."""
     builder = repo.TreeBuilder(tree) if tree is not None else repo.TreeBuilder()
     head, rest = path[0], path[1:]
     if not rest:
-        builder.insert(head, blob, _BLOB)
+        builder.insert(head, obj, mode)
     else:
         sub = tree[head] if tree is not None and head in tree else None
         sub_tree = repo[sub.id] if sub is not None else None
-        builder.insert(head, _tree_put(repo, sub_tree, rest, blob), _TREE)
+        builder.insert(head, _tree_put(repo, sub_tree, rest, obj, mode), _TREE)
     return builder.write()

@@ -19,6 +19,7 @@ import json
 import os
 from contextlib import contextmanager
 from pathlib import Path
+from operator import itemgetter
 from typing import TYPE_CHECKING, Iterable, Iterator
 
 if TYPE_CHECKING:
@@ -72,21 +73,63 @@ def create(flor_dir: Path, header: dict) -> Path:
     return path
 
 
-def read(path: Path) -> tuple[dict, list[dict]]:
-    """The header (with end/commit lines merged in) and the records; a line torn by a
-    killed run is skipped. Raises :class:`notes.NewerFormat` for a newer flor's journal."""
+_HEADER_KINDS = frozenset((RUN, END, COMMIT))
+# How those lines begin: flor writes KIND first, with or without json.dumps's spaces.
+_HEADER_STARTS = tuple(f'{{"{KIND}":{space}"{kind}"'.encode()
+                       for kind in _HEADER_KINDS for space in ("", " "))
+_BATCH_BYTES = 2 << 20  # ~25,000 records a batch when folding
+
+
+def _merge_header(header: dict, rec: dict) -> None:
+    if rec[KIND] == RUN:
+        header.update(rec)
+    else:
+        header.update({k: v for k, v in rec.items() if k not in (KIND, SEQ)})
+
+
+def read_header(path: Path) -> dict:
+    """The header (with end/commit lines merged in), read from those lines alone: the
+    records, which a long run has millions of, are not decoded."""
+    with open(path, "rb") as f:
+        found = b"".join(line for line in f if line.startswith(_HEADER_STARTS))
     header: dict = {}
-    records: list[dict] = []
-    text = path.read_text(encoding="utf-8", errors="replace")
-    for rec in notes.read_records(text, f"journal {path.name}", torn=True):
-        kind = rec[KIND]
-        if kind == RUN:
-            header.update(rec)
-        elif kind in (END, COMMIT):
-            header.update({k: v for k, v in rec.items() if k not in (KIND, SEQ)})
-        else:
-            records.append(rec)
-    return header, records
+    for rec in notes.read_records(found.decode("utf-8", "replace"), f"journal {path.name}",
+                                  torn=True):
+        _merge_header(header, rec)
+    return header
+
+
+def record_chunks(path: Path) -> Iterator[bytes]:
+    """The journal's record lines, a batch at a time, as they were written: each batch is
+    only checked (by orjson, in C) and copied, not decoded into Python objects and
+    encoded again. Header lines are left out; a torn or damaged line (a killed run's last)
+    is left out quietly, and a batch holding one is rendered again line by line."""
+    with open(path, "rb") as f:
+        while lines := f.readlines(_BATCH_BYTES):
+            yield _checked_batch(lines, path.name)
+
+
+def _checked_batch(lines: list[bytes], name: str) -> bytes:
+    import orjson
+
+    data = b"".join(lines)
+    try:
+        values = orjson.loads(b"[" + data.rstrip(b"\n").replace(b"\n", b",") + b"]")
+        kinds = list(map(_KIND_OF, values)) if len(values) == len(lines) else None
+    except (orjson.JSONDecodeError, TypeError, KeyError):
+        kinds = None
+    if kinds is not None and set(map(type, set(kinds))) == {str}:
+        if _HEADER_KINDS.isdisjoint(kinds):
+            return data if data.endswith(b"\n") else data + b"\n"
+        return b"".join(line if line.endswith(b"\n") else line + b"\n"
+                        for line, kind in zip(lines, kinds) if kind not in _HEADER_KINDS)
+    text = data.decode("utf-8", "replace")
+    return "".join(json.dumps(rec, separators=(",", ":")) + "\n"
+                   for rec in notes.read_records(text, f"journal {name}", torn=True)
+                   if rec[KIND] not in _HEADER_KINDS).encode()
+
+
+_KIND_OF = itemgetter(KIND)
 
 
 def load_fold(git: Git) -> None:
@@ -118,7 +161,7 @@ def fold(git: Git, path: Path, status: dict | None = None) -> str | None:
         if not _same_file(fd, path):
             return None  # folded and removed while we waited for the lock
         with interrupts_deferred():
-            header, records = read(path)
+            header = read_header(path)
             if status:  # kept in the journal, for a fold that finishes this one's work
                 os.write(fd, (json.dumps({KIND: END, **status}) + "\n").encode())
                 header.update(status)
@@ -139,7 +182,7 @@ def fold(git: Git, path: Path, status: dict | None = None) -> str | None:
             header.pop("commit", None)
             header.pop("tree", None)
             header.pop("supervisor", None)
-            git.append_notes({commit: notes.render(header, records)},
+            git.append_notes({commit: _note_chunks(header, path)},
                              f"flor: record run {header[RUN_ID]}")
             os.unlink(path)
             return commit
@@ -147,11 +190,22 @@ def fold(git: Git, path: Path, status: dict | None = None) -> str | None:
         os.close(fd)
 
 
+def _note_chunks(header: dict, path: Path) -> Iterator[bytes]:
+    """A run's note from its journal: the header line, then the records as written."""
+    yield notes.render(header, ()).encode()
+    yield from record_chunks(path)
+
+
 def _in_note(git: Git, commit: str, run: str) -> bool:
-    """Whether ``commit``'s note already holds run ``run`` (its fold got that far)."""
-    text = git.read_note(commit)
-    note = notes.parse(commit, text) if text else None
-    return note is not None and note.header.get(RUN_ID) == run
+    """Whether ``commit``'s note already holds run ``run`` (its fold got that far), from
+    the note's header lines alone (the note may be a long run's)."""
+    key = git.note_key(commit)
+    try:
+        header = notes.scan_headers(git.note_chunks(key), f"the note of commit "
+                                    f"{commit[:12]}")[0] if key else None
+    except notes.NewerFormat:
+        return False
+    return header is not None and header.get(RUN_ID) == run
 
 
 @contextmanager
@@ -208,8 +262,7 @@ def _is_orphan(path: Path) -> bool:
         except BlockingIOError:
             return False  # its run is alive and writing
         fcntl.flock(fd, fcntl.LOCK_UN)
-        header, _ = read(path)
-        return not _alive(header.get("supervisor"))
+        return not _alive(read_header(path).get("supervisor"))
     finally:
         os.close(fd)
 

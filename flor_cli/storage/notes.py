@@ -26,6 +26,13 @@ history.
 
 The keys and kinds are named below; every module reads and writes records through these
 names, and every reader decodes through :func:`read_records`.
+
+A long note is stored in parts (see ``storage/git.py``, ``PART_BYTES``): the note blob
+at ``ab/<38 hex>`` and its continuations ``ab/<38 hex>.1``, ``.2``, ... beside it in the
+notes tree, each cut at a line end; the note is their lines in order. Since no reader
+depends on line position, which part a line is in never matters, and two clones' notes
+merge part by part. :func:`scan_headers` and :func:`record_batches` read such a note a
+part and a batch of lines at a time.
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ import re
 import sys
 from itertools import compress
 from operator import itemgetter, methodcaller
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from flor_cli.storage.objects import is_digest
 
@@ -357,6 +364,57 @@ _NAME_OF = itemgetter(NAME)
 _CTX_OF, _SEQ_OF, _REPLAY_OF = (methodcaller("get", key) for key in (CTX, SEQ, REPLAY_ID))
 _CTX_TYPES = frozenset((dict, type(None)))
 _SEQ_TYPES = frozenset((int, type(None)))
+
+
+# -- long notes, a batch of lines at a time ---------------------------------------------
+
+BATCH_LINES = 50_000  # ~4 MB of text; ~50 MB decoded
+
+
+def scan_headers(parts: Iterable[bytes], source: str) -> tuple[dict | None, list[dict]]:
+    """The run header (all its lines merged) and the replay headers of a note given as
+    its parts, found by searching the bytes for their lines, which flor writes compact
+    (``{"t":"run",...``) wherever a merge sorted them: the records are not decoded.
+    Raises :class:`NewerFormat` as :func:`read_records` does."""
+    found = [line for data in parts for marker in (b'{"t":"run"', b'{"t":"replay"')
+             for line in _lines_starting(data, marker)]
+    header: dict | None = None
+    replays: list[dict] = []
+    for rec in read_records(b"\n".join(found).decode("utf-8", "surrogateescape"), source):
+        if rec[KIND] == RUN:
+            header = rec if header is None else {**header, **rec}
+        elif rec[KIND] == REPLAY:
+            replays.append(rec)
+    replays.sort(key=lambda r: r.get("start", 0))
+    return header, replays
+
+
+def _lines_starting(data: bytes, marker: bytes) -> Iterator[bytes]:
+    """The lines of ``data`` that start with ``marker``, found by ``bytes.find``."""
+    at = 0 if data.startswith(marker) else data.find(b"\n" + marker) + 1
+    while at > 0 or (at == 0 and data.startswith(marker)):
+        end = data.find(b"\n", at)
+        yield data[at:] if end < 0 else data[at:end]
+        if end < 0:
+            return
+        at = data.find(b"\n" + marker, end) + 1
+        if at == 0:
+            return
+
+
+def record_batches(parts: Iterable[bytes], source: str) -> Iterator[list[dict]]:
+    """The records of a note given as its parts, :data:`BATCH_LINES` at a time, in line
+    order (headers included: a reader takes the kinds it wants). Memory: one part and one
+    batch of decoded records."""
+    lines = BATCH_LINES
+    for data in parts:
+        all_lines = data.split(b"\n")
+        del data
+        for start in range(0, len(all_lines), lines):
+            text = b"\n".join(all_lines[start:start + lines]).decode("utf-8", "surrogateescape")
+            batch = read_records(text, source)
+            if batch:
+                yield batch
 
 
 def _decode_lines(text: str) -> list:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Iterable
+from typing import Collection, Iterable
 
 from flor_cli.errors import UserError
 
@@ -78,6 +78,39 @@ class ObjectStore:
             raise BadObject(f"object {digest[:12]} does not match its digest (changed "
                             "after it was written): refusing to load it")
 
+    def present(self, digests: Collection[str]) -> set[str]:
+        """Which of ``digests`` the store holds, in as few filesystem calls as it takes.
+
+        A few are looked up one by one; many (a cache rebuild: every checkpoint of every
+        run) by listing the store's fan-out directories, one call per directory instead of
+        one per object, when that reads fewer names than there are digests to test.
+        """
+        wanted = set(filter(is_digest, digests))  # anything else is no name in a store
+        if len(wanted) < _LIST_AT_LEAST or self._estimated_size() > 4 * len(wanted):
+            return {d for d in wanted if self.has(d)}
+        found: set[str] = set()
+        by_prefix: dict[str, list[str]] = {}
+        for digest in wanted:
+            by_prefix.setdefault(digest[:2], []).append(digest[2:])
+        for prefix, rests in by_prefix.items():
+            try:
+                listed = set(os.listdir(self.root / prefix))
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            found.update(prefix + rest for rest in rests if rest in listed)
+        return found
+
+    def _estimated_size(self) -> int:
+        """Objects in the store, guessed from one fan-out directory (256 of them)."""
+        try:
+            sample = next(d for d in os.scandir(self.root) if d.is_dir() and len(d.name) == 2)
+            return 256 * len(os.listdir(sample.path))
+        except (StopIteration, FileNotFoundError, NotADirectoryError):
+            return 0
+
+
+_LIST_AT_LEAST = 512  # digests: below this, stat each one
+
 
 def store_for(flor_dir: Path, configured: str | None = None) -> ObjectStore:
     """The local store, or the shared one named by ``git config flor.store``."""
@@ -92,3 +125,13 @@ def store_for(flor_dir: Path, configured: str | None = None) -> ObjectStore:
 def configured_store(git) -> ObjectStore:
     """The store this repository's checkpoints go to: ``flor.store`` if set, else local."""
     return store_for(git.flor_dir, git.config("flor.store"))
+
+
+def stores(git) -> tuple[ObjectStore, ObjectStore | None]:
+    """The local checkpoint store, and the shared one when ``flor.store`` names another."""
+    local = store_for(git.flor_dir)
+    configured = git.config("flor.store")
+    shared = store_for(git.flor_dir, configured) if configured else None
+    if shared is not None and shared.root.resolve() == local.root.resolve():
+        shared = None
+    return local, shared
