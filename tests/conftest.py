@@ -108,7 +108,9 @@ def append_replayed(repo: Path, run_offset: int, name: str, values: list) -> Non
 
     g = Git(repo)
     _, commit = query.sql(g, "SELECT run, commit_id FROM runs ORDER BY start DESC")[1][run_offset]
-    records = [{"t": "replay", "rp": "rp1", "names": [name], "start": 1.0}]
-    records += [{"t": "log", "rp": "rp1", "s": i, "n": name, "v": v, "c": {"epoch": i}}
+    from flor_cli.storage.notes import CTX, KIND, LOG, NAME, REPLAY, REPLAY_ID, SEQ, VALUE
+
+    records = [{KIND: REPLAY, REPLAY_ID: "rp1", "names": [name], "start": 1.0}]
+    records += [{KIND: LOG, REPLAY_ID: "rp1", SEQ: i, NAME: name, VALUE: v, CTX: {"epoch": i}}
                 for i, v in enumerate(values)]
     g.append_notes({commit: "".join(json.dumps(r) + "\n" for r in records)}, "test: replay")

@@ -98,6 +98,13 @@ def test_a_value_per_run_is_points_against_the_arg_that_differs(repo, tmp_path):
     assert size == (640, 420) and (pixels.min(axis=-1) < 250).mean() > 0.01
 
 
+def test_a_run_level_value_of_a_loop_name_is_not_on_the_curve():
+    runs = plot.Runs(["r1"], {"r1": {}}, [])
+    values = {"r1": {'{"epoch":1}': (0.5, False), '{"epoch":0}': (0.2, False), "{}": (0.9, False)}}
+    (series,) = plot._curves("acc", values, runs, None, ()).series
+    assert (series.x, series.y) == ([0, 1], [0.2, 0.5])
+
+
 def test_replayed_values_are_drawn_alike_and_marked(repo):
     (w,) = plot.panels(Git(repo), ["w"])
     assert [(s.label, s.replayed) for s in w.series] == [("lr=0.2 (replayed)", True)]
@@ -175,9 +182,9 @@ def test_export_writes_every_file_whole(repo, monkeypatch, capsys, tmp_path):
     assert status == 0, err
     run = first_run(repo)
     names = sorted(p.name for p in (out / run).iterdir())
-    assert names == ["grid.epoch-0.png", "grid.epoch-1.png", "grid.epoch-2.png", "notes.txt",
-                     "pil.png"]
-    assert len(stdout.splitlines()) == 5 and [p.name for p in out.iterdir()] == [run]
+    assert names == ["grid.epoch-0.png", "grid.epoch-1.png", "grid.epoch-2.png", "notes.2.txt",
+                     "notes.txt", "pil.png"]
+    assert len(stdout.splitlines()) == 6 and [p.name for p in out.iterdir()] == [run]
     grid = np.asarray(PILImage.open(out / run / "grid.epoch-2.png"))
     assert grid.shape == (3, 4) and (grid == np.arange(12).reshape(3, 4) * 20 + 2).all()
     red = np.asarray(PILImage.open(out / run / "pil.png").convert("RGB"))

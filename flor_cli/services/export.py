@@ -37,6 +37,7 @@ def export(git: Git, names: Sequence[str], out: Path, where: str | None = None) 
     if out.exists() and not out.is_dir():
         raise UserError(f"-o: not a directory: {out}")
     result = Exported([], [])
+    taken: set[Path] = set()
     for item in files.logged(git, names, runs):
         data = files.read(git, item.ref)
         if data is None:
@@ -44,8 +45,13 @@ def export(git: Git, names: Sequence[str], out: Path, where: str | None = None) 
             continue
         stem, suffix = os.path.splitext(item.ref.file)
         where_in_loop = "".join(f".{loop}-{index}" for loop, index in item.ctx.items())
-        target = out / safe_file_name(item.run, "") / safe_file_name(
-            stem + where_in_loop + (".replayed" if item.replayed else ""), suffix)
+        stem = stem + where_in_loop + (".replayed" if item.replayed else "")
+        target = out / safe_file_name(item.run, "") / safe_file_name(stem, suffix)
+        copy = 1
+        while target in taken:  # the same name logged again in the same iteration
+            copy += 1
+            target = target.with_name(safe_file_name(f"{stem}.{copy}", suffix))
+        taken.add(target)
         files.write_whole(target, data)
         result.written.append(target)
     return result

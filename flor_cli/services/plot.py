@@ -135,7 +135,8 @@ def _curves(name: str, per_run: dict[str, _Points], runs: Runs, x: str | None,
         xlabel = f"global step ({', '.join(loops)})"
     panel = Panel(name, "curve", xlabel)
     for run in runs.ids:
-        points = per_run.get(run)
+        # a value the run logged outside every loop has no place on a curve's x
+        points = {c: v for c, v in per_run.get(run, {}).items() if contexts[c]}
         if not points:
             continue
         replayed = any(r for _, r in points.values())
