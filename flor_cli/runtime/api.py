@@ -28,7 +28,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 from flor_cli.errors import UserError
 from flor_cli.runtime import protocol
-from flor_cli.runtime.args import split_kwargs
+from flor_cli.runtime.args import MISSING, split_kwargs
 from flor_cli.runtime.values import PLAIN_TYPES as _PLAIN
 from flor_cli.runtime.session import Session
 from flor_cli.storage.notes import END, KIND
@@ -45,7 +45,9 @@ def _fail(message: str) -> None:
     raise SystemExit(2)
 
 
-if "--kwargs" in sys.argv and not protocol.launched():
+# sys.argv[0] is "-m" while `python -m flor ...` imports this package: those are the
+# CLI's arguments, not a script's.
+if "--kwargs" in sys.argv and sys.argv[0] != "-m" and not protocol.launched():
     try:
         sys.argv[1:], _argv_kwargs = split_kwargs(sys.argv[1:])
     except UserError as e:
@@ -133,9 +135,9 @@ def _finish() -> None:
         end.update(_failure or {"status": "ok", "exit": 0})
     session.close(end)
     if _owner is not None:
-        from flor_cli.storage.journal import fold
+        from flor_cli.runtime.report import fold_and_report
 
-        fold(_owner, session.journal_path)
+        fold_and_report(_owner, session.journal_path)
         _owner = None
 
 
@@ -197,19 +199,20 @@ def _log(name: str, value: Any) -> Any:
     return value
 
 
-def arg(name: str, default: Any) -> Any:
-    """A hyper-parameter: ``--kwargs name=value`` cast to ``type(default)``, else default."""
+def arg(name: str, default: Any = MISSING) -> Any:
+    """A hyper-parameter: ``--kwargs name=value`` cast to ``type(default)``, else default
+    (without a default, as in FlorDB, the value must come from ``--kwargs`` or replay)."""
     _check_name("arg", name)
     session = _current()
     try:
         if session is None:  # not recording, but --kwargs still apply
-            from flor_cli.runtime.args import cast
+            from flor_cli.runtime.args import resolve
 
-            return cast(name, _argv_kwargs[name], default) if name in _argv_kwargs else default
+            return resolve(name, _argv_kwargs, default)
         return session.arg(name, default)
     except UserError as e:
         if session is not None:
-            session.emit({KIND: END, "aborted": True})
+            session.abort()
         _fail(str(e))
 
 
