@@ -60,6 +60,12 @@ def _click_group() -> Any:
         def list_commands(self, ctx: click.Context) -> list[str]:
             return list(COMMANDS)
 
+        def resolve_command(self, ctx: click.Context, args: list[str]) -> Any:
+            name = click.utils.make_str(args[0])
+            if name not in COMMANDS and not name.startswith("-"):
+                raise click.UsageError(_unknown_command(name), ctx)
+            return super().resolve_command(ctx, args)
+
         def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
             if name not in COMMANDS:
                 return None
@@ -117,9 +123,23 @@ def _leave(code: int) -> None:
     os._exit(code)
 
 
+def _unknown_command(name: str) -> str:
+    """``no such command 'lgo'; did you mean 'log'?`` (difflib, as git does)."""
+    import difflib
+
+    close = difflib.get_close_matches(name, COMMANDS, n=1, cutoff=0.5)
+    hint = f"; did you mean {close[0]!r}?" if close else " (see flor --help)"
+    return f"no such command {name!r}{hint}"
+
+
 def _click_main(args: list[str]) -> Any:
     import click
 
+    if not args:  # bare `flor`: the help, as a successful answer
+        group = _click_group()
+        with click.Context(group, info_name="flor") as ctx:
+            click.echo(group.get_help(ctx))
+        return 0
     try:
         return _click_group().main(args=args, prog_name="flor", standalone_mode=False)
     except click.exceptions.NoSuchOption as e:

@@ -31,7 +31,6 @@ from flor_cli.runtime import protocol
 from flor_cli.runtime.args import MISSING, split_kwargs
 from flor_cli.runtime.values import PLAIN_TYPES as _PLAIN
 from flor_cli.runtime.session import Session
-from flor_cli.storage.notes import END, KIND
 
 _session: Session | None = None
 _disabled = False

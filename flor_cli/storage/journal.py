@@ -138,7 +138,8 @@ def load_fold(git: Git) -> None:
     git.repo
 
 
-def fold(git: Git, path: Path, status: dict | None = None) -> str | None:
+def fold(git: Git, path: Path, status: dict | None = None,
+         summary: dict | None = None) -> str | None:
     """Turn a finished run's journal into a shadow commit and its note; delete the journal.
 
     Returns the shadow commit, or None when the journal was already folded by another
@@ -182,7 +183,9 @@ def fold(git: Git, path: Path, status: dict | None = None) -> str | None:
             header.pop("commit", None)
             header.pop("tree", None)
             header.pop("supervisor", None)
-            git.append_notes({commit: _note_chunks(header, path)},
+            if summary is not None:  # for the caller's "recorded run" line
+                summary.update(run=header[RUN_ID], records=0)
+            git.append_notes({commit: _note_chunks(header, path, summary)},
                              f"flor: record run {header[RUN_ID]}")
             os.unlink(path)
             return commit
@@ -190,10 +193,14 @@ def fold(git: Git, path: Path, status: dict | None = None) -> str | None:
         os.close(fd)
 
 
-def _note_chunks(header: dict, path: Path) -> Iterator[bytes]:
-    """A run's note from its journal: the header line, then the records as written."""
+def _note_chunks(header: dict, path: Path, summary: dict | None = None) -> Iterator[bytes]:
+    """A run's note from its journal: the header line, then the records as written
+    (counted into ``summary["records"]`` when given: chunks hold whole lines)."""
     yield notes.render(header, ()).encode()
-    yield from record_chunks(path)
+    for chunk in record_chunks(path):
+        if summary is not None:
+            summary["records"] += chunk.count(b"\n")
+        yield chunk
 
 
 def _in_note(git: Git, commit: str, run: str) -> bool:
