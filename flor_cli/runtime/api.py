@@ -134,7 +134,7 @@ def _finish() -> None:
         end.update(_failure or {"status": "ok", "exit": 0})
     session.close(end)
     if _owner is not None:
-        from flor_cli.runtime.report import fold_and_report
+        from flor_cli.runtime.announce import fold_and_report
 
         fold_and_report(_owner, session.journal_path)
         _owner = None

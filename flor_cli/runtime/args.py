@@ -132,6 +132,35 @@ def resolve(name: str, kwargs: dict[str, str], default: Any) -> Any:
     return default
 
 
+def not_in_sources(names: Iterable[str]) -> list[str]:
+    """The ``names`` that appear as no string literal in the script or in the user's
+    modules it has loaded (files outside site-packages, under the script's directory or
+    the working directory): those no later ``flor.arg`` can read, so a run can stop on
+    them before training. A name that does appear may be read after the main loop
+    (``sys.exit(flor.arg("exit", 0))``); it is checked at exit instead."""
+    import sys
+    from pathlib import Path
+
+    names = list(names)
+    roots = {Path.cwd().resolve(), Path(sys.argv[0] or ".").resolve().parent}
+    files = {Path(sys.argv[0]).resolve()} if sys.argv[0] else set()
+    for module in list(sys.modules.values()):
+        path = getattr(module, "__file__", None)
+        if path and path.endswith(".py") and "site-packages" not in path:
+            resolved = Path(path).resolve()
+            if any(resolved.is_relative_to(root) for root in roots):
+                files.add(resolved)
+    for path in files:
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        names = [n for n in names if f'"{n}"' not in text and f"'{n}'" not in text]
+        if not names:
+            break
+    return names
+
+
 def unknown_kwargs_line(given: Iterable[str], known: Iterable[str]) -> str | None:
     """One line naming the ``--kwargs`` no ``flor.arg`` read, or None when all were read."""
     import difflib

@@ -220,12 +220,16 @@ class Session:
 
     def fail_on_unread_kwargs(self) -> None:
         """Stop before training with a misspelt ``--kwargs`` silently ignored: exit 2,
-        and the run is aborted (nothing of it is kept)."""
-        line = self.unread_kwargs()
-        if line is not None:
+        and the run is aborted (nothing of it is kept). A name the script's source
+        mentions may still be read later: that one is only checked at exit."""
+        from flor_cli.runtime.args import not_in_sources, unknown_kwargs_line
+
+        unread = [n for n in self.kwargs if n not in self.args_read]
+        unknown = not_in_sources(unread) if unread else []
+        if unknown:
             import sys
 
-            print(f"flor: {line}", file=sys.stderr)
+            print(f"flor: {unknown_kwargs_line(unknown, self.args_read)}", file=sys.stderr)
             self.abort()
             raise SystemExit(2)
 
@@ -305,7 +309,7 @@ class Session:
             return
         self.closed = True
         self.exit_checkpointing()
-        if not self.main_started:  # no main loop to stop at: say it now
+        if self.kwargs:  # no main loop to stop at, or a name read after it: say it now
             line = self.unread_kwargs()
             if line is not None:
                 import sys

@@ -25,7 +25,7 @@ from pathlib import Path
 from flor_cli.errors import UserError
 from flor_cli.runtime import protocol
 from flor_cli.runtime.args import split_kwargs
-from flor_cli.runtime.report import fold_and_report
+from flor_cli.runtime.announce import fold_and_report
 from flor_cli.storage import journal
 from flor_cli.storage.git import Git
 from flor_cli.storage.objects import configured_store

@@ -29,6 +29,8 @@ from flor_cli.storage import cache, media
 from flor_cli.storage.git import NOTES_REF, SHADOW_REF, Git
 from flor_cli.storage.journal import fold_orphans
 from flor_cli.storage.media import MEDIA_TYPES
+from flor_cli.storage.mirrors import merge as merge_mirrors
+from flor_cli.storage.mirrors import tracking_refs
 from flor_cli.storage.objects import BadObject, ObjectStore, stores
 
 # A push that loses a race with another pusher merges what the remote gained and tries
@@ -59,12 +61,6 @@ class PullResult:
 def default_remote(git: Git) -> str:
     """The current branch's upstream remote, else ``origin``."""
     return git.upstream_remote() or "origin"
-
-
-def tracking_refs(remote: str) -> dict[str, str]:
-    """Each flor ref → where flor mirrors the remote's copy of it."""
-    return {SHADOW_REF: f"refs/remotes/{remote}/flor.shadow",
-            NOTES_REF: f"refs/notes/remotes/{remote}/flor"}
 
 
 def push(git: Git, remote: str) -> PushResult:
@@ -108,11 +104,7 @@ def _merge_remote(git: Git, remote: str) -> None:
     # Forced only into the mirrors, which hold nothing but the remote's state; the
     # local refs are moved by merging, never overwritten.
     git.fetch_refs(remote, [f"+{ref}:{mirrors[ref]}" for ref in present])
-    if SHADOW_REF in present:
-        git.merge_branch(SHADOW_REF, git.ref(mirrors[SHADOW_REF]),
-                         f"flor: merge {remote}/flor.shadow")
-    if NOTES_REF in present:
-        git.merge_notes(git.ref(mirrors[NOTES_REF]), f"flor: merge runs from {remote}")
+    merge_mirrors(git, remote)
 
 
 def replayable(git: Git, run_ids: Iterable[str]) -> dict[str, bool]:

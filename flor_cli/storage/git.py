@@ -159,8 +159,9 @@ class Git:
             return HeadInfo(None, commit)  # detached
         return HeadInfo(name.removeprefix("refs/heads/"), commit)
 
-    def snapshot_tree(self) -> str:
-        """The tree of the worktree as it is now, untracked-not-ignored files included.
+    def snapshot_tree(self, leave_out: Iterable[str] = ()) -> str:
+        """The tree of the worktree as it is now, untracked-not-ignored files included
+        but for ``leave_out`` (paths relative to the root: see :mod:`bigfiles`).
 
         Built in a copy of the user's index (its stat cache makes ``add -A`` cheap), so
         the real index is never written.
@@ -173,7 +174,8 @@ class Git:
                 shutil.copyfile(self.git_dir / "index", index)
             env = {"GIT_INDEX_FILE": str(index)}  # flor's own: kept, unlike a hook's
             self._unflag(env)
-            self.cli("add", "-A", "--", ".", env=env)
+            self.cli("add", "-A", "--", ".", *(f":(exclude,literal,top){p}" for p in leave_out),
+                     env=env)
             return self.cli("write-tree", env=env).strip()
         finally:
             for leftover in (index, index.with_name(index.name + ".lock")):
@@ -421,6 +423,10 @@ class Git:
         """The remote the current branch pulls from, if it has one."""
         branch = self.head().branch
         return self.config(f"branch.{branch}.remote") if branch else None
+
+    def fetch_refspecs(self, remote: str) -> list[str]:
+        """The remote's configured fetch refspecs (``remote.<name>.fetch``)."""
+        return self.cli("config", "--get-all", f"remote.{remote}.fetch", check=False).split()
 
     def remote_refs(self, remote: str, refs: Iterable[str]) -> dict[str, str]:
         """Which of ``refs`` the remote has, and where they point (``git ls-remote``)."""

@@ -183,6 +183,10 @@ def fold(git: Git, path: Path, status: dict | None = None,
             header.pop("commit", None)
             header.pop("tree", None)
             header.pop("supervisor", None)
+            if header.get("big"):
+                from flor_cli.storage.bigfiles import hashed
+
+                header["big"] = hashed(git, header["big"])
             if summary is not None:  # for the caller's "recorded run" line
                 summary.update(run=header[RUN_ID], records=0)
             git.append_notes({commit: _note_chunks(header, path, summary)},
@@ -242,7 +246,15 @@ def interrupts_deferred() -> Iterator[None]:
 
 
 def fold_orphans(git: Git) -> list[str]:
-    """Fold the journals of runs that died without folding their own (crash, SIGKILL)."""
+    """Fold the journals of runs that died without folding their own (crash, SIGKILL).
+
+    The step every read command takes first. It also merges the runs a plain ``git
+    fetch`` brought into flor's mirrors (:func:`mirrors.merge_fetched`): both bring
+    records that are on this machine into the notes before anything reads them.
+    """
+    from flor_cli.storage import mirrors
+
+    mirrors.merge_fetched(git)
     folded = []
     directory = journal_dir(git.flor_dir)
     if not directory.is_dir():
@@ -305,8 +317,11 @@ def begin(git: Git, script: str, argv: list[str], kwargs: dict[str, str],
     import sys
     import time
 
+    from flor_cli.storage import bigfiles
+
     head = git.head()
     started = time.time()
+    big = bigfiles.scan(git)
     script_path = Path(script).resolve()
     try:
         rel_script = str(script_path.relative_to(git.root))
@@ -315,7 +330,7 @@ def begin(git: Git, script: str, argv: list[str], kwargs: dict[str, str],
     header = {
         KIND: RUN,
         RUN_ID: new_id(started),
-        "tree": git.snapshot_tree(),
+        "tree": git.snapshot_tree(e["path"] for e in big),
         "script": rel_script,
         "cwd": os.path.relpath(os.getcwd(), git.root),
         "argv": argv,
@@ -330,4 +345,6 @@ def begin(git: Git, script: str, argv: list[str], kwargs: dict[str, str],
         "user": getpass.getuser(),
         "supervisor": supervisor,
     }
+    if big:  # the fold adds their hashes
+        header["big"] = big
     return create(git.flor_dir, header)
