@@ -13,6 +13,7 @@ first use (``from flor_cli.main import cli`` still works).
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -31,6 +32,7 @@ COMMANDS = {
     "pull": "Fetch and merge runs from a remote.",
     "check": "Exit non-zero when a run's values fail an expression (CI gate).",
     "lint": "Check flor calls in scripts for problems that break replay.",
+    "completion": "Print the shell completion script (bash, zsh, fish).",
     "plot": "Plot logged values: one panel per name, one line per run.",
     "report": "Write one self-contained HTML page about the runs.",
     "export": "Write logged images and files out to a directory.",
@@ -38,6 +40,7 @@ COMMANDS = {
 
 
 _cli: Any = None
+COMPLETE_VAR = "_FLOR_COMPLETE"  # set by the shell script `flor completion SHELL` prints
 
 
 def __getattr__(name: str) -> Any:
@@ -73,6 +76,10 @@ def _click_group() -> Any:
                 module = importlib.import_module(f"flor_cli.commands.{name}")
             except ModuleNotFoundError:
                 return None
+            if COMPLETE_VAR in os.environ:  # run ids, tags and names complete from the cache
+                from flor_cli.commands.completion import attach
+
+                attach(module.command)
             return module.command
 
         def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
@@ -135,7 +142,7 @@ def _unknown_command(name: str) -> str:
 def _click_main(args: list[str]) -> Any:
     import click
 
-    if not args:  # bare `flor`: the help, as a successful answer
+    if not args and COMPLETE_VAR not in os.environ:  # bare `flor`: the help, successfully
         group = _click_group()
         with click.Context(group, info_name="flor") as ctx:
             click.echo(group.get_help(ctx))

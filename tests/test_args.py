@@ -151,3 +151,19 @@ def test_sql_errors_point_at_the_users_text(project: Path, monkeypatch, capsys, 
     monkeypatch.chdir(project)
     code, _, err = _cli(args, capsys)
     assert (code, err) == (2, f"flor: {line}\n")
+
+
+def test_a_big_journal_says_it_is_being_saved(tmp_path: Path, monkeypatch, capsys) -> None:
+    from flor_cli.runtime import announce
+    from flor_cli.storage import journal
+    from flor_cli.storage.git import Git
+
+    repo = make_repo(tmp_path / "r", files={"t.py": "print(1)\n"})
+    monkeypatch.chdir(repo)
+    git_ = Git.discover(repo)
+    path = journal.begin(git_, "t.py", [], {})
+    monkeypatch.setattr(announce, "SAY_SAVING_BYTES", path.stat().st_size)
+    announce.fold_and_report(git_, path, {"status": "ok", "exit": 0})
+    saving, recorded = capsys.readouterr().err.splitlines()
+    assert saving == f"flor: saving run {path.stem} (0 MB of records)..."
+    assert recorded.startswith(f"flor: recorded run {path.stem} (0 records)")

@@ -168,7 +168,8 @@ def _after_fork_in_child() -> None:
     _session, _disabled = None, True
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+if hasattr(os, "register_at_fork"):  # not on Windows, where nothing forks
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _check_name(api: str, name: Any) -> None:
@@ -257,11 +258,25 @@ def commit() -> None:
 
 def dataframe(*names: str):
     """FlorDB's pivot as a pandas DataFrame: one row per run x loop iteration. A logged
-    image or file is a value a notebook displays (``_repr_png_``), with its ``path``."""
+    image or file is a value a notebook displays (``_repr_png_``), with its ``path``.
+    As in FlorDB, a name nothing logged is no error: its column is empty (and a frame of
+    only such names has no rows)."""
     from flor_cli.services import files, query
 
     git = _repository_to_read()
-    return files.displayable(git, query.pivot_frame(git, list(names)))
+    try:
+        frame = query.pivot_frame(git, list(names))
+    except UserError:  # a name nothing logged
+        import pandas as pd
+
+        known = set(query.sql_frame(git, "SELECT name FROM names UNION SELECT name FROM args")
+                    .iloc[:, 0])
+        kept = [n for n in names if n in known]
+        frame = query.pivot_frame(git, kept) if kept else pd.DataFrame(columns=["run"])
+        for name in names:
+            if name not in frame.columns:
+                frame[name] = None
+    return files.displayable(git, frame)
 
 
 def plot(*names: str, where: str | None = None, x: str | None = None,

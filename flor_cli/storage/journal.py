@@ -14,7 +14,6 @@ the same shadow commit) are folded into the header rather than copied to the not
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 from contextlib import contextmanager
@@ -27,6 +26,15 @@ if TYPE_CHECKING:
 
 from flor_cli.storage import notes
 from flor_cli.storage.notes import COMMIT, END, KIND, LOST, RUN, RUN_ID, SEQ
+
+try:
+    from fcntl import LOCK_EX, LOCK_NB, LOCK_UN, flock
+except ImportError:  # Windows: `import flor` works; recording is supported on Linux/macOS
+    LOCK_EX, LOCK_NB, LOCK_UN = 2, 4, 8
+
+    def flock(fd: int, operation: int) -> None:
+        """No advisory locks here: a journal counts as orphaned only once its
+        supervisor process is gone (see ``_is_orphan``)."""
 
 # This module is imported by every recording training process (for JournalWriter), so
 # what only folding needs (the git layer) is imported by ``fold``, or ahead of it by
@@ -51,7 +59,7 @@ class JournalWriter:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        flock(self.fd, LOCK_EX)
         if header is not None:
             self.write([json.dumps(header)])
 
@@ -158,7 +166,7 @@ def fold(git: Git, path: Path, status: dict | None = None,
     except FileNotFoundError:
         return None
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        flock(fd, LOCK_EX)
         if not _same_file(fd, path):
             return None  # folded and removed while we waited for the lock
         with interrupts_deferred():
@@ -277,10 +285,10 @@ def _is_orphan(path: Path) -> bool:
         return False
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            flock(fd, LOCK_EX | LOCK_NB)
         except BlockingIOError:
             return False  # its run is alive and writing
-        fcntl.flock(fd, fcntl.LOCK_UN)
+        flock(fd, LOCK_UN)
         return not _alive(read_header(path).get("supervisor"))
     finally:
         os.close(fd)
