@@ -180,10 +180,11 @@ def sync(git: Git, db: sqlite3.Connection) -> int:
         except KeyError:  # the old notes commit is gone (gc after a rewrite): rebuild
             changes, last = list(git.changed_notes(None, tip)), None
         attached = last is None and _rebuild(git, db, changes)
-        if last is not None:
+        if last is not None:  # e.g. after a pull: a bar when there is much to read
             added: dict[str, list[str]] = {}
-            with _gc_paused():  # as in a rebuild: 1,000 new runs are 50,000 records
-                for annotated, blob in changes:
+            with _gc_paused(), progress.bar(len(changes), "updating the cache",
+                                            unit="run") as bar:
+                for annotated, blob in _ticking(changes, bar):
                     _forget_commit(db, annotated)
                     _insert_notes(git, db, [(annotated, blob)], added)
             _record_availability(git, db, added)
