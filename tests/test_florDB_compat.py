@@ -66,7 +66,7 @@ def _backfill(repo: Path, script: str, statement: str, name: str) -> list[tuple[
     lines.insert(at + 1, indent + statement)
     (repo / "train.py").write_text("\n".join(lines) + "\n")
     git(repo, "commit", "-qam", f"log {name}")
-    flor(repo, "replay", name, "--yes")
+    flor(repo, "replay", name, input="y\n")  # a piped `y` answers the question
     return _logged(repo, name)
 
 
@@ -98,3 +98,15 @@ def test_dataframe_of_an_unknown_name_is_empty(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", probe], cwd=repo, capture_output=True,
                          text=True, check=True).stdout.splitlines()
     assert out == ["0 ['run', 'nosuchname']", "3 ['run', 'epoch', 'w0', 'w', 'nope'] True"]
+
+
+def test_replay_question_without_an_answer(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "r", files={"train.py": PYFLOR})
+    flor(repo, "run", "train.py")
+    (repo / "train.py").write_text(PYFLOR + 'flor.log("end", w)\n')
+    for answer, code, last in (("", 2, "flor: there is no terminal to ask on and nothing "
+                                       "was piped in: pass --yes, or pipe the "
+                                       "answer (echo y | ...)"),
+                               ("n\n", 1, "flor: aborted")):
+        proc = flor(repo, "replay", "end", input=answer, check=False)
+        assert (proc.returncode, proc.stderr.strip().splitlines()[-1]) == (code, last)

@@ -306,6 +306,7 @@ def replay(names: str | Sequence[str], where: str | None = None, yes: bool = Fal
     """
     import pandas as pd
 
+    from flor_cli.prompt import confirmed
     from flor_cli.services.replay import api as service
 
     if isinstance(names, str):
@@ -320,12 +321,8 @@ def replay(names: str | Sequence[str], where: str | None = None, yes: bool = Fal
     print(pd.DataFrame(rows, columns=columns).to_string(index=False))
     if not plan.runnable:
         raise UserError("none of the selected runs can be replayed (see the plan's notes)")
-    if not yes:
-        if not sys.stdin.isatty():
-            raise UserError("replay asks before running and there is no terminal to ask on: "
-                            "pass yes=True")
-        if input(f"Replay {service.summary(plan)}? [y/N] ").strip().lower() not in ("y", "yes"):
-            raise UserError("replay not confirmed")
+    if not yes and not confirmed(f"Replay {service.summary(plan)}?", skip_hint="yes=True"):
+        raise UserError("replay not confirmed")
     outcome = service.execute(git, plan, gpus=gpus)
     for check in outcome.verified:
         if check.diverged:

@@ -1,0 +1,27 @@
+"""Asking before something long (replay): on the terminal, or from a piped answer.
+
+FlorDB asked with ``input()``, so ``echo y | python -m flordb replay x`` worked; flor
+reads one line from standard input when it is not a terminal, and refuses only when there
+is nothing to read (then ``--yes``/``yes=True`` says it).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from flor_cli.errors import UserError
+
+YES = ("y", "yes")
+
+
+def confirmed(question: str, skip_hint: str = "--yes") -> bool:
+    """Whether the user answers yes to ``question`` (``[y/N]``, on stderr)."""
+    print(f"{question} [y/N] ", end="", file=sys.stderr, flush=True)
+    answer = sys.stdin.readline() if sys.stdin is not None else ""
+    if not sys.stdin or not sys.stdin.isatty():
+        if not answer:
+            print(file=sys.stderr)
+            raise UserError(f"there is no terminal to ask on and nothing was piped in: pass "
+                            f"{skip_hint}, or pipe the answer (echo y | ...)")
+        print(answer.strip(), file=sys.stderr)  # what was answered, as a terminal shows it
+    return answer.strip().lower() in YES
