@@ -56,7 +56,7 @@ class MTK:
         """``flor.loop`` named by its depth (``epoch``, then ``step``) unless named."""
         session = _api()._current()
         if name is None:
-            name = _loop_name(session.depth, session.base_depth) if session else "epoch"
+            name = _loop_name(session.rule.depth, session.rule.base) if session else "epoch"
         return _api().loop(name, iterable)
 
 
@@ -87,14 +87,16 @@ def iteration(name: str, idx: int | None, value: Any = None) -> Iterator[None]:
     if session is None:
         yield
         return
-    parent, depth = session.ctx, session.depth
-    session.depth = depth + 1
+    from flor_cli.runtime.mainloop import PLAIN
+
+    parent = session.ctx
+    session.rule.enter_loop(PLAIN)
     session.ctx = parent + (name, idx)
     session.queue.append(session.ctx)
     try:
         yield
     finally:
-        session._leave(parent, depth)
+        session._leave(parent, PLAIN)
 
 
 def restore(path: Any = None, *target: Any, **keyed: Any) -> None:
