@@ -15,13 +15,14 @@ YES = ("y", "yes")
 
 
 def confirmed(question: str, skip_hint: str = "--yes") -> bool:
-    """Whether the user answers yes to ``question`` (``[y/N]``, on stderr)."""
-    print(f"{question} [y/N] ", end="", file=sys.stderr, flush=True)
+    """Whether the user answers yes to ``question`` (``[y/N]``, on stderr). Without a
+    terminal the piped line is read first, so that nothing is asked when nothing came."""
+    if sys.stdin is not None and sys.stdin.isatty():
+        print(f"{question} [y/N] ", end="", file=sys.stderr, flush=True)
+        return sys.stdin.readline().strip().lower() in YES
     answer = sys.stdin.readline() if sys.stdin is not None else ""
-    if not sys.stdin or not sys.stdin.isatty():
-        if not answer:
-            print(file=sys.stderr)
-            raise UserError(f"there is no terminal to ask on and nothing was piped in: pass "
-                            f"{skip_hint}, or pipe the answer (echo y | ...)")
-        print(answer.strip(), file=sys.stderr)  # what was answered, as a terminal shows it
+    if not answer:
+        raise UserError(f"there is no terminal to ask on and nothing was piped in: pass "
+                        f"{skip_hint}, or pipe the answer (echo y | ...)")
+    print(f"{question} [y/N] {answer.strip()}", file=sys.stderr)  # as a terminal shows it
     return answer.strip().lower() in YES

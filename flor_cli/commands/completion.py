@@ -9,8 +9,6 @@ is what the last flor command saw.
 from __future__ import annotations
 
 import sqlite3
-import subprocess
-from pathlib import Path
 from typing import Any
 
 import click
@@ -71,12 +69,15 @@ def complete_names(ctx: click.Context, param: click.Parameter, incomplete: str) 
 
 def _cached(sql: str) -> list[tuple]:
     """Rows from the cache as it is, or none (no repository, no cache, an old schema)."""
-    proc = subprocess.run(["git", "rev-parse", "--path-format=absolute", "--git-common-dir"],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
+    from flor_cli.errors import UserError
+    from flor_cli.storage.cache import path_of
+    from flor_cli.storage.git import Git
+
+    try:
+        path = path_of(Git.discover("."))
+    except UserError:
         return []
     try:
-        path = Path(proc.stdout.strip(), "flor", "cache.db")
         db = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
         try:
             return db.execute(sql).fetchall()

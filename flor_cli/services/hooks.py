@@ -70,7 +70,7 @@ def install(git: Git) -> list[HookState]:
         configured = git.fetch_refspecs(remote)
         for spec in mirrors.fetch_refspecs(remote):
             if spec not in configured:
-                git.cli("config", "--add", f"remote.{remote}.fetch", spec)
+                git.add_fetch_refspec(remote, spec)
     return status(git)
 
 
@@ -82,7 +82,7 @@ def _refuse_tracked(git: Git, directory: Path) -> None:
         inside = directory.relative_to(git.root)
     except ValueError:
         return
-    if git.cli("ls-files", "--", str(inside)).strip():
+    if git.tracks_any(str(inside)):
         raise UserError(f"core.hooksPath {inside} is tracked in this repository: flor will "
                         f"not edit it; add `flor hooks run pre-push \"$@\"` to its pre-push "
                         f"(and `flor hooks run post-merge \"$@\"` to its post-merge) yourself")
@@ -94,8 +94,7 @@ def uninstall(git: Git) -> list[HookState]:
     directory = git.hooks_dir()
     for remote in git.remotes():
         for spec in mirrors.fetch_refspecs(remote):
-            git.cli("config", "--fixed-value", "--unset-all", f"remote.{remote}.fetch", spec,
-                    check=False)  # exit 5: it was not there
+            git.remove_fetch_refspec(remote, spec)
     for name in HOOKS:
         path, chained = directory / name, directory / (name + CHAINED)
         if _is_flor(path):

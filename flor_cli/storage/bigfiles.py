@@ -37,20 +37,22 @@ _CACHE = "bigfiles.json"
 
 def max_bytes(git: Git) -> int:
     """The threshold: ``git config flor.maxFileSize``, else the default; 0: no limit."""
-    text = git.cli("config", "--get", CONFIG, check=False).strip()
-    if not text:
+    try:
+        value = git.config_size(CONFIG)
+    except ValueError:
+        value = -1
+    if value is None:
         return DEFAULT_MAX_BYTES
-    value = git.cli("config", "--type=int", "--get", CONFIG, check=False).strip()
-    if not value.lstrip("-").isdigit() or int(value) < 0:
-        raise UserError(f"{CONFIG} = {text!r}: not a size (bytes, or with k, m or g)")
-    return int(value)
+    if value < 0:
+        raise UserError(f"{CONFIG} = {git.config(CONFIG)!r}: not a size (bytes, or with k, "
+                        f"m or g)")
+    return value
 
 
 def scan(git: Git) -> list[dict]:
     """The untracked, not-ignored files at or over the threshold, with size and mtime;
     says on stderr which they are (one line)."""
-    out = git.cli("ls-files", "-z", "--others", "--exclude-standard")
-    paths = [p for p in out.split("\0") if p]
+    paths = git.untracked_files()
     if not paths:
         return []
     limit = max_bytes(git)

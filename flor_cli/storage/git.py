@@ -424,9 +424,41 @@ class Git:
         branch = self.head().branch
         return self.config(f"branch.{branch}.remote") if branch else None
 
+    def config_size(self, key: str) -> int | None:
+        """``key`` read as git reads sizes (``50m``, ``1k``); None when unset.
+        ValueError when set to something that is not a size."""
+        if self.config(key) is None:
+            return None
+        value = self.cli("config", "--type=int", "--get", key, check=False).strip()
+        if not value.lstrip("-").isdigit():
+            raise ValueError(value)
+        return int(value)
+
     def fetch_refspecs(self, remote: str) -> list[str]:
         """The remote's configured fetch refspecs (``remote.<name>.fetch``)."""
         return self.cli("config", "--get-all", f"remote.{remote}.fetch", check=False).split()
+
+    def add_fetch_refspec(self, remote: str, spec: str) -> None:
+        self.cli("config", "--add", f"remote.{remote}.fetch", spec)
+
+    def remove_fetch_refspec(self, remote: str, spec: str) -> None:
+        """Remove ``spec`` from the remote's fetch refspecs, if it is there."""
+        self.cli("config", "--fixed-value", "--unset-all", f"remote.{remote}.fetch", spec,
+                 check=False)  # exit 5: it was not there
+
+    def refs_matching(self, pattern: str) -> dict[str, str]:
+        """Refs matching a ``for-each-ref`` pattern, and where they point."""
+        out = self.cli("for-each-ref", "--format=%(objectname) %(refname)", pattern)
+        return {ref: sha for sha, ref in (line.split(" ", 1) for line in out.splitlines())}
+
+    def untracked_files(self) -> list[str]:
+        """Untracked, not-ignored files of the worktree, relative to its root."""
+        return [p for p in self.cli("ls-files", "-z", "--others", "--exclude-standard")
+                .split("\0") if p]
+
+    def tracks_any(self, path: str) -> bool:
+        """Whether any file at or under ``path`` (relative to the root) is tracked."""
+        return bool(self.cli("ls-files", "--", path).strip())
 
     def remote_refs(self, remote: str, refs: Iterable[str]) -> dict[str, str]:
         """Which of ``refs`` the remote has, and where they point (``git ls-remote``)."""

@@ -53,8 +53,7 @@ def merge(git: Git, remote: str) -> None:
 def merge_fetched(git: Git) -> list[str]:
     """Merge the notes mirrors that moved since they were last merged (a ``git fetch``
     with flor's refspecs); returns the remotes merged."""
-    tips = dict(line.split(" ", 1)[::-1] for line in git.cli(
-        "for-each-ref", "--format=%(objectname) %(refname)", _NOTES_MIRRORS).splitlines())
+    tips = git.refs_matching(_NOTES_MIRRORS)
     seen = _merged(git)
     remotes = [ref.removeprefix("refs/notes/remotes/").removesuffix("/flor")
                for ref, tip in tips.items() if seen.get(ref) != tip]
