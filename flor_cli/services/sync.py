@@ -73,9 +73,11 @@ def push(git: Git, remote: str) -> PushResult:
         store, copied = _share_objects(git, db)
     deadline = time.monotonic() + PUSH_PATIENCE_S
     for attempt in itertools.count():
-        refs = [ref for ref in (SHADOW_REF, NOTES_REF) if git.ref(ref)]
-        if not git.push_refs(remote, [f"{ref}:{ref}" for ref in refs]):
-            return PushResult(remote, refs, copied, store)
+        tips = {ref: tip for ref in (SHADOW_REF, NOTES_REF) if (tip := git.ref(ref))}
+        if not git.push_refs(remote, [f"{tip}:{ref}" for ref, tip in tips.items()]):
+            for ref, tip in tips.items():  # the remote has them now: so do its mirrors
+                git.cli("update-ref", tracking_refs(remote)[ref], tip)
+            return PushResult(remote, list(tips), copied, store)
         if time.monotonic() > deadline:
             raise UserError(f"could not push to {remote}: it kept moving; try again")
         time.sleep(random.uniform(0, min(_BACKOFF_CAP_S, _BACKOFF_FIRST_S * 2 ** attempt)))

@@ -387,6 +387,48 @@ class Git:
 
         return self._merge_ref(NOTES_REF, theirs, message, union_tree)
 
+    def squash_notes(self, message: str) -> tuple[int, int]:
+        """Collapse the notes history only this clone has into one commit of the same tree.
+
+        The notes tree is what counts; its history is an audit trail, one commit per
+        fold, replay and pull. What every remote's mirror (``refs/notes/remotes/*/flor``)
+        holds is shared and stays: those commits are the new commit's parents, so the
+        next push is still a fast-forward and nothing another clone has is rewritten.
+        Returns the number of notes commits before and after.
+        """
+        mirrors = [ref for ref in self.cli("for-each-ref", "--format=%(refname)",
+                                           "refs/notes/remotes/").split()
+                   if ref.endswith("/flor")]
+
+        def squashed(tip: str | None) -> str:
+            if tip is None:
+                return tip
+            shared = [m for m in dict.fromkeys(filter(None, map(self._tip, mirrors)))
+                      if self.is_ancestor(m, tip)]
+            if tip in shared or [str(p) for p in self.repo[tip].parent_ids] == shared:
+                return tip  # nothing local to squash
+            return self.commit(str(self.repo[tip].peel(_tree_type()).id), shared, message)
+
+        before = self._count(NOTES_REF)
+        self._advance(NOTES_REF, message, squashed)
+        return before, self._count(NOTES_REF)
+
+    def _count(self, ref: str) -> int:
+        return int(self.cli("rev-list", "--count", ref).strip()) if self.ref(ref) else 0
+
+    def pack(self) -> tuple[int, int]:
+        """Pack loose objects (``git gc``, with git's own grace period for unreachable
+        ones, so a flor process writing right now loses nothing); loose objects before
+        and after."""
+        before = self._loose_objects()
+        self.cli("gc", "--quiet")
+        return before, self._loose_objects()
+
+    def _loose_objects(self) -> int:
+        counts = dict(line.split(": ", 1) for line in
+                      self.cli("count-objects", "-v").splitlines() if ": " in line)
+        return int(counts.get("count", 0))
+
     def merge_branch(self, ref: str, theirs: str, message: str) -> str:
         """Bring ``theirs`` into ``ref``: fast-forward when possible, else a merge commit.
 
