@@ -76,7 +76,7 @@ def push(git: Git, remote: str) -> PushResult:
         tips = {ref: tip for ref in (SHADOW_REF, NOTES_REF) if (tip := git.ref(ref))}
         if not git.push_refs(remote, [f"{tip}:{ref}" for ref, tip in tips.items()]):
             for ref, tip in tips.items():  # the remote has them now: so do its mirrors
-                git.cli("update-ref", tracking_refs(remote)[ref], tip)
+                git.set_ref(tracking_refs(remote)[ref], tip, f"flor: pushed to {remote}")
             return PushResult(remote, list(tips), copied, store)
         if time.monotonic() > deadline:
             raise UserError(f"could not push to {remote}: it kept moving; try again")

@@ -206,6 +206,11 @@ class Git:
         ref = self.repo.references.get(name)
         return str(ref.resolve().target) if ref is not None else None
 
+    def set_ref(self, name: str, new: str, message: str) -> None:
+        """Point ``name`` at ``new`` whatever it held: for mirrors of a remote's refs only,
+        which hold nothing but what the remote was last seen to have."""
+        self.cli("update-ref", "-m", message, name, new)
+
     def cas_ref(self, name: str, new: str, old: str | None, message: str) -> bool:
         """Move ``name`` from ``old`` to ``new`` only if nobody moved it meanwhile: False
         when somebody did (or holds its lock); any other failure (a full disk, a
