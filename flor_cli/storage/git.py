@@ -401,15 +401,13 @@ class Git:
         next push is still a fast-forward and nothing another clone has is rewritten.
         Returns the number of notes commits before and after.
         """
-        mirrors = [ref for ref in self.cli("for-each-ref", "--format=%(refname)",
-                                           "refs/notes/remotes/").split()
-                   if ref.endswith("/flor")]
+        mirrors = dict.fromkeys(sha for ref, sha in self.refs_matching(
+            "refs/notes/remotes/").items() if ref.endswith("/flor"))
 
         def squashed(tip: str | None) -> str:
             if tip is None:
                 return tip
-            shared = [m for m in dict.fromkeys(filter(None, map(self._tip, mirrors)))
-                      if self.is_ancestor(m, tip)]
+            shared = [m for m in mirrors if self.is_ancestor(m, tip)]
             if tip in shared or [str(p) for p in self.repo[tip].parent_ids] == shared:
                 return tip  # nothing local to squash
             return self.commit(str(self.repo[tip].peel(_tree_type()).id), shared, message)
