@@ -117,10 +117,12 @@ def _count_rows(cmd: list[str], repo: Path) -> int:
     return len(out.splitlines()) - 1  # csv: a header line, then one line per row
 
 
-def connect_seconds(repo: Path) -> float:
-    """Seconds `cache.connect` takes to take in what changed (the import is not counted)."""
+def connect_seconds(repo: Path, preload: str = "") -> float:
+    """Seconds `cache.connect` takes to take in what changed (the import is not counted,
+    nor whatever Python ``preload`` runs first with the repository as ``g``)."""
     code = ("import time; from flor_cli.storage import cache; from flor_cli.storage.git import Git\n"
-            "g = Git('.'); t = time.perf_counter(); cache.connect(g).close()\n"
+            f"g = Git('.'); {preload or 'pass'}\n"
+            "t = time.perf_counter(); cache.connect(g).close()\n"
             "print(time.perf_counter() - t)")
     out = subprocess.run([PYTHON, "-c", code], cwd=repo, capture_output=True, text=True,
                          check=True, env=QUIET_ENV).stdout

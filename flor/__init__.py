@@ -12,6 +12,17 @@ from flor_cli.runtime.api import (  # noqa: F401
     query,
     replay,
 )
+from flor_cli.runtime.compat import (  # noqa: F401  FlorDB's spellings (docs/florDB-compat.md)
+    MTK,
+    Flor,
+    SkipBlock,
+    flags,
+    it,
+    iteration,
+    restore,
+    set_ckpt_interval,
+)
 
 __all__ = ["File", "Image", "arg", "checkpointing", "commit", "dataframe", "log", "loop", "plot",
-           "query", "replay"]
+           "query", "replay", "MTK", "Flor", "SkipBlock", "flags", "it", "iteration", "restore",
+           "set_ckpt_interval"]

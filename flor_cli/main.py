@@ -13,6 +13,7 @@ first use (``from flor_cli.main import cli`` still works).
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -31,6 +32,7 @@ COMMANDS = {
     "pull": "Fetch and merge runs from a remote.",
     "check": "Exit non-zero when a run's values fail an expression (CI gate).",
     "lint": "Check flor calls in scripts for problems that break replay.",
+    "completion": "Print the shell completion script (bash, zsh, fish).",
     "plot": "Plot logged values: one panel per name, one line per run.",
     "report": "Write one self-contained HTML page about the runs.",
     "export": "Write logged images and files out to a directory.",
@@ -38,6 +40,7 @@ COMMANDS = {
 
 
 _cli: Any = None
+COMPLETE_VAR = "_FLOR_COMPLETE"  # set by the shell script `flor completion SHELL` prints
 
 
 def __getattr__(name: str) -> Any:
@@ -60,6 +63,12 @@ def _click_group() -> Any:
         def list_commands(self, ctx: click.Context) -> list[str]:
             return list(COMMANDS)
 
+        def resolve_command(self, ctx: click.Context, args: list[str]) -> Any:
+            name = click.utils.make_str(args[0])
+            if name not in COMMANDS and not name.startswith("-"):
+                raise click.UsageError(_unknown_command(name), ctx)
+            return super().resolve_command(ctx, args)
+
         def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
             if name not in COMMANDS:
                 return None
@@ -67,6 +76,10 @@ def _click_group() -> Any:
                 module = importlib.import_module(f"flor_cli.commands.{name}")
             except ModuleNotFoundError:
                 return None
+            if COMPLETE_VAR in os.environ:  # run ids, tags and names complete from the cache
+                from flor_cli.commands.completion import attach
+
+                attach(module.command)
             return module.command
 
         def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
@@ -117,9 +130,23 @@ def _leave(code: int) -> None:
     os._exit(code)
 
 
+def _unknown_command(name: str) -> str:
+    """``no such command 'lgo'; did you mean 'log'?`` (difflib, as git does)."""
+    import difflib
+
+    close = difflib.get_close_matches(name, COMMANDS, n=1, cutoff=0.5)
+    hint = f"; did you mean {close[0]!r}?" if close else " (see flor --help)"
+    return f"no such command {name!r}{hint}"
+
+
 def _click_main(args: list[str]) -> Any:
     import click
 
+    if not args and COMPLETE_VAR not in os.environ:  # bare `flor`: the help, successfully
+        group = _click_group()
+        with click.Context(group, info_name="flor") as ctx:
+            click.echo(group.get_help(ctx))
+        return 0
     try:
         return _click_group().main(args=args, prog_name="flor", standalone_mode=False)
     except click.exceptions.NoSuchOption as e:

@@ -25,6 +25,7 @@ import click
 from flor_cli import __version__
 from flor_cli.main import COMMANDS, cli
 from flor_cli.runtime.protocol import VARIABLES
+from flor_cli.storage import bigfiles
 from flor_cli.storage.git import NOTES_REF, SHADOW_REF
 
 OVERVIEW = """\
@@ -66,11 +67,18 @@ FILES = [
 CONFIGURATION = [
     ("flor.store", "`git config flor.store PATH` (or `file://PATH`): a checkpoint store "
                    "shared by several clones, in place of `.git/flor/objects/`."),
+    (bigfiles.CONFIG, f"`git config {bigfiles.CONFIG} SIZE` (bytes, or with k, m, g; default "
+                      f"{bigfiles.DEFAULT_MAX_BYTES // 2**20}m; 0: no limit): untracked files "
+                      f"this big or bigger are left out of a run's snapshot; its note lists "
+                      f"them (size, mtime, hash) and replay links them into its worktree."),
 ]
 ENVIRONMENT = [
     ("CI", "Nothing needs to be set for non-interactive use: `flor run` never reads from a "
            "terminal, so it works unchanged in CI with standard input closed. `flor replay` "
-           "asks before running; without a terminal it needs `--yes`."),
+           "asks before running; without a terminal it needs `--yes` or a piped answer "
+           "(`echo y | flor replay NAME`)."),
+    ("FLOR_PROGRESS", "`0`: no progress bars, even on a terminal (they are drawn on "
+                      "standard error only when it is a terminal)."),
     (", ".join(VARIABLES),
      "Set by flor for the scripts it starts, and read (and removed) by `import flor` "
      "there; not meant to be set by hand. A script run as `python train.py` records "

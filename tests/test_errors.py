@@ -53,11 +53,11 @@ def recorded(tmp_path_factory) -> Path:
     (["run", "train.py", "--kwargs", "epochs=abc"], "epochs=abc: not a valid int"),
     (["run", "train.py", "--kwargs", "lr=fast"], "lr=fast: not a valid float"),
     (["run"], "Missing argument"),
-    (["log", "--where", "lr <<< 1"], "--where/--sort"),
+    (["log", "--where", "lr <<< 1"], "--where 'lr <<< 1': near \"<\": syntax error"),
     (["log", "--where", "nosuchcolumn = 1"], "no such column: nosuchcolumn"),
-    (["log", "--pivot", "loss", "--where", "epoch ==="], "--where/--sort"),
+    (["log", "--pivot", "loss", "--where", "epoch ==="], "--where 'epoch ==='"),
     (["log", "--pivot", "nosuchname"], "nothing logged under 'nosuchname'"),
-    (["log", "--sort", "(("], "--where/--sort"),
+    (["log", "--sort", "(("], "--sort '((': incomplete expression"),
     (["log", "--limit", "-1"], "--limit"),
     (["log", "--bogus"], "--bogus"),
     (["query", "SELEC 1"], "query: near \"SELEC\""),
@@ -69,9 +69,9 @@ def recorded(tmp_path_factory) -> Path:
     (["query", "ATTACH DATABASE '/tmp/x.db' AS x"], "read-only"),
     (["query", "PRAGMA query_only=OFF"], "read-only"),
     (["query", "SELECT 1; DELETE FROM runs"], "query:"),
-    (["log", "--where", "1); DELETE FROM runs; --"], "--where/--sort"),
+    (["log", "--where", "1); DELETE FROM runs; --"], "--where '1); DELETE FROM runs; --'"),
     (["show", "nosuchrun"], "no run matches 'nosuchrun'"),
-    (["nosuchcommand"], "No such command"),
+    (["nosuchcommand"], "no such command 'nosuchcommand'"),
 ])
 def test_bad_input_is_one_line_and_exit_2_and_writes_nothing(recorded: Path, args, fragment) -> None:
     repo = recorded

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import cli, flor_json, git
+from conftest import cli, flor, flor_json, git, make_repo
 from test_sync import clone_pair, record, ref
 
 from flor_cli.storage.git import Git
@@ -154,3 +154,44 @@ def test_bad_input(repo: Path, tmp_path: Path) -> None:
 def attempt(repo: Path, *args: str) -> subprocess.CompletedProcess:
     """Run git where failing is a possible outcome under test."""
     return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True)
+
+
+def test_installed_hooks_fetch_runs_even_when_the_branch_is_up_to_date(tmp_path: Path) -> None:
+    a = make_repo(tmp_path / "a", files={"t.py": "import flor\nflor.log('x', 1)\n"})
+    a, b, _ = clone_pair(a, tmp_path)
+    specs_before = git(b, "config", "--get-all", "remote.origin.fetch")
+    flor(b, "hooks", "install")
+    assert git(b, "config", "--get-all", "remote.origin.fetch").split() == [
+        *specs_before.split(), "+refs/heads/flor.shadow*:refs/remotes/origin/flor.shadow*",
+        "+refs/notes/flor*:refs/notes/remotes/origin/flor*"]
+    git(b, "fetch", "-q")  # the remote has no runs yet: fetching still works
+    flor(b, "run", "t.py")  # a local run that the merge must keep
+    flor(a, "run", "t.py")
+    flor(a, "push")
+    proc = attempt(b, "pull")  # main is up to date: git runs no post-merge hook
+    assert proc.returncode == 0 and "Already up to date" in proc.stdout
+    assert len(flor_json(b, "log")) == 2  # the next flor command merged what was fetched
+    assert git(b, "rev-parse", "refs/notes/remotes/origin/flor") != git(b, "rev-parse",
+                                                                        "refs/notes/flor")
+    flor(b, "hooks", "uninstall")
+    assert git(b, "config", "--get-all", "remote.origin.fetch") == specs_before
+
+
+def test_one_script_for_post_merge_and_post_checkout(repo: Path) -> None:
+    flor(repo, "hooks", "install")
+    hooks = repo / ".git" / "hooks"
+    assert (hooks / "post-merge").read_bytes() == (hooks / "post-checkout").read_bytes()
+
+
+def test_tracked_hooks_path_is_left_alone(repo: Path) -> None:
+    husky = repo / ".husky"
+    husky.mkdir()
+    (husky / "pre-push").write_text("#!/bin/sh\nnpm test\n")
+    git(repo, "add", ".husky")
+    git(repo, "commit", "-qm", "husky")
+    git(repo, "config", "core.hooksPath", ".husky")
+    proc = flor(repo, "hooks", "install", check=False)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert "core.hooksPath .husky is tracked" in proc.stderr
+    assert git(repo, "status", "--porcelain") == ""
+    assert [p.name for p in husky.iterdir()] == ["pre-push"]

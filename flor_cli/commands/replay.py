@@ -43,6 +43,7 @@ def command(names: tuple[str, ...], where: str | None, yes: bool, dry_run: bool,
     and branch are never touched. With nothing to replay, it says so and exits 0.
     """
     from flor_cli.errors import UserError
+    from flor_cli.prompt import confirmed
     from flor_cli.services.replay import api
     from flor_cli.storage.git import Git
     from flor_cli.storage.journal import fold_orphans
@@ -63,11 +64,8 @@ def command(names: tuple[str, ...], where: str | None, yes: bool, dry_run: bool,
     if dry_run:
         click.echo(f"dry run: would replay {api.summary(plan)}", err=True)
         return
-    if not yes:
-        if not sys.stdin.isatty():
-            raise UserError("replay asks before running and there is no terminal to ask on: "
-                            "pass --yes")
-        click.confirm(f"Replay {api.summary(plan)}?", default=False, abort=True, err=True)
+    if not yes and not confirmed(f"Replay {api.summary(plan)}?"):
+        raise click.exceptions.Abort()
     outcome = api.execute(git, plan, gpus=gpus)
     for check in outcome.verified:
         if check.diverged:

@@ -28,10 +28,9 @@ from typing import Any, Iterable, Iterator, Sequence
 
 from flor_cli.errors import UserError
 from flor_cli.runtime import protocol
-from flor_cli.runtime.args import split_kwargs
+from flor_cli.runtime.args import MISSING, split_kwargs
 from flor_cli.runtime.values import PLAIN_TYPES as _PLAIN
 from flor_cli.runtime.session import Session
-from flor_cli.storage.notes import END, KIND
 
 _session: Session | None = None
 _disabled = False
@@ -45,7 +44,9 @@ def _fail(message: str) -> None:
     raise SystemExit(2)
 
 
-if "--kwargs" in sys.argv and not protocol.launched():
+# sys.argv[0] is "-m" while `python -m flor ...` imports this package: those are the
+# CLI's arguments, not a script's.
+if "--kwargs" in sys.argv and sys.argv[0] != "-m" and not protocol.launched():
     try:
         sys.argv[1:], _argv_kwargs = split_kwargs(sys.argv[1:])
     except UserError as e:
@@ -133,9 +134,9 @@ def _finish() -> None:
         end.update(_failure or {"status": "ok", "exit": 0})
     session.close(end)
     if _owner is not None:
-        from flor_cli.storage.journal import fold
+        from flor_cli.runtime.announce import fold_and_report
 
-        fold(_owner, session.journal_path)
+        fold_and_report(_owner, session.journal_path)
         _owner = None
 
 
@@ -167,7 +168,8 @@ def _after_fork_in_child() -> None:
     _session, _disabled = None, True
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+if hasattr(os, "register_at_fork"):  # not on Windows, where nothing forks
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _check_name(api: str, name: Any) -> None:
@@ -197,19 +199,20 @@ def _log(name: str, value: Any) -> Any:
     return value
 
 
-def arg(name: str, default: Any) -> Any:
-    """A hyper-parameter: ``--kwargs name=value`` cast to ``type(default)``, else default."""
+def arg(name: str, default: Any = MISSING) -> Any:
+    """A hyper-parameter: ``--kwargs name=value`` cast to ``type(default)``, else default
+    (without a default, as in FlorDB, the value must come from ``--kwargs`` or replay)."""
     _check_name("arg", name)
     session = _current()
     try:
         if session is None:  # not recording, but --kwargs still apply
-            from flor_cli.runtime.args import cast
+            from flor_cli.runtime.args import resolve
 
-            return cast(name, _argv_kwargs[name], default) if name in _argv_kwargs else default
+            return resolve(name, _argv_kwargs, default)
         return session.arg(name, default)
     except UserError as e:
         if session is not None:
-            session.emit({KIND: END, "aborted": True})
+            session.abort()
         _fail(str(e))
 
 
@@ -255,11 +258,25 @@ def commit() -> None:
 
 def dataframe(*names: str):
     """FlorDB's pivot as a pandas DataFrame: one row per run x loop iteration. A logged
-    image or file is a value a notebook displays (``_repr_png_``), with its ``path``."""
+    image or file is a value a notebook displays (``_repr_png_``), with its ``path``.
+    As in FlorDB, a name nothing logged is no error: its column is empty (and a frame of
+    only such names has no rows)."""
     from flor_cli.services import files, query
 
     git = _repository_to_read()
-    return files.displayable(git, query.pivot_frame(git, list(names)))
+    try:
+        frame = query.pivot_frame(git, list(names))
+    except UserError:  # a name nothing logged
+        import pandas as pd
+
+        known = set(query.sql_frame(git, "SELECT name FROM names UNION SELECT name FROM args")
+                    .iloc[:, 0])
+        kept = [n for n in names if n in known]
+        frame = query.pivot_frame(git, kept) if kept else pd.DataFrame(columns=["run"])
+        for name in names:
+            if name not in frame.columns:
+                frame[name] = None
+    return files.displayable(git, frame)
 
 
 def plot(*names: str, where: str | None = None, x: str | None = None,
@@ -289,6 +306,7 @@ def replay(names: str | Sequence[str], where: str | None = None, yes: bool = Fal
     """
     import pandas as pd
 
+    from flor_cli.prompt import confirmed
     from flor_cli.services.replay import api as service
 
     if isinstance(names, str):
@@ -303,12 +321,8 @@ def replay(names: str | Sequence[str], where: str | None = None, yes: bool = Fal
     print(pd.DataFrame(rows, columns=columns).to_string(index=False))
     if not plan.runnable:
         raise UserError("none of the selected runs can be replayed (see the plan's notes)")
-    if not yes:
-        if not sys.stdin.isatty():
-            raise UserError("replay asks before running and there is no terminal to ask on: "
-                            "pass yes=True")
-        if input(f"Replay {service.summary(plan)}? [y/N] ").strip().lower() not in ("y", "yes"):
-            raise UserError("replay not confirmed")
+    if not yes and not confirmed(f"Replay {service.summary(plan)}?", skip_hint="yes=True"):
+        raise UserError("replay not confirmed")
     outcome = service.execute(git, plan, gpus=gpus)
     for check in outcome.verified:
         if check.diverged:

@@ -23,6 +23,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from flor_cli.runtime.args import resolve, revive
 from flor_cli.runtime.checkpoint import restore
 from flor_cli.runtime.protocol import ReplayConfig
 from flor_cli.runtime.session import Ctx, Session, ctx_dict
@@ -59,7 +60,9 @@ class ReplaySession(Session):
             super().log(name, value)
 
     def arg(self, name: str, default: Any) -> Any:
-        return self.recorded_args.get(name, default)
+        if name not in self.recorded_args:
+            return resolve(name, {}, default)  # the default, or no default: an error
+        return revive(self.recorded_args[name], default)
 
     def on_main_start(self) -> None:
         super().on_main_start()

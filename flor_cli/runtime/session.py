@@ -77,6 +77,7 @@ class Session:
         self.nested_ordinal = 0
         self.main_started = False
         self.main_ended_at: float | None = None
+        self.args_read: dict[str, None] = {}  # flor.arg names, in the order read
         self._lock = threading.Lock()
         self._sink = _start_writer(journal)
         self._stop = threading.Event()
@@ -101,11 +102,18 @@ class Session:
         self.queue.append(record)
 
     def arg(self, name: str, default: Any) -> Any:
-        from flor_cli.runtime.args import cast
+        from flor_cli.runtime.args import resolve
 
-        value = cast(name, self.kwargs[name], default) if name in self.kwargs else default
+        value = resolve(name, self.kwargs, default)
+        self.args_read[name] = None
         self.emit({KIND: ARG, NAME: name, VALUE: values.encode(value)[0]})
         return value
+
+    def unread_kwargs(self) -> str | None:
+        """The line naming ``--kwargs`` that no ``flor.arg`` has read, if any."""
+        from flor_cli.runtime.args import unknown_kwargs_line
+
+        return unknown_kwargs_line(self.kwargs, self.args_read)
 
     # -- loops -------------------------------------------------------------------------
 
@@ -198,6 +206,8 @@ class Session:
 
     def on_main_start(self) -> None:
         if not self.main_started:
+            if self.rule.block <= 0:  # the first main loop: every arg that matters is read
+                self.fail_on_unread_kwargs()
             self.main_started = True
             self.emit({KIND: TIME, TIMING: PREFIX, SECONDS: round(time.time() - self.t0, 6)})
 
@@ -207,6 +217,26 @@ class Session:
     def skip_nested(self, outer_ctx: Ctx, ordinal: int, frame: FrameType) -> bool:
         """Replay skips a nested loop by restoring its checkpoint; recording never does."""
         return False
+
+    def fail_on_unread_kwargs(self) -> None:
+        """Stop before training with a misspelt ``--kwargs`` silently ignored: exit 2,
+        and the run is aborted (nothing of it is kept). A name the script's source
+        mentions may still be read later: that one is only checked at exit."""
+        from flor_cli.runtime.args import not_in_sources, unknown_kwargs_line
+
+        unread = [n for n in self.kwargs if n not in self.args_read]
+        unknown = not_in_sources(unread) if unread else []
+        if unknown:
+            import sys
+
+            print(f"flor: {unknown_kwargs_line(unknown, self.args_read)}", file=sys.stderr)
+            self.abort()
+            raise SystemExit(2)
+
+    def abort(self) -> None:
+        """Bad input: the run is dropped when folded, and nothing more is said of it."""
+        self.kwargs = {}
+        self.emit({KIND: END, "aborted": True})
 
     # -- checkpointing -----------------------------------------------------------------
 
@@ -279,6 +309,12 @@ class Session:
             return
         self.closed = True
         self.exit_checkpointing()
+        if self.kwargs:  # no main loop to stop at, or a name read after it: say it now
+            line = self.unread_kwargs()
+            if line is not None:
+                import sys
+
+                print(f"flor: warning: {line}", file=sys.stderr)
         if self.main_ended_at is not None:
             self.emit({KIND: TIME, TIMING: SUFFIX,
                        SECONDS: round(time.time() - self.main_ended_at, 6)})

@@ -38,7 +38,7 @@ def check(git: Git, expr: str, run: str = "latest") -> Outcome:
     run_id = query.resolve_run(git, run)
     columns, rows = query.sql(
         git, f"SELECT *, ({expr}) IS TRUE, ({expr}) IS NULL FROM runs_wide "
-             f"WHERE run = {cache.quote_literal(run_id)}", what=f"check {expr!r}")
+             f"WHERE run = {cache.quote_literal(run_id)}", what=f"check {expr!r}", users=expr)
     if not rows:  # resolve_run read the same cache, so only a concurrent rebuild gets here
         raise UserError(f"check: run {run_id} is not in the cache")
     *values, passed, null = rows[0]

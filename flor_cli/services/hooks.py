@@ -26,9 +26,12 @@ from pathlib import Path
 
 from flor_cli.errors import UserError
 from flor_cli.services import sync
+from flor_cli.storage import mirrors
 from flor_cli.storage.git import SHADOW_REF, Git
 
-HOOKS = ("pre-push", "post-merge", "post-checkout")
+# hook name -> its script in hooks/: post-merge and post-checkout do the same thing
+TEMPLATES = {"pre-push": "pre-push", "post-merge": "merge-runs", "post-checkout": "merge-runs"}
+HOOKS = tuple(TEMPLATES)
 MARKER = "# flor-hook:"
 CHAINED = ".flor-chained"
 
@@ -42,14 +45,16 @@ class HookState:
 
 def script(name: str) -> str:
     """The hook script as installed: the shipped one, bound to this interpreter."""
-    text = importlib.resources.files("flor_cli.hooks").joinpath(name).read_text()
+    text = importlib.resources.files("flor_cli.hooks").joinpath(TEMPLATES[name]).read_text()
     python = "FLOR_PYTHON=" + shlex.quote(sys.executable)
     return re.sub(r"(?m)^FLOR_PYTHON=.*$", lambda _: python, text, count=1)
 
 
 def install(git: Git) -> list[HookState]:
-    """Install (or refresh) flor's hooks, chaining the ones already there. Idempotent."""
+    """Install (or refresh) flor's hooks, chaining the ones already there, and add the
+    fetch refspecs that bring teammates' runs with every ``git fetch``. Idempotent."""
     directory = git.hooks_dir()
+    _refuse_tracked(git, directory)
     for name in HOOKS:  # refuse before changing anything
         path, chained = directory / name, directory / (name + CHAINED)
         if _exists(path) and not _is_flor(path) and _exists(chained):
@@ -61,12 +66,35 @@ def install(git: Git) -> list[HookState]:
         if _exists(path) and not _is_flor(path):
             os.rename(path, directory / (name + CHAINED))
         _write_executable(path, script(name))
+    for remote in git.remotes():
+        configured = git.fetch_refspecs(remote)
+        for spec in mirrors.fetch_refspecs(remote):
+            if spec not in configured:
+                git.add_fetch_refspec(remote, spec)
     return status(git)
 
 
+def _refuse_tracked(git: Git, directory: Path) -> None:
+    """A ``core.hooksPath`` the repository tracks (``.husky``, ``.githooks``) is shared
+    with everyone who clones it: flor neither edits tracked files nor writes this
+    machine's Python into them. The user adds one line to their hook instead."""
+    try:
+        inside = directory.relative_to(git.root)
+    except ValueError:
+        return
+    if git.tracks_any(str(inside)):
+        raise UserError(f"core.hooksPath {inside} is tracked in this repository: flor will "
+                        f"not edit it; add `flor hooks run pre-push \"$@\"` to its pre-push "
+                        f"(and `flor hooks run post-merge \"$@\"` to its post-merge) yourself")
+
+
 def uninstall(git: Git) -> list[HookState]:
-    """Remove flor's hooks and put back the ones they chained, exactly as they were."""
+    """Remove flor's hooks and fetch refspecs, and put back the hooks they chained,
+    exactly as they were."""
     directory = git.hooks_dir()
+    for remote in git.remotes():
+        for spec in mirrors.fetch_refspecs(remote):
+            git.remove_fetch_refspec(remote, spec)
     for name in HOOKS:
         path, chained = directory / name, directory / (name + CHAINED)
         if _is_flor(path):

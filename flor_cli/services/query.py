@@ -7,6 +7,7 @@ connections (see :func:`cache.guard`), and any SQLite error becomes one line for
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from contextlib import closing
 from typing import Any, Sequence
@@ -27,7 +28,7 @@ def runs(git: Git, where: str | None = None, sort: str | None = None,
     """
     with cache.connection(git, readonly=True) as db:
         return _user_sql(db, "SELECT * FROM runs_wide" + _clauses(where, sort or "time, run",
-                                                                   limit), "--where/--sort")
+                                                                   limit), *_options(where, sort))
 
 
 def pivot(git: Git, names: Sequence[str], where: str | None = None, sort: str | None = None,
@@ -113,13 +114,14 @@ def pivot_frame(git: Git, names: Sequence[str]):
     return pd.DataFrame(rows, columns=columns)
 
 
-def sql(git: Git, text: str, what: str = "query") -> Table:
+def sql(git: Git, text: str, what: str = "query", users: str | None = None) -> Table:
     """``flor query``: the user's SQL, read-only, over the documented tables and views.
 
-    ``what`` names the user's input in error messages (``check``: the expression).
+    ``what`` names the user's input in error messages (``check``: the expression), and
+    ``users`` is the part of ``text`` the user wrote, when flor wrapped SQL around it.
     """
     with cache.connection(git, readonly=True) as db:
-        return _user_sql(db, text, what)
+        return _user_sql(db, text, what, users)
 
 
 def sql_frame(git: Git, text: str):
@@ -136,7 +138,8 @@ def filter_rows(table: Table, where: str | None, sort: str | None, limit: int | 
         mem.execute(f"CREATE TABLE t ({', '.join(map(cache.quote_ident, columns))})")
         mem.executemany(f"INSERT INTO t VALUES ({','.join('?' * len(columns))})", rows)
         cache.guard(mem)
-        return _user_sql(mem, "SELECT * FROM t" + _clauses(where, sort, limit), "--where/--sort")
+        return _user_sql(mem, "SELECT * FROM t" + _clauses(where, sort, limit),
+                         *_options(where, sort))
 
 
 def _clauses(where: str | None, sort: str | None, limit: int | None) -> str:
@@ -145,15 +148,31 @@ def _clauses(where: str | None, sort: str | None, limit: int | None) -> str:
     return text + (f" LIMIT {int(limit)}" if limit is not None else "")
 
 
-def _user_sql(db: sqlite3.Connection, text: str, what: str) -> Table:
+def _options(where: str | None, sort: str | None) -> tuple[str, str]:
+    """How the user wrote ``--where``/``--sort`` (for error lines), and their text."""
+    given = [(flag, text) for flag, text in (("--where", where), ("--sort", sort)) if text]
+    what = " ".join(f"{flag} {text!r}" for flag, text in given) or "--where/--sort"
+    return what, " ".join(text for _, text in given)
+
+
+def _user_sql(db: sqlite3.Connection, text: str, what: str, users: str | None = None) -> Table:
+    """Run SQL built around the user's text ``users`` (all of ``text`` when None)."""
     try:
         return cache.rows(db, text)
-    except sqlite3.Error as e:
-        reason = "not allowed: flor runs SQL read-only" if "not authorized" in str(e) or \
-            "readonly" in str(e) or "read-only" in str(e) else str(e)
-        raise UserError(f"{what}: {reason}") from None
-    except sqlite3.Warning as e:  # e.g. more than one statement
-        raise UserError(f"{what}: {e}") from None
+    except (sqlite3.Error, sqlite3.Warning) as e:  # Warning: e.g. two statements
+        raise UserError(f"{what}: {_sql_reason(str(e), text if users is None else users)}"
+                        ) from None
+
+
+def _sql_reason(message: str, users: str) -> str:
+    """SQLite's reason, about the user's text: a syntax error "near" SQL that flor
+    wrapped around it (``ORDER``, ``LIMIT``, ``)``) means the user's text ended early."""
+    if "not authorized" in message or "readonly" in message or "read-only" in message:
+        return "not allowed: flor runs SQL read-only"
+    near = re.fullmatch(r'near "(.*)": syntax error', message)
+    if message == "incomplete input" or (near and near.group(1).lower() not in users.lower()):
+        return "incomplete expression (syntax error at its end)"
+    return message
 
 
 def resolve_run(git: Git, ref: str) -> str:

@@ -25,6 +25,7 @@ from pathlib import Path
 from flor_cli.errors import UserError
 from flor_cli.runtime import protocol
 from flor_cli.runtime.args import split_kwargs
+from flor_cli.runtime.announce import fold_and_report
 from flor_cli.storage import journal
 from flor_cli.storage.git import Git
 from flor_cli.storage.objects import configured_store
@@ -51,7 +52,7 @@ def run(git: Git, script: str, script_args: list[str], kwargs: dict[str, str]) -
         code = proc.wait()
     finally:
         signal.signal(signal.SIGINT, previous)
-    journal.fold(git, path, status=_status(code))
+    fold_and_report(git, path, status=_status(code))
     return code if code >= 0 else 128 - code
 
 

@@ -29,6 +29,8 @@ from flor_cli.storage import cache, media
 from flor_cli.storage.git import NOTES_REF, SHADOW_REF, Git
 from flor_cli.storage.journal import fold_orphans
 from flor_cli.storage.media import MEDIA_TYPES
+from flor_cli.storage.mirrors import merge as merge_mirrors
+from flor_cli.storage.mirrors import tracking_refs
 from flor_cli.storage.objects import BadObject, ObjectStore, stores
 
 # A push that loses a race with another pusher merges what the remote gained and tries
@@ -61,12 +63,6 @@ def default_remote(git: Git) -> str:
     return git.upstream_remote() or "origin"
 
 
-def tracking_refs(remote: str) -> dict[str, str]:
-    """Each flor ref → where flor mirrors the remote's copy of it."""
-    return {SHADOW_REF: f"refs/remotes/{remote}/flor.shadow",
-            NOTES_REF: f"refs/notes/remotes/{remote}/flor"}
-
-
 def push(git: Git, remote: str) -> PushResult:
     """Ship flor.shadow and the notes to ``remote``, merging first when it moved."""
     _check_remote(git, remote)
@@ -77,9 +73,11 @@ def push(git: Git, remote: str) -> PushResult:
         store, copied = _share_objects(git, db)
     deadline = time.monotonic() + PUSH_PATIENCE_S
     for attempt in itertools.count():
-        refs = [ref for ref in (SHADOW_REF, NOTES_REF) if git.ref(ref)]
-        if not git.push_refs(remote, [f"{ref}:{ref}" for ref in refs]):
-            return PushResult(remote, refs, copied, store)
+        tips = {ref: tip for ref in (SHADOW_REF, NOTES_REF) if (tip := git.ref(ref))}
+        if not git.push_refs(remote, [f"{tip}:{ref}" for ref, tip in tips.items()]):
+            for ref, tip in tips.items():  # the remote has them now: so do its mirrors
+                git.set_ref(tracking_refs(remote)[ref], tip, f"flor: pushed to {remote}")
+            return PushResult(remote, list(tips), copied, store)
         if time.monotonic() > deadline:
             raise UserError(f"could not push to {remote}: it kept moving; try again")
         time.sleep(random.uniform(0, min(_BACKOFF_CAP_S, _BACKOFF_FIRST_S * 2 ** attempt)))
@@ -108,11 +106,7 @@ def _merge_remote(git: Git, remote: str) -> None:
     # Forced only into the mirrors, which hold nothing but the remote's state; the
     # local refs are moved by merging, never overwritten.
     git.fetch_refs(remote, [f"+{ref}:{mirrors[ref]}" for ref in present])
-    if SHADOW_REF in present:
-        git.merge_branch(SHADOW_REF, git.ref(mirrors[SHADOW_REF]),
-                         f"flor: merge {remote}/flor.shadow")
-    if NOTES_REF in present:
-        git.merge_notes(git.ref(mirrors[NOTES_REF]), f"flor: merge runs from {remote}")
+    merge_mirrors(git, remote)
 
 
 def replayable(git: Git, run_ids: Iterable[str]) -> dict[str, bool]:

@@ -45,6 +45,7 @@ from typing import Any, Iterable, Iterator
 
 import orjson
 
+from flor_cli import progress
 from flor_cli.storage import notes
 from flor_cli.storage.git import NOTES_REF, Git
 from flor_cli.storage.objects import ObjectStore, stores
@@ -179,10 +180,11 @@ def sync(git: Git, db: sqlite3.Connection) -> int:
         except KeyError:  # the old notes commit is gone (gc after a rewrite): rebuild
             changes, last = list(git.changed_notes(None, tip)), None
         attached = last is None and _rebuild(git, db, changes)
-        if last is not None:
+        if last is not None:  # e.g. after a pull: a bar when there is much to read
             added: dict[str, list[str]] = {}
-            with _gc_paused():  # as in a rebuild: 1,000 new runs are 50,000 records
-                for annotated, blob in changes:
+            with _gc_paused(), progress.bar(len(changes), "updating the cache",
+                                            unit="run") as bar:
+                for annotated, blob in _ticking(changes, bar):
                     _forget_commit(db, annotated)
                     _insert_notes(git, db, [(annotated, blob)], added)
             _record_availability(git, db, added)
@@ -229,9 +231,10 @@ def _rebuild(git: Git, db: sqlite3.Connection, changes: list[tuple[str, str | No
               mean * len(changes) >= _PARALLEL_BYTES else None)
     attached = False
     with_ckpts: dict[str, list[str]] = {}
-    with _gc_paused():
+    mine = changes[:half if helper else None]
+    with _gc_paused(), progress.bar(len(mine), "building the cache", unit="run") as bar:
         try:
-            _insert_notes(git, db, changes[:half if helper else None], with_ckpts)
+            _insert_notes(git, db, _ticking(mine, bar), with_ckpts)
             _record_availability(git, db, with_ckpts)
             if helper is not None:
                 attached = helper.merge_into(db)
@@ -297,6 +300,13 @@ def _insert_streamed(git: Git, db: sqlite3.Connection, annotated: str, key: str,
         # each batch as a note of its own: the run's row again, its replays once
         _insert(db, notes.RunNote(annotated, header, records, replays), with_ckpts)
         replays = []
+
+
+def _ticking(items: Iterable, bar: Any) -> Iterator:
+    """``items``, moving ``bar`` on by one after each."""
+    for item in items:
+        yield item
+        bar.update()
 
 
 @contextmanager

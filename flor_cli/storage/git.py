@@ -159,8 +159,9 @@ class Git:
             return HeadInfo(None, commit)  # detached
         return HeadInfo(name.removeprefix("refs/heads/"), commit)
 
-    def snapshot_tree(self) -> str:
-        """The tree of the worktree as it is now, untracked-not-ignored files included.
+    def snapshot_tree(self, leave_out: Iterable[str] = ()) -> str:
+        """The tree of the worktree as it is now, untracked-not-ignored files included
+        but for ``leave_out`` (paths relative to the root: see :mod:`bigfiles`).
 
         Built in a copy of the user's index (its stat cache makes ``add -A`` cheap), so
         the real index is never written.
@@ -173,7 +174,8 @@ class Git:
                 shutil.copyfile(self.git_dir / "index", index)
             env = {"GIT_INDEX_FILE": str(index)}  # flor's own: kept, unlike a hook's
             self._unflag(env)
-            self.cli("add", "-A", "--", ".", env=env)
+            self.cli("add", "-A", "--", ".", *(f":(exclude,literal,top){p}" for p in leave_out),
+                     env=env)
             return self.cli("write-tree", env=env).strip()
         finally:
             for leftover in (index, index.with_name(index.name + ".lock")):
@@ -203,6 +205,11 @@ class Git:
         stale read is harmless: their compare-and-swap fails and they read again."""
         ref = self.repo.references.get(name)
         return str(ref.resolve().target) if ref is not None else None
+
+    def set_ref(self, name: str, new: str, message: str) -> None:
+        """Point ``name`` at ``new`` whatever it held: for mirrors of a remote's refs only,
+        which hold nothing but what the remote was last seen to have."""
+        self.cli("update-ref", "-m", message, name, new)
 
     def cas_ref(self, name: str, new: str, old: str | None, message: str) -> bool:
         """Move ``name`` from ``old`` to ``new`` only if nobody moved it meanwhile: False
@@ -385,6 +392,46 @@ class Git:
 
         return self._merge_ref(NOTES_REF, theirs, message, union_tree)
 
+    def squash_notes(self, message: str) -> tuple[int, int]:
+        """Collapse the notes history only this clone has into one commit of the same tree.
+
+        The notes tree is what counts; its history is an audit trail, one commit per
+        fold, replay and pull. What every remote's mirror (``refs/notes/remotes/*/flor``)
+        holds is shared and stays: those commits are the new commit's parents, so the
+        next push is still a fast-forward and nothing another clone has is rewritten.
+        Returns the number of notes commits before and after.
+        """
+        mirrors = dict.fromkeys(sha for ref, sha in self.refs_matching(
+            "refs/notes/remotes/").items() if ref.endswith("/flor"))
+
+        def squashed(tip: str | None) -> str:
+            if tip is None:
+                return tip
+            shared = [m for m in mirrors if self.is_ancestor(m, tip)]
+            if tip in shared or [str(p) for p in self.repo[tip].parent_ids] == shared:
+                return tip  # nothing local to squash
+            return self.commit(str(self.repo[tip].peel(_tree_type()).id), shared, message)
+
+        before = self._count(NOTES_REF)
+        self._advance(NOTES_REF, message, squashed)
+        return before, self._count(NOTES_REF)
+
+    def _count(self, ref: str) -> int:
+        return int(self.cli("rev-list", "--count", ref).strip()) if self.ref(ref) else 0
+
+    def pack(self) -> tuple[int, int]:
+        """Pack loose objects (``git gc``, with git's own grace period for unreachable
+        ones, so a flor process writing right now loses nothing); loose objects before
+        and after."""
+        before = self._loose_objects()
+        self.cli("gc", "--quiet")
+        return before, self._loose_objects()
+
+    def _loose_objects(self) -> int:
+        counts = dict(line.split(": ", 1) for line in
+                      self.cli("count-objects", "-v").splitlines() if ": " in line)
+        return int(counts.get("count", 0))
+
     def merge_branch(self, ref: str, theirs: str, message: str) -> str:
         """Bring ``theirs`` into ``ref``: fast-forward when possible, else a merge commit.
 
@@ -421,6 +468,42 @@ class Git:
         """The remote the current branch pulls from, if it has one."""
         branch = self.head().branch
         return self.config(f"branch.{branch}.remote") if branch else None
+
+    def config_size(self, key: str) -> int | None:
+        """``key`` read as git reads sizes (``50m``, ``1k``); None when unset.
+        ValueError when set to something that is not a size."""
+        if self.config(key) is None:
+            return None
+        value = self.cli("config", "--type=int", "--get", key, check=False).strip()
+        if not value.lstrip("-").isdigit():
+            raise ValueError(value)
+        return int(value)
+
+    def fetch_refspecs(self, remote: str) -> list[str]:
+        """The remote's configured fetch refspecs (``remote.<name>.fetch``)."""
+        return self.cli("config", "--get-all", f"remote.{remote}.fetch", check=False).split()
+
+    def add_fetch_refspec(self, remote: str, spec: str) -> None:
+        self.cli("config", "--add", f"remote.{remote}.fetch", spec)
+
+    def remove_fetch_refspec(self, remote: str, spec: str) -> None:
+        """Remove ``spec`` from the remote's fetch refspecs, if it is there."""
+        self.cli("config", "--fixed-value", "--unset-all", f"remote.{remote}.fetch", spec,
+                 check=False)  # exit 5: it was not there
+
+    def refs_matching(self, pattern: str) -> dict[str, str]:
+        """Refs matching a ``for-each-ref`` pattern, and where they point."""
+        out = self.cli("for-each-ref", "--format=%(objectname) %(refname)", pattern)
+        return {ref: sha for sha, ref in (line.split(" ", 1) for line in out.splitlines())}
+
+    def untracked_files(self) -> list[str]:
+        """Untracked, not-ignored files of the worktree, relative to its root."""
+        return [p for p in self.cli("ls-files", "-z", "--others", "--exclude-standard")
+                .split("\0") if p]
+
+    def tracks_any(self, path: str) -> bool:
+        """Whether any file at or under ``path`` (relative to the root) is tracked."""
+        return bool(self.cli("ls-files", "--", path).strip())
 
     def remote_refs(self, remote: str, refs: Iterable[str]) -> dict[str, str]:
         """Which of ``refs`` the remote has, and where they point (``git ls-remote``)."""

@@ -14,7 +14,6 @@ the same shadow commit) are folded into the header rather than copied to the not
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 from contextlib import contextmanager
@@ -27,6 +26,15 @@ if TYPE_CHECKING:
 
 from flor_cli.storage import notes
 from flor_cli.storage.notes import COMMIT, END, KIND, LOST, RUN, RUN_ID, SEQ
+
+try:
+    from fcntl import LOCK_EX, LOCK_NB, LOCK_UN, flock
+except ImportError:  # Windows: `import flor` works; recording is supported on Linux/macOS
+    LOCK_EX, LOCK_NB, LOCK_UN = 2, 4, 8
+
+    def flock(fd: int, operation: int) -> None:
+        """No advisory locks here: a journal counts as orphaned only once its
+        supervisor process is gone (see ``_is_orphan``)."""
 
 # This module is imported by every recording training process (for JournalWriter), so
 # what only folding needs (the git layer) is imported by ``fold``, or ahead of it by
@@ -51,7 +59,7 @@ class JournalWriter:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        flock(self.fd, LOCK_EX)
         if header is not None:
             self.write([json.dumps(header)])
 
@@ -138,7 +146,8 @@ def load_fold(git: Git) -> None:
     git.repo
 
 
-def fold(git: Git, path: Path, status: dict | None = None) -> str | None:
+def fold(git: Git, path: Path, status: dict | None = None,
+         summary: dict | None = None) -> str | None:
     """Turn a finished run's journal into a shadow commit and its note; delete the journal.
 
     Returns the shadow commit, or None when the journal was already folded by another
@@ -157,7 +166,7 @@ def fold(git: Git, path: Path, status: dict | None = None) -> str | None:
     except FileNotFoundError:
         return None
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        flock(fd, LOCK_EX)
         if not _same_file(fd, path):
             return None  # folded and removed while we waited for the lock
         with interrupts_deferred():
@@ -182,7 +191,13 @@ def fold(git: Git, path: Path, status: dict | None = None) -> str | None:
             header.pop("commit", None)
             header.pop("tree", None)
             header.pop("supervisor", None)
-            git.append_notes({commit: _note_chunks(header, path)},
+            if header.get("big"):
+                from flor_cli.storage.bigfiles import hashed
+
+                header["big"] = hashed(git, header["big"])
+            if summary is not None:  # for the caller's "recorded run" line
+                summary.update(run=header[RUN_ID], records=0)
+            git.append_notes({commit: _note_chunks(header, path, summary)},
                              f"flor: record run {header[RUN_ID]}")
             os.unlink(path)
             return commit
@@ -190,10 +205,14 @@ def fold(git: Git, path: Path, status: dict | None = None) -> str | None:
         os.close(fd)
 
 
-def _note_chunks(header: dict, path: Path) -> Iterator[bytes]:
-    """A run's note from its journal: the header line, then the records as written."""
+def _note_chunks(header: dict, path: Path, summary: dict | None = None) -> Iterator[bytes]:
+    """A run's note from its journal: the header line, then the records as written
+    (counted into ``summary["records"]`` when given: chunks hold whole lines)."""
     yield notes.render(header, ()).encode()
-    yield from record_chunks(path)
+    for chunk in record_chunks(path):
+        if summary is not None:
+            summary["records"] += chunk.count(b"\n")
+        yield chunk
 
 
 def _in_note(git: Git, commit: str, run: str) -> bool:
@@ -235,7 +254,15 @@ def interrupts_deferred() -> Iterator[None]:
 
 
 def fold_orphans(git: Git) -> list[str]:
-    """Fold the journals of runs that died without folding their own (crash, SIGKILL)."""
+    """Fold the journals of runs that died without folding their own (crash, SIGKILL).
+
+    The step every read command takes first. It also merges the runs a plain ``git
+    fetch`` brought into flor's mirrors (:func:`mirrors.merge_fetched`): both bring
+    records that are on this machine into the notes before anything reads them.
+    """
+    from flor_cli.storage import mirrors
+
+    mirrors.merge_fetched(git)
     folded = []
     directory = journal_dir(git.flor_dir)
     if not directory.is_dir():
@@ -258,10 +285,10 @@ def _is_orphan(path: Path) -> bool:
         return False
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            flock(fd, LOCK_EX | LOCK_NB)
         except BlockingIOError:
             return False  # its run is alive and writing
-        fcntl.flock(fd, fcntl.LOCK_UN)
+        flock(fd, LOCK_UN)
         return not _alive(read_header(path).get("supervisor"))
     finally:
         os.close(fd)
@@ -298,8 +325,11 @@ def begin(git: Git, script: str, argv: list[str], kwargs: dict[str, str],
     import sys
     import time
 
+    from flor_cli.storage import bigfiles
+
     head = git.head()
     started = time.time()
+    big = bigfiles.scan(git)
     script_path = Path(script).resolve()
     try:
         rel_script = str(script_path.relative_to(git.root))
@@ -308,7 +338,7 @@ def begin(git: Git, script: str, argv: list[str], kwargs: dict[str, str],
     header = {
         KIND: RUN,
         RUN_ID: new_id(started),
-        "tree": git.snapshot_tree(),
+        "tree": git.snapshot_tree(e["path"] for e in big),
         "script": rel_script,
         "cwd": os.path.relpath(os.getcwd(), git.root),
         "argv": argv,
@@ -323,4 +353,6 @@ def begin(git: Git, script: str, argv: list[str], kwargs: dict[str, str],
         "user": getpass.getuser(),
         "supervisor": supervisor,
     }
+    if big:  # the fold adds their hashes
+        header["big"] = big
     return create(git.flor_dir, header)

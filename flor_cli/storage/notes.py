@@ -441,8 +441,8 @@ def _decode_lines(text: str) -> list:
     body = text.strip()
     if not body:
         return []
-    long_ints = _LONG_DIGITS.search(body) is not None
-    raw = _RAW_SURROGATE.search(body) is not None
+    long_ints = _has_long_digits(body)
+    raw = not body.isascii() and _RAW_SURROGATE.search(body) is not None
     values = None
     if not (long_ints or raw) and "\n\n" not in body and "\r" not in body:
         try:
@@ -464,7 +464,7 @@ def _decode_line(line: str, long_ints: bool, raw: bool) -> Any:
 
     if raw and _RAW_SURROGATE.search(line):
         return _Undecodable(line)
-    if not (long_ints and _LONG_DIGITS.search(line)):
+    if not (long_ints and _has_long_digits(line)):
         try:
             return orjson.loads(line)
         except orjson.JSONDecodeError:
@@ -475,7 +475,16 @@ def _decode_line(line: str, long_ints: bool, raw: bool) -> Any:
         return _Undecodable(line)
 
 
-_LONG_DIGITS = re.compile(r"\d{19}")
+def _has_long_digits(text: str) -> bool:
+    """Whether ``text`` has a run of 19 digits or more. In C, by bytes.translate: the
+    regular expression ``\\d{19}`` took 0.3 us a byte on notes full of 17-digit floats,
+    which was a third of a cold cache rebuild."""
+    return text.encode("utf-8", "surrogatepass").translate(_DIGITS_TO_ZERO).find(
+        _NINETEEN_ZEROS) >= 0
+
+
+_DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_NINETEEN_ZEROS = b"0" * 19
 _RAW_SURROGATE = re.compile("[\ud800-\udfff]")
 _ESCAPED_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
 

@@ -19,6 +19,7 @@ import libcst as cst
 from libcst.metadata import MetadataWrapper, PositionProvider
 
 from flor_cli.errors import UserError
+from flor_cli.runtime.compat import KITS, LOOP_ALIASES
 from flor_cli.runtime.mainloop import LEVELS, MAIN, MainLoopRule
 
 __all__ = ["LEVELS", "Statement", "find_statements", "logged_names", "Script"]
@@ -114,10 +115,18 @@ class FlorApi:
         func = node.func
         if isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name) \
                 and func.value.value in self.modules:
-            return func.attr.value
+            return "loop" if func.attr.value in LOOP_ALIASES else func.attr.value
+        if isinstance(func, cst.Attribute) and self._is_kit(func.value):
+            return "loop" if f"MTK.{func.attr.value}" in LOOP_ALIASES else None
         if isinstance(func, cst.Name):
             return self.functions.get(func.value)
         return None
+
+    def _is_kit(self, node: cst.CSTNode) -> bool:
+        """``flor.MTK``, or ``MTK``/``Flor`` imported from flor (FlorDB 2's spellings)."""
+        if isinstance(node, cst.Attribute) and isinstance(node.value, cst.Name):
+            return node.value.value in self.modules and node.attr.value in KITS
+        return isinstance(node, cst.Name) and self.functions.get(node.value) in KITS
 
     def log_name(self, call: cst.CSTNode) -> str | None:
         """The literal name a flor.log call logs, None for other calls and computed names."""

@@ -36,7 +36,7 @@ from typing import IO, Sequence
 
 from flor_cli.runtime.protocol import ReplayConfig, replay_env
 from flor_cli.services.replay.plan import Job, Plan, worker_ranges
-from flor_cli.storage import notes
+from flor_cli.storage import bigfiles, notes
 from flor_cli.storage.git import Git
 from flor_cli.storage.journal import new_id
 from flor_cli.storage.notes import (CKPT_LOAD, CTX, KIND, LOG, NAME, OUTER, REPLAY, REPLAY_ID,
@@ -86,6 +86,9 @@ def execute(git: Git, plan: Plan, gpus: Sequence[str] = ()) -> Outcome:
     checked: dict[tuple[str, str], Verification] = {}  # per distinct transplanted code
     try:
         for job in plan.runnable:
+            big, warnings = bigfiles.recorded(git, job.commit)  # left out of its tree
+            for line in warnings:
+                print(line, file=sys.stderr)
             progress.start(job)
             started = time.time()
             code = (job.script, job.source)
@@ -95,7 +98,7 @@ def execute(git: Git, plan: Plan, gpus: Sequence[str] = ()) -> Outcome:
             check = job.check if job.mode == "skip" else None
             try:
                 with Sandbox(git, git.flor_dir / "worktrees" / f"{outcome.replay_id}-{job.run}",
-                             job.commit, extra) as tree:
+                             job.commit, extra + big) as tree:
                     journals, verification, busy = _replay(tree, job, plan, gpus, scratch,
                                                            progress, check)
                 if verification is not None:
