@@ -72,3 +72,18 @@ def test_epoch_counter_reads_records_not_the_writers_separators(tmp_path: Path) 
 @pytest.mark.parametrize("text", ["", "\n\n", "null\n", "[]\n", '"x"\n'])
 def test_text_without_a_header_is_not_a_run(text: str) -> None:
     assert notes.parse("ab" * 20, text) is None
+
+
+def test_a_replay_id_that_is_not_an_id_is_skipped_on_any_record(capsys) -> None:
+    """Found by the property tests: a timing record whose "rp" was a list passed
+    validation (only log and arg records had their replay id checked) and then broke
+    the sort of the note's records with a TypeError."""
+    text = "\n".join([
+        json.dumps({"t": "run", "v": 1, "run": "20260101-000000-abcdef"}),
+        json.dumps({"t": "time", "s": 0, "k": "outer", "c": {}, "rp": ["x"]}),
+        json.dumps({"t": "log", "s": 1, "n": "loss", "v": 1.0, "c": {}, "rp": "r1"}),
+        json.dumps({"t": "log", "s": 0, "n": "loss", "v": 0.5, "c": {}}),
+    ]) + "\n"
+    note = notes.parse("c" * 40, text)
+    assert [r.get("rp") for r in note.records] == [None, "r1"]
+    assert "line 2" in capsys.readouterr().err

@@ -306,13 +306,13 @@ def problem(rec: dict) -> str | None:
     kind = rec[KIND]
     if SEQ in rec and not _is_int(rec[SEQ]):
         return "its sequence number is not an integer"
+    if REPLAY_ID in rec and not is_id(rec[REPLAY_ID]):  # every record sorts on it
+        return "not a replay id"
     if kind == LOG or kind == ARG:
         if not _is_name(rec.get(NAME)):
             return "no name"
         if not _is_ctx(rec.get(CTX)):
             return "its loop context is not an object"
-        if REPLAY_ID in rec and not is_id(rec[REPLAY_ID]):
-            return "not a replay id"
     elif kind == RUN:
         if RUN_ID in rec and not is_id(rec[RUN_ID]):
             return f"{str(rec[RUN_ID])[:60]!r} is not a run id"
