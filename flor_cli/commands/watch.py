@@ -24,6 +24,7 @@ def follow(git, table: Callable[[], tuple[list[str], list]], out: Output,
 
     terminal, shown = on_terminal(), None
     while True:
+        running = query.running(git)  # first: with none left, this table is the last word
         text = out.render(*table())
         if text != shown:
             if terminal:
@@ -32,7 +33,7 @@ def follow(git, table: Callable[[], tuple[list[str], list]], out: Output,
                 click.echo("")
             click.echo(text, color=terminal)
             shown = text
-        if not terminal and not query.running(git):
+        if not terminal and not running:
             return
         time.sleep(interval)
 

@@ -5,7 +5,8 @@ returning what it did, so more steps (squashing notes history, packing) can be a
 without touching the others:
 
 1. :func:`collect_objects` deletes the checkpoint objects in this clone's store
-   (``.git/flor/objects``) that no live run's note references: those of removed runs,
+   (``.git/flor/objects``: checkpoints, logged images and files) that no live run's note
+   references: those of removed runs,
    of runs whose notes are gone, and with ``keep_last`` the checkpoints of all but each
    run's last N epochs. A missing checkpoint costs replay time, never exactness.
 2. :func:`finalize_removed` records in each removed run's note that its objects are
@@ -52,12 +53,19 @@ def size_text(n: float) -> str:
 
 
 def referenced(git: Git, keep_last: int | None) -> set[str]:
-    """Digests of the checkpoint objects live runs need (running runs included)."""
+    """Digests of the objects live runs need (running runs included): their checkpoints
+    (with ``keep_last``, those of each run's last N epochs) and the images and files they
+    logged (every one, replaced values included: the note keeps them)."""
+    from flor_cli.storage.media import MEDIA_TYPES, parse
+
     with cache.connection(git, readonly=True) as db:
         by_run: dict[str, list[tuple[str, str]]] = {}
-        for run, ctx, objs in db.execute("SELECT run, ctx, objs FROM checkpoints ORDER BY rowid"):
-            by_run.setdefault(run, []).append((ctx, objs))
-    digests: set[str] = set()
+        for run, ctx, objs in db.execute("SELECT run, ctx, objs FROM checkpoints"):
+            by_run.setdefault(run, []).append((ctx, objs))  # in record order (table scan)
+        media = [parse(value) for (value,) in db.execute(
+            f"SELECT value FROM logs WHERE type IN ({','.join('?' * len(MEDIA_TYPES))})",
+            MEDIA_TYPES)]
+    digests = {ref.sha for ref in media if ref is not None}
     for records in by_run.values():
         if keep_last is not None:
             contexts = list(dict.fromkeys(ctx for ctx, _ in reversed(records)))[:keep_last]
