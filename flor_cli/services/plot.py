@@ -61,7 +61,8 @@ class Runs:
 def select_runs(git: Git, where: str | None = None, table: query.Table | None = None) -> Runs:
     """The runs ``--where`` (SQL over ``flor log``'s columns) selects, or those of ``table``
     (what ``query.runs`` gave for it already)."""
-    ids = [row[0] for row in (table or query.runs(git, where))[1]]
+    rows = (table or query.runs(git, where))[1]
+    ids = [row[0] for row in reversed(rows)]  # oldest first (flor log lists newest first)
     args: dict[str, dict[str, Any]] = defaultdict(dict)
     chosen = set(ids)
     for run, name, value in query.sql(git, "SELECT run, name, value FROM args")[1]:
