@@ -386,3 +386,13 @@ def test_rm_hides_survives_pull_undo_and_gc(recorded, tmp_path: Path) -> None:
     report = cli(a, "gc", "--keep-last", "1").output
     kept = sum(1 for _ in objects.glob("??/*"))
     assert 0 < kept < after and f"freed {after - kept} checkpoint object(s)" in report
+
+
+def test_checkpoint_records_are_read_whatever_their_objects_kind(recorded) -> None:
+    """The frame effects (kind "frame") and torch modules (kind "module") are checkpoint
+    objects like the others: a note holding them is read without a warning."""
+    repo, first, _ = recorded
+    proc = flor(repo, "show", first, "--json")
+    assert "warning" not in proc.stderr, proc.stderr
+    ckpts = [r for r in json.loads(proc.stdout)["records"] if r["t"] == "ckpt"]
+    assert len(ckpts) == 3 and all("__frame__" in c["objs"] for c in ckpts)

@@ -95,6 +95,8 @@ def collect_objects(git: Git, options: Options) -> Done:
     if not options.dry_run:
         for directory in root.glob("??") if root.is_dir() else ():
             _remove_if_empty(directory)
+        with cache.connection(git) as db:  # the checkpoints column says what is left
+            cache.refresh_availability(git, db)
     verb = "would free" if options.dry_run else "freed"
     return Done(count, size, f"{verb} {count} checkpoint object(s), {size_text(size)}")
 

@@ -755,7 +755,9 @@ def live_notes(git: Git) -> list[notes.RunNote]:
     live = []
     for path in sorted(directory.glob("*.jsonl")) if directory.is_dir() else ():
         try:
-            header, records = journal.read(path)
+            header = journal.read_header(path)
+            text = b"".join(journal.record_chunks(path)).decode("utf-8", "replace")
+            records = notes.read_records(text, f"journal {path.name}", torn=True)
         except (FileNotFoundError, notes.NewerFormat):
             continue  # folded meanwhile, or written by a newer flor
         if not isinstance(header.get("run"), str) or header.get("aborted"):
