@@ -30,7 +30,6 @@ def command(run_a: str, run_b: str, code: bool, out: Output) -> None:
         git, query.resolve_run(git, run_a), query.resolve_run(git, run_b))
     text = out.render(columns, rows)
     if code and out.fmt in ("table", "markdown") and commit_a and commit_b:
-        colour = "always" if colour_wanted() else "never"
-        patch = git.cli("diff", f"--color={colour}", commit_a, commit_b)
+        patch = git.diff_commits(commit_a, commit_b, color=colour_wanted())
         text += "\n\n" + (patch.rstrip("\n") or "(the same code)")
     out.show(text)
