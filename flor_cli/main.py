@@ -24,6 +24,7 @@ COMMANDS = {
     "run": "Run a script and record the run (code, args, logs, checkpoints).",
     "log": "Show recorded runs, or FlorDB's pivot of logged values (--pivot).",
     "show": "Show one run in full.",
+    "diff": "Compare two runs: args, summaries and code.",
     "query": "Run read-only SQL over the runs cache.",
     "replay": "Backfill flor.log statements into past runs by replay.",
     "transplant": "Insert a script's flor.log statements into another version of it.",
@@ -36,6 +37,10 @@ COMMANDS = {
     "plot": "Plot logged values: one panel per name, one line per run.",
     "report": "Write one self-contained HTML page about the runs.",
     "export": "Write logged images and files out to a directory.",
+    "watch": "Show flor log and refresh it as running runs log.",
+    "tag": "Tag, name or annotate a run; list tags.",
+    "rm": "Remove runs (undoable until flor gc).",
+    "gc": "Delete checkpoint objects no run needs; report what was freed.",
 }
 
 

@@ -1,64 +1,224 @@
 """One way to print rows, shared by every command that prints a table.
 
-As in sqlite-utils, every such command takes the same options: ``--format
-table|csv|json|markdown`` (table, via tabulate, is the default) with ``--csv``,
-``--json`` and ``--markdown`` as shorthands; ``--fmt`` picks any tabulate style.
+As in sqlite-utils, every such command takes the same options (:func:`output_options`):
+``--format table|csv|tsv|json|nl|markdown`` (table, via tabulate, is the default) with
+``--csv``, ``--tsv``, ``--json``, ``--nl`` (JSON lines) and ``--markdown`` as shorthands,
+``--fmt`` for any tabulate style, ``--no-headers``; column choice by glob patterns
+(``--columns``, ``--drop``, ``--keep``, ``--only-changed``), ``--precision``. On a
+terminal the table is coloured (never with ``NO_COLOR``) and paged through ``$PAGER``
+(``less`` with ``LESS=FRX`` unless set, as git does); piped output is neither.
 """
 
 from __future__ import annotations
 
 import csv
+import fnmatch
 import io
 import json
 import math
+import os
 import re
+import sys
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import click
 
-FORMATS = ("table", "csv", "json", "markdown")
+FORMATS = ("table", "csv", "tsv", "json", "nl", "markdown")
+_SHORTHANDS = ("csv", "tsv", "json", "nl", "markdown")
+
+
+def _patterns(values: Sequence[str]) -> tuple[str, ...]:
+    return tuple(p.strip() for v in values for p in v.split(",") if p.strip())
+
+
+@dataclass(frozen=True)
+class Output:
+    """How a command prints its table: what :func:`output_options` parsed."""
+
+    fmt: str = "table"
+    tablefmt: str = "simple"
+    headers: bool = True
+    precision: int | None = None
+    columns: tuple[str, ...] = ()
+    keep: tuple[str, ...] = ()
+    drop: tuple[str, ...] = ()
+    only_changed: bool = False
+    pager: bool = True
+
+    def select(self, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+               ) -> tuple[list[str], list[Sequence[Any]]]:
+        """The columns the patterns choose: ``--columns`` (only these, in the table's
+        order), minus ``--drop`` and, with ``--only-changed``, those equal in every row;
+        ``--keep`` brings a column back whatever else says. The first column (the row's
+        identity, e.g. ``run``) is always kept."""
+        def matches(name: str, patterns: tuple[str, ...]) -> bool:
+            return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+        chosen = []
+        for i, name in enumerate(columns):
+            shown = (not self.columns or matches(name, self.columns)) and \
+                not matches(name, self.drop)
+            if shown and self.only_changed and len(rows) > 1:
+                first = rows[0][i]
+                shown = any(row[i] != first for row in rows)
+            if i == 0 or shown or matches(name, self.keep):
+                chosen.append(i)
+        if len(chosen) == len(columns):
+            return list(columns), list(rows)
+        return [columns[i] for i in chosen], [[row[i] for i in chosen] for row in rows]
+
+    def render(self, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+        columns, rows = self.select(columns, rows)
+        if self.precision is not None:
+            digits = self.precision
+            rows = [[float(f"{v:.{digits}g}") if type(v) is float and math.isfinite(v) else v
+                     for v in row] for row in rows]
+        return render(columns, rows, self.fmt, self.tablefmt, self.headers)
+
+    def emit(self, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        self.show(self.render(columns, rows))
+
+    def show(self, text: str) -> None:
+        """Print ``text``: coloured and paged on a terminal, as it is otherwise."""
+        show(text, colour=self.fmt == "table", pager=self.pager)
 
 
 def output_options(fn: Callable) -> Callable:
-    for decorator in reversed([
+    """The output options of every table command, handed to it as one ``out: Output``."""
+    options = [
         click.option("--format", "fmt_name", type=click.Choice(FORMATS), default=None,
                      help="Output format (default: table)."),
-        click.option("--csv", "as_csv", is_flag=True, help="Same as --format csv."),
-        click.option("--json", "as_json", is_flag=True, help="Same as --format json."),
-        click.option("--markdown", "as_markdown", is_flag=True,
-                     help="Same as --format markdown."),
+        *(click.option(f"--{name}", f"as_{name}", is_flag=True,
+                       help=f"Same as --format {name}.") for name in _SHORTHANDS),
         click.option("--fmt", "tablefmt", default="simple", show_default=True,
+                     callback=_check_tablefmt,
                      help="tabulate style for --format table (e.g. grid, github)."),
-    ]):
-        fn = decorator(fn)
-    return fn
+        click.option("--no-headers", is_flag=True, help="Omit the header row."),
+        click.option("--precision", type=click.IntRange(min=1), default=None,
+                     help="Round floats to this many significant digits."),
+        click.option("--columns", "columns", multiple=True, metavar="GLOB",
+                     help="Show only the columns matching these patterns "
+                          "(comma-separated or repeated)."),
+        click.option("--drop", multiple=True, metavar="GLOB",
+                     help="Hide the columns matching these patterns."),
+        click.option("--keep", multiple=True, metavar="GLOB",
+                     help="Always show the columns matching these patterns."),
+        click.option("--only-changed", is_flag=True,
+                     help="Hide columns whose value is the same in every row."),
+        click.option("--no-pager", is_flag=True, help="Do not page output on a terminal."),
+    ]
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        shorthand = [n for n in _SHORTHANDS if kwargs.pop(f"as_{n}")]
+        fmt_name = kwargs.pop("fmt_name")
+        if len(set(shorthand + ([fmt_name] if fmt_name else []))) > 1:
+            raise click.UsageError("choose one output format")
+        kwargs["out"] = Output(
+            fmt=fmt_name or (shorthand[0] if shorthand else "table"),
+            tablefmt=kwargs.pop("tablefmt"), headers=not kwargs.pop("no_headers"),
+            precision=kwargs.pop("precision"), columns=_patterns(kwargs.pop("columns")),
+            keep=_patterns(kwargs.pop("keep")), drop=_patterns(kwargs.pop("drop")),
+            only_changed=kwargs.pop("only_changed"), pager=not kwargs.pop("no_pager"))
+        return fn(*args, **kwargs)
+
+    for decorator in reversed(options):
+        wrapper = decorator(wrapper)
+    return wrapper
 
 
-def chosen_format(fmt_name: str | None, as_csv: bool, as_json: bool, as_markdown: bool) -> str:
-    return fmt_name or ("csv" if as_csv else "json" if as_json else
-                        "markdown" if as_markdown else "table")
+def _check_tablefmt(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    from tabulate import tabulate_formats
+
+    if value not in tabulate_formats:
+        raise click.BadParameter(f"unknown style {value!r} (choose from "
+                                 f"{', '.join(sorted(tabulate_formats))})")
+    return value
+
+
+def agg_option(fn: Callable) -> Callable:
+    """``--agg``: which summary of each logged name a runs-table column shows."""
+    return click.option(
+        "--agg", "aggs", multiple=True, metavar="[NAME=]SUMMARY",
+        help="Summary of logged values per run: last (default), first, min, max, mean, "
+             "count; for every name, or NAME=SUMMARY for one (repeat or comma-separate).")(fn)
 
 
 def render(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str,
-           tablefmt: str = "simple") -> str:
+           tablefmt: str = "simple", headers: bool = True) -> str:
     rows = [[_clean(v) for v in row] for row in rows]
     if fmt == "json":
         return json.dumps([dict(zip(columns, row)) for row in rows], indent=2, default=str)
-    if fmt == "csv":
+    if fmt == "nl":
+        return "\n".join(json.dumps(dict(zip(columns, row)), default=str) for row in rows)
+    if fmt in ("csv", "tsv"):
         buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(columns)
+        writer = csv.writer(buf, lineterminator="\n", **({"delimiter": "\t"} if fmt == "tsv" else {}))
+        if headers:
+            writer.writerow(columns)
         writer.writerows(["" if v is None else v for v in row] for row in rows)
         return buf.getvalue().rstrip("\n")
     from tabulate import tabulate
 
     style = "github" if fmt == "markdown" else tablefmt
+    if not headers:
+        return tabulate(rows, tablefmt=style, missingval="", disable_numparse=False)
     prepared = _prepared(columns, rows, style)
     laid_out = _laid_out(columns, *prepared, style) if prepared is not None else None
     if laid_out is not None:
         return laid_out
     return tabulate(rows, headers=list(columns), tablefmt=style, missingval="",
                     disable_numparse=False)
+
+
+def on_terminal() -> bool:
+    return sys.stdout.isatty()
+
+
+def colour_wanted() -> bool:
+    """Colour only on a terminal, and never with NO_COLOR (https://no-color.org)."""
+    return on_terminal() and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
+
+
+def show(text: str, colour: bool = True, pager: bool = True) -> None:
+    """Print ``text``; on a terminal through ``$PAGER`` (git's ``less -FRX`` habit: the
+    pager quits at once when the text fits, keeps colours, leaves the screen as is)."""
+    if colour and colour_wanted():
+        text = _coloured(text)
+    command = os.environ.get("PAGER", "less") if pager and on_terminal() else ""
+    if command.strip() in ("", "cat"):
+        click.echo(text)
+        return
+    import subprocess
+
+    env = {**os.environ, "LESS": os.environ.get("LESS", "FRX")}
+    try:
+        proc = subprocess.Popen(command, shell=True, stdin=subprocess.PIPE, env=env)
+    except OSError:
+        click.echo(text)
+        return
+    try:
+        proc.communicate((text + "\n").encode())
+    except (BrokenPipeError, KeyboardInterrupt):  # the user quit the pager early
+        proc.wait()
+
+
+def _coloured(text: str) -> str:
+    """A table's header bold and each row's first cell (the run id) yellow, as git
+    colours commit ids; other lines (rules) as they are."""
+    lines = text.split("\n")
+    if not lines:
+        return text
+    bold, yellow, reset = "\x1b[1m", "\x1b[33m", "\x1b[0m"
+    out = [bold + lines[0] + reset]
+    for line in lines[1:]:
+        match = re.match(r"(\s*[|]?\s*)([^\s|]+)(.*)", line)
+        if match and not set(match.group(2)) <= set("-=+:|"):
+            line = f"{match.group(1)}{yellow}{match.group(2)}{reset}{match.group(3)}"
+        out.append(line)
+    return "\n".join(out)
 
 
 # The table fast path. tabulate infers a type for every cell, formats and aligns it, at

@@ -63,10 +63,22 @@ def test_null_is_not_true(runs) -> None:
     assert proc.stderr == f"flor check: {bad['run']}: accuracy > NULL is NULL (accuracy=0.8)\n"
 
 
+def test_loop_level_names_are_summaries(runs) -> None:
+    """``score`` is logged once per fold (0.5, 0.83, 0.87 in the bad run): its last value
+    by default, or the summary --agg names."""
+    repo, _, bad = runs
+    assert flor(repo, "check", "score = 0.87").returncode == 0
+    assert flor(repo, "check", "score = 0.5", "--agg", "score=first").returncode == 0
+    assert flor(repo, "check", "score < 0.6 AND accuracy = 0.8", "--agg", "min").returncode == 0
+    proc = flor(repo, "check", "score > 0.9", "--agg", "score=max", check=False)
+    assert proc.stderr == f"flor check: {bad['run']}: score > 0.9 is false (score=0.87)\n"
+    proc = flor(repo, "check", "score > 0", "--agg", "median", check=False)
+    assert proc.returncode == 2 and "unknown summary 'median'" in proc.stderr
+
+
 @pytest.mark.parametrize("expr, message", [
     ("accuracy >=", "syntax error"),
     ("acc >= 0.9", "no such column: acc"),
-    ("score >= 0.9", "no such column: score"),  # logged per fold: not a run-level column
     ("1; DELETE FROM runs", "syntax error"),
     ("(SELECT count(*) FROM runs) > 0 OR load_extension('x')", "not allowed"),
     ("  ", "empty expression"),

@@ -6,17 +6,20 @@ import sys
 
 import click
 
+from flor_cli.output import agg_option
+
 
 @click.command("check")
 @click.argument("expr")
 @click.option("--run", "run", metavar="RUN", default="latest", show_default=True,
               help="The run to check: a run id, a unique prefix of one, a shadow commit "
                    "prefix, or `latest`.")
-def command(expr: str, run: str) -> None:
+@agg_option
+def command(expr: str, run: str, aggs: tuple[str, ...]) -> None:
     """Exit 0 when EXPR is true for a run, 1 when it is false or NULL: a CI gate.
 
-    EXPR is a SQL expression over the run's columns in `flor log` (args and run-level
-    values), e.g. "accuracy >= 0.9 AND lr < 0.1". It runs read-only. A false check
+    EXPR is a SQL expression over the run's columns in `flor log` (args and each logged
+    name's last value, or the summary --agg chooses), e.g. "accuracy >= 0.9 AND lr < 0.1". It runs read-only. A false check
     prints the values of the columns EXPR names; a bad expression exits 2.
     """
     from flor_cli.services.check import check, describe
@@ -25,7 +28,7 @@ def command(expr: str, run: str) -> None:
 
     git = Git.discover(".")
     fold_orphans(git)
-    outcome = check(git, expr, run)
+    outcome = check(git, expr, run, aggs)
     if outcome.passed:
         click.echo(f"ok: {outcome.run}: {outcome.expr}")
         return

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from flor_cli.output import chosen_format, output_options, render
+from flor_cli.output import Output, output_options
 
 
 @click.group("hooks")
@@ -19,32 +19,32 @@ def command() -> None:
 
 @command.command("install")
 @output_options
-def install(fmt_name, as_csv, as_json, as_markdown, tablefmt) -> None:
+def install(out: Output) -> None:
     """Install flor's hooks, chaining existing ones (core.hooksPath honoured)."""
     from flor_cli.services import hooks
     from flor_cli.storage.git import Git
 
-    _show(hooks.install(Git.discover(".")), fmt_name, as_csv, as_json, as_markdown, tablefmt)
+    _show(hooks.install(Git.discover(".")), out)
 
 
 @command.command("uninstall")
 @output_options
-def uninstall(fmt_name, as_csv, as_json, as_markdown, tablefmt) -> None:
+def uninstall(out: Output) -> None:
     """Remove flor's hooks and restore the hooks they chained."""
     from flor_cli.services import hooks
     from flor_cli.storage.git import Git
 
-    _show(hooks.uninstall(Git.discover(".")), fmt_name, as_csv, as_json, as_markdown, tablefmt)
+    _show(hooks.uninstall(Git.discover(".")), out)
 
 
 @command.command("status")
 @output_options
-def status(fmt_name, as_csv, as_json, as_markdown, tablefmt) -> None:
+def status(out: Output) -> None:
     """Show which of flor's hooks are installed and which chain an earlier hook."""
     from flor_cli.services import hooks
     from flor_cli.storage.git import Git
 
-    _show(hooks.status(Git.discover(".")), fmt_name, as_csv, as_json, as_markdown, tablefmt)
+    _show(hooks.status(Git.discover(".")), out)
 
 
 @command.command("run", hidden=True, context_settings={"ignore_unknown_options": True})
@@ -59,7 +59,6 @@ def run(name: str, args: tuple[str, ...]) -> None:
         click.echo(line, err=True)
 
 
-def _show(states, fmt_name, as_csv, as_json, as_markdown, tablefmt) -> None:
+def _show(states, out: Output) -> None:
     rows = [(s.name, s.installed, s.chained) for s in states]
-    click.echo(render(["hook", "installed", "chained"], rows,
-                      chosen_format(fmt_name, as_csv, as_json, as_markdown), tablefmt))
+    click.echo(out.render(["hook", "installed", "chained"], rows))

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import click
 
-from flor_cli.output import chosen_format, output_options, render
+from flor_cli.output import Output, output_options
 
 
 @click.command("query")
 @click.argument("sql")
 @output_options
-def command(sql: str, fmt_name, as_csv, as_json, as_markdown, tablefmt) -> None:
+def command(sql: str, out: Output) -> None:
     """Run read-only SQL over the runs cache.
 
-    Tables: runs, args, logs, timings, checkpoints, replays, names; view runs_wide (the
-    columns of `flor log`). Writes are refused.
+    Tables: runs, args, logs, timings, checkpoints, replays, names, summaries; views
+    current_logs (each run's current values: a replay's replace what it replayed) and
+    runs_wide (the columns of `flor log`). Runs still running are included. Writes are
+    refused.
     """
     from flor_cli.services import query
     from flor_cli.storage.git import Git
@@ -22,6 +24,4 @@ def command(sql: str, fmt_name, as_csv, as_json, as_markdown, tablefmt) -> None:
 
     git = Git.discover(".")
     fold_orphans(git)
-    columns, rows = query.sql(git, sql)
-    click.echo(render(columns, rows, chosen_format(fmt_name, as_csv, as_json, as_markdown),
-                      tablefmt))
+    out.emit(*query.sql(git, sql))

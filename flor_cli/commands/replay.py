@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from flor_cli.output import chosen_format, output_options, render
+from flor_cli.output import Output, output_options
 
 
 @click.command("replay")
@@ -28,7 +28,7 @@ from flor_cli.output import chosen_format, output_options, render
 @output_options
 def command(names: tuple[str, ...], where: str | None, yes: bool, dry_run: bool,
             show_diff: bool, workers: int, gpus: str | None, rev: str | None, no_verify: bool,
-            fmt_name, as_csv, as_json, as_markdown, tablefmt) -> None:
+            out: Output) -> None:
     """Backfill the flor.log statements for NAMEs into past runs by replaying them.
 
     Each selected run's code is checked out into a temporary worktree, today's
@@ -48,7 +48,6 @@ def command(names: tuple[str, ...], where: str | None, yes: bool, dry_run: bool,
     from flor_cli.storage.git import Git
     from flor_cli.storage.journal import fold_orphans
 
-    fmt = chosen_format(fmt_name, as_csv, as_json, as_markdown)
     wanted = [n for name in names for n in name.split(",") if n]
     git = Git.discover(".")
     fold_orphans(git)
@@ -56,7 +55,7 @@ def command(names: tuple[str, ...], where: str | None, yes: bool, dry_run: bool,
     if plan.nothing:
         click.echo(f"nothing to do: {plan.nothing}", err=True)
         return
-    click.echo(render(*plan.table(), fmt, tablefmt))
+    click.echo(out.render(*plan.table()))
     if show_diff:
         click.echo(api.diffs(plan))
     if not plan.runnable:
@@ -75,6 +74,6 @@ def command(names: tuple[str, ...], where: str | None, yes: bool, dry_run: bool,
         click.echo(f"flor: replay of run {run} failed: {why}", err=True)
     columns, rows = api.new_values(git, plan, outcome)
     if rows:
-        click.echo(render(columns, rows, fmt, tablefmt))
+        click.echo(out.render(columns, rows))
     if outcome.failed:
         sys.exit(1)

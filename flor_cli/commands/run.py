@@ -9,9 +9,12 @@ import click
 
 @click.command("run", context_settings={"ignore_unknown_options": True,
                                         "allow_interspersed_args": False})
+@click.option("--name", metavar="NAME",
+              help="Name the run: NAME stands for it wherever a run id is accepted "
+                   "(a tag, see `flor tag`). Goes before SCRIPT.")
 @click.argument("script")
 @click.argument("script_args", nargs=-1, type=click.UNPROCESSED)
-def command(script: str, script_args: tuple[str, ...]) -> None:
+def command(name: str | None, script: str, script_args: tuple[str, ...]) -> None:
     """Run SCRIPT with this Python, in this directory, and record the run.
 
     Code (a snapshot on flor.shadow, uncommitted and untracked files included), args,
@@ -21,4 +24,4 @@ def command(script: str, script_args: tuple[str, ...]) -> None:
     """
     from flor_cli.services import record
 
-    sys.exit(record.run_script(script, list(script_args)))
+    sys.exit(record.run_script(script, list(script_args), name=name))

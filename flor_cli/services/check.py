@@ -1,7 +1,7 @@
 """``flor check``: a CI gate — is a SQL expression over one run's values true?
 
 The expression is evaluated by SQLite over the ``runs_wide`` view (the columns of
-``flor log``: args and run-level values), on the read-only guarded connection every piece
+``flor log``: args and a summary of every logged name, its last value by default), on the read-only guarded connection every piece
 of user SQL gets, so a gate can use anything SQLite can (``AND``, ``abs()``, ``IS NULL``).
 NULL is not true: a run that never logged ``accuracy`` fails ``accuracy >= 0.9``.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 from flor_cli.errors import UserError
 from flor_cli.services import query
@@ -32,13 +32,16 @@ class Outcome:
     values: dict[str, Any]  # the run's values of the columns the expression mentions
 
 
-def check(git: Git, expr: str, run: str = "latest") -> Outcome:
+def check(git: Git, expr: str, run: str = "latest", aggs: Sequence[str] = ()) -> Outcome:
+    """``expr`` over ``run``'s row of the runs table, with the summaries ``aggs`` asks
+    for (:func:`query.parse_aggs`; each logged name's last value by default)."""
     if not expr.strip():
         raise UserError("check: empty expression")
     run_id = query.resolve_run(git, run)
     columns, rows = query.sql(
         git, f"SELECT *, ({expr}) IS TRUE, ({expr}) IS NULL FROM runs_wide "
-             f"WHERE run = {cache.quote_literal(run_id)}", what=f"check {expr!r}", users=expr)
+             f"WHERE run = {cache.quote_literal(run_id)}", what=f"check {expr!r}", users=expr,
+        aggs=aggs)
     if not rows:  # resolve_run read the same cache, so only a concurrent rebuild gets here
         raise UserError(f"check: run {run_id} is not in the cache")
     *values, passed, null = rows[0]

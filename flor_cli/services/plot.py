@@ -61,7 +61,8 @@ class Runs:
 def select_runs(git: Git, where: str | None = None, table: query.Table | None = None) -> Runs:
     """The runs ``--where`` (SQL over ``flor log``'s columns) selects, or those of ``table``
     (what ``query.runs`` gave for it already)."""
-    ids = [row[0] for row in (table or query.runs(git, where))[1]]
+    rows = (table or query.runs(git, where))[1]
+    ids = [row[0] for row in reversed(rows)]  # oldest first (flor log lists newest first)
     args: dict[str, dict[str, Any]] = defaultdict(dict)
     chosen = set(ids)
     for run, name, value in query.sql(git, "SELECT run, name, value FROM args")[1]:
@@ -104,16 +105,16 @@ def panels(git: Git, names: Sequence[str], where: str | None = None, x: str | No
     return result
 
 
-_Points = dict[str, tuple[float, bool]]  # ctx text -> (value, replayed); later records win
+_Points = dict[str, tuple[float, bool]]  # ctx text -> (value, replayed): current values
 
 
 def _values(git: Git, names: Sequence[str], runs: list[str]) -> dict[str, dict[str, _Points]]:
     """name -> run -> the numeric values of its records."""
     chosen = set(runs)
     out: dict[str, dict[str, _Points]] = defaultdict(lambda: defaultdict(dict))
-    _, rows = query.sql(git, "SELECT run, name, value, ctx, rp IS NOT NULL FROM logs WHERE "
-                             f"name IN ({','.join(map(quote_literal, names))}) "
-                             "AND typeof(value) IN ('integer', 'real') ORDER BY rowid")
+    _, rows = query.sql(git, "SELECT run, name, value, ctx, rp IS NOT NULL FROM current_logs "
+                             f"WHERE name IN ({','.join(map(quote_literal, names))}) "
+                             "AND typeof(value) IN ('integer', 'real') ORDER BY run, seq")
     for run, name, value, ctx, replayed in rows:
         if run in chosen:
             out[name][run][ctx or "{}"] = (value, bool(replayed))

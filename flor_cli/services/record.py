@@ -31,18 +31,22 @@ from flor_cli.storage.git import Git
 from flor_cli.storage.objects import configured_store
 
 
-def run_script(script: str, argv: list[str]) -> int:
-    """``flor run SCRIPT ARGV...`` from the current directory: the script's exit status."""
+def run_script(script: str, argv: list[str], name: str | None = None) -> int:
+    """``flor run [--name NAME] SCRIPT ARGV...`` from the current directory: the
+    script's exit status."""
     args, kwargs = split_kwargs(argv)
-    return run(Git.discover("."), script, args, kwargs)
+    return run(Git.discover("."), script, args, kwargs, name)
 
 
-def run(git: Git, script: str, script_args: list[str], kwargs: dict[str, str]) -> int:
+def run(git: Git, script: str, script_args: list[str], kwargs: dict[str, str],
+        name: str | None = None) -> int:
     if not Path(script).is_file():
         raise UserError(f"no such script: {script}")
+    if name is not None and (not name.strip() or " " in name or name == "latest"):
+        raise UserError(f"--name {name!r}: not a run name (no spaces; not 'latest')")
     t0 = time.time()
     store = configured_store(git)  # a bad flor.store must fail before anything is written
-    path = journal.begin(git, script, script_args, kwargs, supervisor=os.getpid())
+    path = journal.begin(git, script, script_args, kwargs, supervisor=os.getpid(), name=name)
     env = protocol.record_env(protocol.RecordConfig(path, store.root, kwargs, t0))
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the script's to handle
     try:

@@ -8,10 +8,23 @@ changed since (usually one new run) are parsed again.
 Tables (documented for ``flor query``):
 
 * ``runs``         one row per run: run, commit_id, start, end, script, branch, head,
-                   status, exit, argv, kwargs, python, torch, host, user
+                   status, exit, argv, kwargs, python, torch, host, user, note (the
+                   run's annotation); removed runs are not here, nor anywhere else but
+* ``removed``      run, commit_id, at (when it was removed), purged (its objects collected)
+* ``tags``         run, tag: ``flor tag`` and ``flor run --name``
 * ``args``         run, name, value: what ``flor.arg`` resolved
 * ``logs``         run, rp (replay id or NULL), seq, name, value, type, ctx (JSON loop
-                   context), lvl (number of enclosing loops; 0 = run-level)
+                   context), lvl (number of enclosing loops; 0 = run-level), cur (1 when
+                   the row is one of its (run, name)'s current values, see below)
+* ``current_logs`` VIEW: the current values only. What every reader reads (``flor log``,
+                   ``--pivot``, ``flor check``, ``flor.dataframe``): one answer per
+                   (run, name). The rule (:func:`current_sources`): the newest replay
+                   that wrote a name replaces earlier replays' and the recorded values
+                   of that name for that run; names no replay wrote keep the recorded
+                   values. The note keeps every value (the history).
+* ``summaries``    run, name, lvl, n, first, last, min, max, mean: each (run, name)'s
+                   current values summed up (from ``current_logs``), for the runs table
+
 * ``timings``      run, kind (prefix/outer/nested/suffix), ctx, ordinal, sec
 * ``checkpoints``  run, ctx, ordinal, objs (JSON), bytes, sec
 * ``replays``      run, rp, names, mode, start, end, status
@@ -33,6 +46,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -50,16 +64,24 @@ from flor_cli.storage import notes
 from flor_cli.storage.git import NOTES_REF, Git
 from flor_cli.storage.objects import ObjectStore, stores
 
-SCHEMA_VERSION = "3"  # 2: ctx written by orjson (non-ASCII kept as UTF-8); 3: availability
+SCHEMA_VERSION = "4"  # 2: ctx by orjson (non-ASCII as UTF-8); 3: availability; 4: current
+# values (logs.cur, current_logs, summaries) and lifecycle (runs.note, removed, tags)
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS runs(run TEXT PRIMARY KEY, commit_id TEXT, start REAL, end REAL,
   script TEXT, branch TEXT, head TEXT, status TEXT, exit INTEGER, argv TEXT, kwargs TEXT,
-  python TEXT, torch TEXT, host TEXT, user TEXT);
+  python TEXT, torch TEXT, host TEXT, user TEXT, note TEXT);
+CREATE TABLE IF NOT EXISTS removed(run TEXT PRIMARY KEY, commit_id TEXT, at REAL, purged INTEGER);
+CREATE TABLE IF NOT EXISTS tags(run TEXT, tag TEXT, PRIMARY KEY(run, tag));
+CREATE INDEX IF NOT EXISTS tags_tag ON tags(tag);
 CREATE INDEX IF NOT EXISTS runs_commit ON runs(commit_id);
 CREATE TABLE IF NOT EXISTS args(run TEXT, name TEXT, value, PRIMARY KEY(run, name));
 CREATE TABLE IF NOT EXISTS logs(run TEXT, rp TEXT, seq INTEGER, name TEXT, value, type TEXT,
-  ctx TEXT, lvl INTEGER);
+  ctx TEXT, lvl INTEGER, cur INTEGER);
+CREATE VIEW IF NOT EXISTS current_logs AS
+  SELECT run, rp, seq, name, value, type, ctx, lvl FROM logs WHERE cur;
+CREATE TABLE IF NOT EXISTS summaries(run TEXT, name TEXT, lvl INTEGER, n INTEGER, first, last,
+  min, max, mean REAL, PRIMARY KEY(run, name));
 CREATE TABLE IF NOT EXISTS timings(run TEXT, kind TEXT, ctx TEXT, ordinal INTEGER, sec REAL);
 CREATE INDEX IF NOT EXISTS timings_run ON timings(run);
 CREATE TABLE IF NOT EXISTS checkpoints(run TEXT, ctx TEXT, ordinal INTEGER, objs TEXT,
@@ -73,11 +95,11 @@ CREATE TABLE IF NOT EXISTS availability(run TEXT PRIMARY KEY, missing INTEGER,
 """
 # Kept apart from SCHEMA: a full rebuild drops them and builds them once at the end, which
 # is several times faster than maintaining them across a million inserts.
-LOG_INDEXES = {"logs_name": "logs(name, run)", "logs_run": "logs(run)"}
+LOG_INDEXES = {"logs_name": "logs(name, run, seq)", "logs_run": "logs(run)"}
 RUN_COLUMNS = ("run", "commit_id", "start", "end", "script", "branch", "head", "status",
-               "exit", "argv", "kwargs", "python", "torch", "host", "user")
+               "exit", "argv", "kwargs", "python", "torch", "host", "user", "note")
 _PER_RUN_TABLES = ("runs", "args", "logs", "timings", "checkpoints", "replays",
-                   "availability")
+                   "availability", "summaries", "tags", "removed")
 
 
 def path_of(git: Git) -> Path:
@@ -85,15 +107,17 @@ def path_of(git: Git) -> Path:
 
 
 @contextmanager
-def connection(git: Git, readonly: bool = False) -> Iterator[sqlite3.Connection]:
+def connection(git: Git, readonly: bool = False, aggs: dict[str, str] | None = None,
+               default: str = "last") -> Iterator[sqlite3.Connection]:
     """``with cache.connection(git) as db``: a synced connection, closed after the block;
-    ``readonly``: for the user's SQL (see :func:`readonly`).
+    ``readonly``: for reading and the user's SQL (see :func:`open_readonly`, which
+    ``aggs`` and ``default`` go to).
 
     Reading the cache never folds orphaned journals (a crashed run's records): that
     write is a step of its own, ``journal.fold_orphans``, which read commands take
     before they read (see commands/).
     """
-    db = open_readonly(git) if readonly else connect(git)
+    db = open_readonly(git, aggs, default) if readonly else connect(git)
     try:
         yield db
     finally:
@@ -182,12 +206,14 @@ def sync(git: Git, db: sqlite3.Connection) -> int:
         attached = last is None and _rebuild(git, db, changes)
         if last is not None:  # e.g. after a pull: a bar when there is much to read
             added: dict[str, list[str]] = {}
+            inserted: list[str] = []
             with _gc_paused(), progress.bar(len(changes), "updating the cache",
                                             unit="run") as bar:
                 for annotated, blob in _ticking(changes, bar):
                     _forget_commit(db, annotated)
-                    _insert_notes(git, db, [(annotated, blob)], added)
+                    inserted += _insert_notes(git, db, [(annotated, blob)], added)
             _record_availability(git, db, added)
+            summarize(db, inserted)
         db.execute("INSERT OR REPLACE INTO meta VALUES ('notes', ?)", (tip,))
         _check_stores(git, db)
         db.execute("COMMIT")
@@ -246,6 +272,7 @@ def _rebuild(git: Git, db: sqlite3.Connection, changes: list[tuple[str, str | No
             if helper is not None:
                 helper.discard()
     _create_log_indexes(db)
+    summarize(db)
     db.execute("PRAGMA cache_size=-2000")  # SQLite's default, for the rest of the connection
     return attached
 
@@ -256,7 +283,7 @@ _PARALLEL_BYTES = 16 << 20  # ~150,000 records: a second or two of work on one c
 
 
 def _insert_notes(git: Git, db: sqlite3.Connection, changes: Iterable[tuple[str, str | None]],
-                  with_ckpts: dict[str, list[str]]) -> None:
+                  with_ckpts: dict[str, list[str]]) -> list[str]:
     """The rows of each (annotated commit, note key) that is a flor run; the object
     digests of each run that took checkpoints go to ``with_ckpts``, whose availability
     the caller records (:func:`_record_availability`) once for all of them.
@@ -264,16 +291,27 @@ def _insert_notes(git: Git, db: sqlite3.Connection, changes: Iterable[tuple[str,
     A note longer than :data:`_STREAM_BYTES` is read a batch of lines at a time
     (:func:`_insert_streamed`), so a run of 10^7 values needs no more memory than one
     of 10^5; the rest are decoded whole, which is faster for the many small ones.
+    Returns the runs inserted, with their values marked current (:func:`mark_current`).
     """
+    inserted = []
     for annotated, key in changes:
         if key is None:
             continue
+        first = _next_log_rowid(db)
         if _note_bytes(git, key) > _STREAM_BYTES:
-            _insert_streamed(git, db, annotated, key, with_ckpts)
-            continue
-        note = notes.parse(annotated, git.blob_text(key))
-        if note is not None:
-            _insert(db, note, with_ckpts)
+            run = _insert_streamed(git, db, annotated, key, with_ckpts)
+        else:
+            note = notes.parse(annotated, git.blob_text(key))
+            run = _insert(db, note, with_ckpts) if note is not None else None
+        if run is not None:
+            mark_current(db, run, first)
+            inserted.append(run)
+    return inserted
+
+
+def _next_log_rowid(db: sqlite3.Connection, schema: str = "main") -> int:
+    """Where the next run's log rows start: rows go in one run at a time."""
+    return (db.execute(f"SELECT max(rowid) FROM {schema}.logs").fetchone()[0] or 0) + 1
 
 
 _STREAM_BYTES = 16 << 20  # ~200,000 records
@@ -285,9 +323,11 @@ def _note_bytes(git: Git, key: str | None) -> int:
 
 
 def _insert_streamed(git: Git, db: sqlite3.Connection, annotated: str, key: str,
-                     with_ckpts: dict[str, list[str]]) -> None:
+                     with_ckpts: dict[str, list[str]]) -> str | None:
     """A long note's rows, a batch of lines at a time: one part and one batch of records
-    in memory. Rows go in in the note's line order; readers order by ``seq``."""
+    in memory. Rows go in in the note's line order; readers order by ``seq``. (Its
+    lifecycle records are not read here: a removed or tagged run this long is listed
+    as it was recorded.)"""
     source = f"the note of commit {annotated[:12]}"
     try:
         header, replays = notes.scan_headers(git.note_chunks(key), source)
@@ -295,11 +335,13 @@ def _insert_streamed(git: Git, db: sqlite3.Connection, annotated: str, key: str,
         notes.warn(str(e))
         return
     if header is None:
-        return
+        return None
+    run = None
     for records in notes.record_batches(git.note_chunks(key), source):
         # each batch as a note of its own: the run's row again, its replays once
-        _insert(db, notes.RunNote(annotated, header, records, replays), with_ckpts)
+        run = _insert(db, notes.RunNote(annotated, header, records, replays), with_ckpts)
         replays = []
+    return run
 
 
 def _ticking(items: Iterable, bar: Any) -> Iterator:
@@ -351,6 +393,7 @@ class _Helper:
         db.execute("ATTACH DATABASE ? AS part", (str(self.path),))
         for table in (*_PER_RUN_TABLES, "names"):
             verb = {"runs": "INSERT OR REPLACE", "args": "INSERT OR REPLACE",
+                    "removed": "INSERT OR REPLACE", "tags": "INSERT OR IGNORE",
                     "names": "INSERT OR IGNORE"}.get(table, "INSERT")
             db.execute(f"{verb} INTO main.{table} SELECT * FROM part.{table}")
         return True
@@ -385,28 +428,33 @@ def _create_log_indexes(db: sqlite3.Connection) -> None:
 
 
 def _forget_commit(db: sqlite3.Connection, commit: str) -> None:
-    for (run,) in db.execute("SELECT run FROM runs WHERE commit_id=?", (commit,)).fetchall():
+    for (run,) in db.execute("SELECT run FROM runs WHERE commit_id=? UNION "
+                             "SELECT run FROM removed WHERE commit_id=?", (commit, commit)
+                             ).fetchall():
         for table in _PER_RUN_TABLES:
             db.execute(f"DELETE FROM {table} WHERE run=?", (run,))
 
 
-def _insert(db: sqlite3.Connection, note: notes.RunNote, with_ckpts: dict[str, list[str]]
-            ) -> None:
-    """The run's rows; the object digests of its checkpoints, if it took any, go to
+def _insert(db: sqlite3.Connection, note: notes.RunNote, with_ckpts: dict[str, list[str]],
+            schema: str = "main") -> str:
+    """The run's rows, into the tables of ``schema`` (``live``: a run still running);
+    returns its id. The object digests of its checkpoints, if it took any, go to
     ``with_ckpts`` under its run id. A value SQLite cannot bind as it is (an int beyond
     64 bits, a string with a lone surrogate, a list where a number belongs) is rare: the
     first try binds everything as it is, and only a run that fails is inserted again,
     each column value made bindable (:func:`_bindable`)."""
     db.execute("SAVEPOINT run")
     try:
-        run, ckpts = _insert_rows(db, note, lambda rows: rows, orjson.dumps)
+        run, ckpts = _insert_rows(db, note, lambda rows: rows, orjson.dumps, schema)
     except (OverflowError, UnicodeError, TypeError, ValueError,
             sqlite3.InterfaceError, sqlite3.ProgrammingError):
         db.execute("ROLLBACK TO run")
-        run, ckpts = _insert_rows(db, note, _bindable_rows, lambda ctx: ctx_text(ctx).encode())
+        run, ckpts = _insert_rows(db, note, _bindable_rows, lambda ctx: ctx_text(ctx).encode(),
+                                  schema)
     db.execute("RELEASE run")
     if ckpts:  # extended: a long note comes a batch at a time
         with_ckpts.setdefault(run, []).extend(sha for row in ckpts for sha in digests(row[3]))
+    return run
 
 
 def _bindable_rows(rows: Iterable[tuple]) -> list[tuple]:
@@ -435,12 +483,12 @@ def text_of_int(value: int) -> str:
         return hex(value)
 
 
-def _claim(db: sqlite3.Connection, note: notes.RunNote) -> str:
+def _claim(db: sqlite3.Connection, note: notes.RunNote, schema: str = "main") -> str:
     """The id the note's rows go under: its run id, unless another shadow commit's run
     holds it already (a pulled note reusing a local id, by accident or not). The run
     that was there keeps it; the newcomer is ``<run>@<its commit>``, with a warning."""
     run = note.run
-    held = db.execute("SELECT commit_id FROM runs WHERE run=?", (run,)).fetchone()
+    held = db.execute(f"SELECT commit_id FROM {schema}.runs WHERE run=?", (run,)).fetchone()
     if held is None or held[0] == note.commit:
         return run
     alias = f"{run}@{note.commit[:10]}"
@@ -449,28 +497,36 @@ def _claim(db: sqlite3.Connection, note: notes.RunNote) -> str:
     return alias
 
 
-def _insert_rows(db: sqlite3.Connection, note: notes.RunNote, bind, dumps
+def _insert_rows(db: sqlite3.Connection, note: notes.RunNote, bind, dumps, schema: str
                  ) -> tuple[str, list[tuple]]:
-    h, run = note.header, _claim(db, note)
-    db.execute(f"INSERT OR REPLACE INTO runs VALUES ({','.join('?' * len(RUN_COLUMNS))})",
-               *bind([(
+    """A removed run is only listed in ``removed``: no reader sees it."""
+    h, run = note.header, _claim(db, note, schema)
+    state = notes.lifecycle(note)
+    if state.removed is not None:
+        db.execute(f"INSERT OR REPLACE INTO {schema}.removed VALUES (?,?,?,?)",
+                   (run, note.commit, state.removed, int(state.purged)))
+        return run, []
+    db.execute(f"INSERT OR REPLACE INTO {schema}.runs "
+               f"VALUES ({','.join('?' * len(RUN_COLUMNS))})", *bind([(
         run, note.commit, h.get("start"), h.get("end"), h.get("script"), h.get("branch"),
         h.get("head"), h.get("status"), h.get("exit"), json.dumps(h.get("argv", [])),
         json.dumps(h.get("kwargs", {})), h.get("python"), h.get("torch"), h.get("host"),
-        h.get("user"))]))
+        h.get("user"), state.annotation)]))
+    db.executemany(f"INSERT OR IGNORE INTO {schema}.tags VALUES (?,?)",
+                   bind([(run, tag) for tag in state.tags]))
     logs, args, timings, ckpts = map(bind, _rows(run, note.records, dumps))
-    db.executemany("INSERT OR REPLACE INTO args VALUES (?,?,?)", args)
+    db.executemany(f"INSERT OR REPLACE INTO {schema}.args VALUES (?,?,?)", args)
     for size, group in groupby(logs, len):  # consecutive rows of one shape keep their order
-        db.executemany(_LOG_INSERT[size], group)
-    db.executemany("INSERT INTO timings VALUES (?,?,?,?,?)", timings)
-    db.executemany("INSERT INTO checkpoints VALUES (?,?,?,?,?,?)", ckpts)
-    db.executemany("INSERT INTO replays VALUES (?,?,?,?,?,?,?)", bind([
+        db.executemany(_LOG_INSERT[size].format(schema=schema), group)
+    db.executemany(f"INSERT INTO {schema}.timings VALUES (?,?,?,?,?)", timings)
+    db.executemany(f"INSERT INTO {schema}.checkpoints VALUES (?,?,?,?,?,?)", ckpts)
+    db.executemany(f"INSERT INTO {schema}.replays VALUES (?,?,?,?,?,?,?)", bind([
         (run, rp.get(notes.REPLAY_ID), json.dumps(rp.get("names")), rp.get("mode"),
          rp.get("start"), rp.get("end"), rp.get("status")) for rp in note.replays]))
     levels = set(zip(map(_NAME, logs), map(_LEVEL, logs)))  # in C: a few distinct pairs
     kinds = {(name, "arg") for _, name, _ in args}
     kinds.update((name, "loop" if lvl else "run") for name, lvl in levels)
-    db.executemany("INSERT OR IGNORE INTO names VALUES (?,?)", sorted(kinds))
+    db.executemany(f"INSERT OR IGNORE INTO {schema}.names VALUES (?,?)", sorted(kinds))
     return run, ckpts
 
 
@@ -520,9 +576,72 @@ def _rows(run: str, records: list[dict], dumps=orjson.dumps) -> tuple[list[tuple
 
 _PLAIN = frozenset((float, int, str, type(None)))
 # By tuple length: (run, s, value, name, ctx, lvl) and (run, rp, s, name, value, ty, ctx, lvl).
-_LOG_INSERT = {6: "INSERT INTO logs VALUES (?1,NULL,?2,?4,?3,NULL,?5,?6)",
-               8: "INSERT INTO logs VALUES (?,?,?,?,?,?,?,?)"}
+# Every row goes in current (cur = 1); mark_current then marks what a replay replaced.
+_LOG_INSERT = {6: "INSERT INTO {schema}.logs VALUES (?1,NULL,?2,?4,?3,NULL,?5,?6,1)",
+               8: "INSERT INTO {schema}.logs VALUES (?,?,?,?,?,?,?,?,1)"}
 _NAME, _LEVEL = itemgetter(3), itemgetter(-1)  # of both shapes of log rows
+
+
+def current_sources(replays: list[dict], written: set[tuple[str, str]]) -> dict[str, str]:
+    """Which replay's values of each name are current in one run: the rule behind
+    ``current_logs``, "one value per (run, name)".
+
+    ``written`` holds the (name, replay id) pairs of the run's replayed log records. The
+    newest replay (by its header's start time, then its id) that wrote a name wins; a
+    name that no replay wrote is absent, and its recorded values are current. Replayed
+    records without a replay header (a note edited by hand) rank by id alone, first.
+    """
+    rank = {r.get("rp"): (r.get("start") or 0, r.get("rp")) for r in replays}
+    newest: dict[str, tuple] = {}
+    for name, rp in written:
+        key = rank.get(rp, (0, rp))
+        if name not in newest or key > newest[name]:
+            newest[name] = key
+    return {name: key[1] for name, key in newest.items()}
+
+
+def mark_current(db: sqlite3.Connection, run: str, first: int, schema: str = "main") -> None:
+    """Mark which of a just-inserted run's log rows (rowid ``first`` on) are current, by
+    :func:`current_sources`: only a run with replayed values has any to mark."""
+    written = set(db.execute(f"SELECT DISTINCT name, rp FROM {schema}.logs "
+                             "WHERE rowid >= ? AND rp IS NOT NULL", (first,)))
+    if not written:
+        return
+    replays = [{notes.REPLAY_ID: rp, "start": start} for rp, start in db.execute(
+        f"SELECT rp, start FROM {schema}.replays WHERE run=?", (run,))]
+    for name, rp in current_sources(replays, written).items():
+        db.execute(f"UPDATE {schema}.logs SET cur = (rp IS ?) WHERE rowid >= ? AND name = ?",
+                   (rp, first, name))
+
+
+def summarize(db: sqlite3.Connection, runs: Iterable[str] | None = None,
+              schema: str = "main") -> None:
+    """(Re)write the ``summaries`` of ``runs`` (all runs when None) from ``current_logs``.
+
+    Within one (run, name) every current value comes from one source (the recorded run
+    or one replay), so ``seq`` orders them: first and last are the lowest and highest.
+    """
+    where, params = "", ()
+    if runs is not None:
+        params = tuple(dict.fromkeys(runs))
+        if not params:
+            return
+        db.execute(f"DELETE FROM {schema}.summaries WHERE run IN "
+                   f"({','.join('?' * len(params))})", params)
+        where = f"WHERE run IN ({','.join('?' * len(params))})"
+    db.execute(f"""INSERT INTO {schema}.summaries
+        SELECT g.run, g.name, g.lvl, g.n,
+          (SELECT f.value FROM {schema}.current_logs f WHERE f.name=g.name AND f.run=g.run
+           ORDER BY f.seq LIMIT 1),
+          (SELECT f.value FROM {schema}.current_logs f WHERE f.name=g.name AND f.run=g.run
+           ORDER BY f.seq DESC LIMIT 1),
+          g.lo, g.hi, g.mean
+        FROM (SELECT run, name, max(lvl) AS lvl, count(*) AS n, min(value) AS lo,
+                     max(value) AS hi,
+                     avg(CASE WHEN typeof(value) IN ('integer', 'real') THEN value END) AS mean
+              FROM {schema}.current_logs {where} GROUP BY name, run) g""", params)
+
+
 
 
 def digests(objs: str | None) -> list[str]:
@@ -604,13 +723,76 @@ def sql_value(value: Any) -> Any:
     return json.dumps(value)
 
 
-def open_readonly(git: Git) -> sqlite3.Connection:
-    """A connection for user SQL: synced first, then opened read-only and guarded."""
+def open_readonly(git: Git, aggs: dict[str, str] | None = None,
+                  default: str = "last") -> sqlite3.Connection:
+    """A connection for reading and for user SQL: synced first, then opened read-only,
+    with the runs still running attached (:func:`attach_live`), ``runs_wide`` built with
+    the given summaries (:func:`create_runs_view`), and guarded."""
+    live = live_notes(git)  # before the sync: a run that ends meanwhile is in one or the other
     connect(git).close()  # synced
     db = sqlite3.connect(f"file:{path_of(git)}?mode=ro", uri=True, timeout=30)
-    create_runs_view(db)
-    guard(db)
+    try:
+        attach_live(db, live)
+        create_runs_view(db, aggs, default)
+        guard(db)
+    except BaseException:
+        db.close()
+        raise
     return db
+
+
+RUNNING = "running"  # the status of a run whose journal is still being written
+_LIVE_TABLES = ("runs", "args", "logs", "current_logs", "summaries", "timings", "checkpoints",
+                "replays", "tags")
+
+
+def live_notes(git: Git) -> list[notes.RunNote]:
+    """The runs whose journals are still being written, read as they are: no lock
+    taken, nothing folded (a journal can be read while its writer appends)."""
+    from flor_cli.storage import journal
+
+    directory = journal.journal_dir(git.flor_dir)
+    live = []
+    for path in sorted(directory.glob("*.jsonl")) if directory.is_dir() else ():
+        try:
+            header = journal.read_header(path)
+            text = b"".join(journal.record_chunks(path)).decode("utf-8", "replace")
+            records = notes.read_records(text, f"journal {path.name}", torn=True)
+        except (FileNotFoundError, notes.NewerFormat):
+            continue  # folded meanwhile, or written by a newer flor
+        if not isinstance(header.get("run"), str) or header.get("aborted"):
+            continue  # aborted by bad input: never a run
+        header["status"] = header.get("status") or RUNNING
+        live.append(notes.RunNote("", header, records))
+    return live
+
+
+def attach_live(db: sqlite3.Connection, running: list[notes.RunNote]) -> list[str]:
+    """Make the runs still running visible to every query on ``db``; returns their ids.
+
+    Their journals (:func:`live_notes`, read before ``db`` was synced: a run that ended
+    in between has its note synced, and is taken from there) go into an in-memory
+    schema ``live`` built as the cache is
+    (same tables, same ``current_logs`` rule, same summaries). TEMP views named as the
+    cache's tables then union both, and unqualified names find TEMP objects first, so
+    ``runs``, ``current_logs`` and the rest include them wherever they are read. With no
+    run in progress nothing is attached and queries read the cache's tables directly.
+    """
+    live = [note for note in running  # unless folded into its note since
+            if not db.execute("SELECT 1 FROM main.runs WHERE run=?", (note.run,)).fetchone()]
+    if not live:
+        return []
+    db.execute("ATTACH DATABASE ':memory:' AS live")
+    db.executescript(re.sub(r"IF NOT EXISTS (\w+)", r"IF NOT EXISTS live.\1", SCHEMA))
+    for note in live:
+        first = _next_log_rowid(db, "live")
+        mark_current(db, _insert(db, note, {}, "live"), first, "live")
+    summarize(db, schema="live")
+    for table in _LIVE_TABLES:
+        db.execute(f"CREATE TEMP VIEW {table} AS "
+                   f"SELECT * FROM main.{table} UNION ALL SELECT * FROM live.{table}")
+    db.execute("CREATE TEMP VIEW names AS SELECT * FROM main.names UNION SELECT * FROM live.names")
+    return [note.run for note in live]
 
 
 def guard(db: sqlite3.Connection) -> None:
@@ -630,31 +812,52 @@ def names_of(db: sqlite3.Connection, kind: str) -> list[str]:
 
 
 RUNS_FIXED = ("run", "time", "script", "branch", "status")
+AGGREGATES = {"last": "last", "first": "first", "min": "min", "max": "max", "mean": "mean",
+              "count": "n"}  # a summary's name -> its column in ``summaries``
 
 
-def create_runs_view(db: sqlite3.Connection) -> list[str]:
-    """TEMP VIEW ``runs_wide``: the columns of ``flor log`` (fixed, args, run-level values).
+def logged_names(db: sqlite3.Connection) -> list[str]:
+    """Every name logged in some run: run-level names first, then loop-level ones."""
+    return list(dict.fromkeys(names_of(db, "run") + names_of(db, "loop")))
+
+
+def create_runs_view(db: sqlite3.Connection, aggs: dict[str, str] | None = None,
+                     default: str = "last") -> list[str]:
+    """TEMP VIEW ``runs_wide``: the columns of ``flor log`` — fixed columns, args, and a
+    summary of each logged name's current values (``default``, or ``aggs[name]``, one
+    of :data:`AGGREGATES`), loop-level names included (``val_acc`` per epoch: its last).
 
     A view per connection, because its columns depend on which names have been logged.
+    Its rows come newest first (by start time, finer than the ``time`` column shows).
+    The summaries are looked up by (run, name), so reading it costs a few index probes
+    per run, whatever the number of records.
     """
+    aggs = aggs or {}
     columns = list(RUNS_FIXED)
     selects = ["r.run", "datetime(r.start, 'unixepoch', 'localtime') AS time", "r.script",
                "r.branch", "r.status"]
-    for kind, table_sql in (
-        ("arg", "(SELECT value FROM args a WHERE a.run=r.run AND a.name={q})"),
-        ("run", "(SELECT value FROM logs l WHERE l.name={q} AND l.run=r.run AND l.lvl=0 "
-                "ORDER BY l.rp IS NOT NULL, l.seq DESC LIMIT 1)"),
-    ):
-        for name in names_of(db, kind):
-            if name in columns or name == "checkpoints":
-                continue
-            columns.append(name)
-            selects.append(f"{table_sql.format(q=quote_literal(name))} AS {quote_ident(name)}")
-    columns.append("checkpoints")
+    if db.execute("SELECT 1 FROM tags LIMIT 1").fetchone():  # only once some run has one
+        columns.append("tags")
+        selects.append("(SELECT group_concat(tag, ' ') FROM (SELECT tag FROM tags t "
+                       "WHERE t.run=r.run ORDER BY tag)) AS tags")
+    if db.execute("SELECT 1 FROM runs WHERE note IS NOT NULL LIMIT 1").fetchone():
+        columns.append("note")
+        selects.append("r.note")
+    wanted = [("arg", n, "(SELECT value FROM args a WHERE a.run=r.run AND a.name={q})")
+              for n in names_of(db, "arg")]
+    wanted += [("log", n, f"(SELECT {AGGREGATES[aggs.get(n, default)]} FROM summaries s "
+                          "WHERE s.run=r.run AND s.name={q})") for n in logged_names(db)]
+    for _, name, sql in wanted:
+        if name in columns or name == "checkpoints":
+            continue
+        columns.append(name)
+        selects.append(f"{sql.format(q=quote_literal(name))} AS {quote_ident(name)}")
+    columns.append("checkpoints")  # whether a memoized replay is possible in this clone
     selects.append("(SELECT CASE WHEN a.missing = 0 THEN 'here' ELSE 'missing' END "
                    "FROM availability a WHERE a.run = r.run) AS checkpoints")
     db.execute("DROP VIEW IF EXISTS temp.runs_wide")
-    db.execute(f"CREATE TEMP VIEW runs_wide AS SELECT {', '.join(selects)} FROM runs r")
+    db.execute(f"CREATE TEMP VIEW runs_wide AS SELECT {', '.join(selects)} FROM runs r "
+               "ORDER BY r.start DESC, r.run DESC")  # newest first, to the microsecond
     return columns
 
 

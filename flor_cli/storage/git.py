@@ -305,6 +305,10 @@ class Git:
         """The patch from one tree to another (``git diff`` of two code versions)."""
         return self.repo.diff(self.repo[old], self.repo[new]).patch or ""
 
+    def diff_commits(self, old: str, new: str, color: bool = False) -> str:
+        """git's own diff of two commits (``flor diff``), coloured as git colours it."""
+        return self.cli("diff", f"--color={'always' if color else 'never'}", old, new)
+
     def blob_text(self, key: str) -> str:
         """The text of a note key (or of one blob): every part, joined."""
         return _text(b"".join(self.note_chunks(key)))

@@ -315,7 +315,7 @@ def _same_file(fd: int, path: Path) -> bool:
 
 
 def begin(git: Git, script: str, argv: list[str], kwargs: dict[str, str],
-          supervisor: int | None = None) -> Path:
+          supervisor: int | None = None, name: str | None = None) -> Path:
     """Start a run: snapshot the code that is about to run and write the journal header.
 
     The snapshot is only a tree here; it becomes a commit on ``flor.shadow`` when the run
@@ -355,4 +355,6 @@ def begin(git: Git, script: str, argv: list[str], kwargs: dict[str, str],
     }
     if big:  # the fold adds their hashes
         header["big"] = big
+    if name is not None:  # ``flor run --name``: a tag from the start (notes.lifecycle)
+        header["name"] = name
     return create(git.flor_dir, header)

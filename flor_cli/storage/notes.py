@@ -10,6 +10,7 @@ A note is the whole record of one run, attached to the run's shadow commit::
     {"t":"ckpt","s":10,"b":0,"c":{"epoch":0},"i":0,"objs":{..},"sec":..}      checkpoint
     {"t":"replay","rp":"<id>","names":[..],"src":{..},...}                     replay header
     {"t":"log","rp":"<id>","s":0,"n":"grad_norm","v":..,"c":{..}}              replayed
+    {"t":"tag","n":"best","at":1764423122.51}                                  lifecycle
 
 Every line is self-describing and unique, so a line-wise union of two notes (what
 ``flor pull`` does, like git's ``cat_sort_uniq``) is a valid note; readers restore order
@@ -23,6 +24,12 @@ ordered by their header's ``start`` (seconds since the epoch, taken when the rep
 that run began), ties broken by ``rp``. Replay ids sort by local time only, so readers
 order by ``(start, rp)``, never by ``rp`` alone; the older values stay in the note as
 history.
+
+Lifecycle records (:data:`LIFECYCLE`: tags, annotations, removal and its undoing, the
+collection of a removed run's objects) are appended to a run's note at any time; each
+carries the time it was made (``at``), which keeps it unique and orders them
+(:func:`lifecycle`). Like every other line they merge by union: a removal made in one
+clone survives a pull from a clone that still has the run.
 
 The keys and kinds are named below; every module reads and writes records through these
 names, and every reader decodes through :func:`read_records`.
@@ -74,6 +81,9 @@ CAPTURED = "fx"  # ckpt: names whose values the nested loop left in its frame, c
 NOT_CAPTURED = "nc"  # ckpt: names it changed that could not be captured ("*": not known)
 RUN_ID = "run"  # run header: the run's id
 LOST = "lost"  # end (journal), run header: records that could not be written
+RUN_NAME = "name"  # run header: ``flor run --name`` (a tag from the start)
+AT = "at"  # lifecycle: when the change was made (Unix time)
+MESSAGE = "m"  # lifecycle, note: the annotation
 
 # -- record kinds (values of KIND) ------------------------------------------------------
 RUN = "run"  # the run header (first line)
@@ -84,6 +94,10 @@ CKPT = "ckpt"
 REPLAY = "replay"  # a replay's header
 END = "end"  # journal only: the run ended (merged into the header on fold)
 COMMIT = "commit"  # journal only: the shadow commit a fold made (merged into the header)
+# lifecycle (appended at any time): tag/untag (NAME: the tag), note (MESSAGE), rm and
+# restore (removal and its undoing), purge (a removed run's objects collected: final)
+TAG, UNTAG, ANNOTATE, REMOVE, RESTORE, PURGE = "tag", "untag", "note", "rm", "restore", "purge"
+LIFECYCLE = frozenset((TAG, UNTAG, ANNOTATE, REMOVE, RESTORE, PURGE))
 
 # -- timing kinds (values of TIMING) ----------------------------------------------------
 PREFIX = "prefix"  # from the start of the script to the main loop
@@ -98,19 +112,63 @@ class NewerFormat(ValueError):
 
 
 class RunNote:
-    """One run's note, decoded: header, records in ``(rp, s)`` order, replay headers."""
+    """One run's note, decoded: header, records in ``(rp, s)`` order, replay headers,
+    lifecycle records (oldest first)."""
 
-    __slots__ = ("commit", "header", "records", "replays")
+    __slots__ = ("commit", "header", "records", "replays", "events")
 
     def __init__(self, commit: str, header: dict, records: list[dict] | None = None,
-                 replays: list[dict] | None = None):
+                 replays: list[dict] | None = None, events: list[dict] | None = None):
         self.commit, self.header = commit, header
         self.records = records if records is not None else []
         self.replays = replays if replays is not None else []
+        self.events = events if events is not None else []
 
     @property
     def run(self) -> str:
         return self.header.get(RUN_ID, self.commit[:12])
+
+
+class Lifecycle:
+    """Where a run stands after its lifecycle records, applied oldest first."""
+
+    __slots__ = ("tags", "annotation", "removed", "purged")
+
+    def __init__(self) -> None:
+        self.tags: list[str] = []
+        self.annotation: str | None = None
+        self.removed: float | None = None  # when, if removed now
+        self.purged = False  # removed and its objects collected: no longer restorable
+
+
+def lifecycle(note: RunNote) -> Lifecycle:
+    """The run's tags (``flor run --name`` first), annotation and removal state."""
+    state = Lifecycle()
+    name = note.header.get(RUN_NAME)
+    tags: dict[str, None] = {name: None} if isinstance(name, str) and name else {}
+    for event in note.events:
+        kind = event[KIND]
+        if kind == TAG:
+            tags[event[NAME]] = None
+        elif kind == UNTAG:
+            tags.pop(event[NAME], None)
+        elif kind == ANNOTATE:
+            state.annotation = event.get(MESSAGE)
+        elif kind == REMOVE:
+            state.removed = event[AT]
+        elif kind == RESTORE and not state.purged:
+            state.removed = None
+        elif kind == PURGE and state.removed is not None:
+            state.purged = True
+    state.tags = list(tags)
+    return state
+
+
+def event(kind: str, **fields) -> str:
+    """One lifecycle record as a note line, stamped with the time it is made."""
+    import time
+
+    return json.dumps({KIND: kind, AT: time.time(), **fields}, separators=(",", ":"))
 
 
 def render(header: dict, records: Iterable[dict]) -> str:
@@ -130,8 +188,9 @@ def parse(commit: str, text: str) -> RunNote | None:
     except NewerFormat as e:
         warn(str(e))
         return None
-    if kinds.count(RUN) == 1 and REPLAY not in kinds:  # the common case, split in C
-        at = kinds.index(RUN)
+    events: list[dict] = []
+    if kinds.count(RUN) == 1 and REPLAY not in kinds and LIFECYCLE.isdisjoint(kinds):
+        at = kinds.index(RUN)  # the common case, split in C
         header, records = decoded[at], decoded[:at] + decoded[at + 1:]
     else:
         for rec, kind in zip(decoded, kinds):
@@ -139,13 +198,27 @@ def parse(commit: str, text: str) -> RunNote | None:
                 header = rec if header is None else {**header, **rec}
             elif kind == REPLAY:
                 replays.append(rec)
+            elif kind in LIFECYCLE:
+                if _valid_event(rec):
+                    events.append(rec)
             else:
                 records.append(rec)
     if header is None:
         return None
     records = _in_order(records, replayed=_REPLAY_KEY_TEXT in text)
     replays.sort(key=lambda r: r.get("start", 0))
-    return RunNote(commit, header, records, replays)
+    events.sort(key=lambda r: (r[AT], r[KIND], r.get(NAME) or ""))
+    return RunNote(commit, header, records, replays, events)
+
+
+def _valid_event(rec: dict) -> bool:
+    """A lifecycle record from a pull is someone else's: a time, and text where text goes."""
+    at = rec.get(AT)
+    if not isinstance(at, (int, float)) or isinstance(at, bool):
+        return False
+    if rec[KIND] in (TAG, UNTAG):
+        return isinstance(rec.get(NAME), str) and bool(rec[NAME])
+    return rec[KIND] != ANNOTATE or isinstance(rec.get(MESSAGE), str)
 
 
 _REPLAY_KEY_TEXT = json.dumps(REPLAY_ID)

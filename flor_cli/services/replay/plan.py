@@ -140,8 +140,8 @@ def _select(git: Git, names: list[str], where: str | None) -> list[tuple[str, st
             order = [r for (r,) in db.execute("SELECT run FROM runs ORDER BY start, run")]
             runs = [r for r in order if not all(r in h for h in having)]
             return [(r, commits[r]) for r in runs]
-    columns, rows = query.runs(git, where=where)
-    runs = [row[columns.index("run")] for row in rows]
+    columns, rows = query.runs(git, where=where, sort="time, run")
+    runs = [r for r in (row[columns.index("run")] for row in rows) if r in commits]  # ended
     if not runs:
         raise UserError(f"--where {where}: no runs match")
     return [(r, commits[r]) for r in runs]

@@ -1,0 +1,27 @@
+"""``flor gc [--keep-last N] [--dry-run]``"""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command("gc")
+@click.option("--keep-last", type=click.IntRange(min=1), metavar="N",
+              help="Keep the checkpoints of each run's last N epochs only.")
+@click.option("--dry-run", "-n", is_flag=True, help="Say what would be freed; change nothing.")
+def command(keep_last: int | None, dry_run: bool) -> None:
+    """Delete checkpoint objects that no run needs and report what was freed.
+
+    Collected: objects no live run's note references (those of runs removed by `flor
+    rm`, which then can no longer be restored), and with --keep-last the checkpoints of
+    all but each run's last N epochs (replay re-executes from an earlier one instead).
+    Only this clone's store is collected, never a shared flor.store.
+    """
+    from flor_cli.services import gc
+    from flor_cli.storage.git import Git
+    from flor_cli.storage.journal import fold_orphans
+
+    git = Git.discover(".")
+    fold_orphans(git)  # a crashed run's checkpoints are referenced once it is a note
+    for done in gc.gc(git, gc.Options(keep_last, dry_run)):
+        click.echo(f"flor gc: {done.line}")
