@@ -98,6 +98,11 @@ def test_dataframe_of_an_unknown_name_is_empty(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", probe], cwd=repo, capture_output=True,
                          text=True, check=True).stdout.splitlines()
     assert out == ["0 ['run', 'nosuchname']", "3 ['run', 'epoch', 'w0', 'w', 'nope'] True"]
+    replay = ("import flor\n"
+              "flor.replay(apply_vars=['w'], where_clause='w0 = 99', yes=True)\n")
+    proc = subprocess.run([sys.executable, "-c", replay], cwd=repo, capture_output=True,
+                          text=True)
+    assert "--where w0 = 99: no runs match" in proc.stderr  # FlorDB's keywords reached it
 
 
 def test_replay_question_without_an_answer(tmp_path: Path) -> None:

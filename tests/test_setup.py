@@ -80,3 +80,30 @@ def test_progress_bars_only_on_a_terminal(monkeypatch) -> None:
     assert "flor: rebuilding cache" in tty.getvalue() and "run/s" in tty.getvalue()
     monkeypatch.setenv("FLOR_PROGRESS", "0")
     assert type(progress.bar(10, "x")).__name__ == "_Silent"
+
+
+def test_replay_progress_counts_down_its_own_estimate(monkeypatch) -> None:
+    from types import SimpleNamespace
+
+    from flor_cli.services.replay.execute import Progress
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    tty = Tty()
+    monkeypatch.setattr(sys, "stderr", tty)
+    monkeypatch.setattr(progress, "DELAY_SECONDS", 0)
+    jobs = [SimpleNamespace(run="r1", mode="skip", epochs=4, est=8.0),
+            SimpleNamespace(run="r2", mode="skip", epochs=2, est=2.0)]
+    shown = Progress(jobs, tty)
+    shown.start(jobs[0])
+    shown.epochs(jobs[0], 2)
+    assert shown.bar.n == 4.0 and shown.bar.total == 10.0
+    shown.finish(jobs[0], None, 1.0)
+    assert shown.bar.n == 8.0
+    shown.start(jobs[1])
+    shown.finish(jobs[1], "boom", 0.5)
+    out = tty.getvalue()
+    assert "flor: replaying 1/2 r1" in out and "/10 est. s" in out
+    assert "replayed r1 (1/2): ok in 1.0 s" in out and "replayed r2 (2/2): failed: boom" in out

@@ -295,15 +295,19 @@ def query(sql: str):
     return service.sql_frame(_repository_to_read(), sql)
 
 
-def replay(names: str | Sequence[str], where: str | None = None, yes: bool = False,
+def replay(names: str | Sequence[str] = (), where: str | None = None, yes: bool = False, *,
+           apply_vars: str | Sequence[str] = (), where_clause: str | None = None,
            **options: Any):
     """Backfill ``names`` into past runs by replay; returns the new values as a DataFrame.
 
-    Shows the plan and asks first (``yes=True`` to skip the question; required where
-    there is no terminal to ask on). ``options``: those of ``services.replay.api.plan``
+    Shows the plan and asks first (``yes=True`` to skip the question; where there is no
+    terminal, a piped answer is read). ``options``: those of ``services.replay.api.plan``
     (``workers``, ``rev``, ``verify``) and ``gpus``. Runs whose replay failed are listed,
-    with the reason, in the frame's ``attrs["failed"]``.
+    with the reason, in the frame's ``attrs["failed"]``. ``apply_vars`` and
+    ``where_clause`` are FlorDB's names for ``names`` and ``where``.
     """
+    names = names or apply_vars
+    where = where if where is not None else where_clause
     import pandas as pd
 
     from flor_cli.prompt import confirmed

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Sequence
 
+from flor_cli import progress as progress_bars
 from flor_cli.runtime.protocol import ReplayConfig, replay_env
 from flor_cli.services.replay.plan import Job, Plan, worker_ranges
 from flor_cli.storage import bigfiles, notes
@@ -81,7 +82,7 @@ def execute(git: Git, plan: Plan, gpus: Sequence[str] = ()) -> Outcome:
     outcome = Outcome(new_id())
     prune_stale_worktrees(git)
     scratch = git.flor_dir / "replays" / outcome.replay_id
-    progress = Progress(len(plan.runnable), sys.stderr)
+    progress = Progress(plan.runnable, sys.stderr)
     extra = _untracked_paths(git)
     checked: dict[tuple[str, str], Verification] = {}  # per distinct transplanted code
     try:
@@ -393,41 +394,51 @@ class EpochCounter:
 
 
 class Progress:
-    """One line per run on stderr; a bar redrawn in place when stderr is a terminal."""
+    """One line per run on stderr when it is not a terminal; on a terminal, a tqdm bar
+    over the plan's own estimate (seconds per run, credited epoch by epoch), so its ETA
+    starts from replay's estimate and corrects it by the speed seen so far."""
 
-    def __init__(self, total: int, stream: IO[str]):
-        self.total, self.stream, self.index = total, stream, 0
+    def __init__(self, jobs: Sequence[Job], stream: IO[str]):
+        self.total, self.stream, self.index = len(jobs), stream, 0
         self.tty = stream.isatty()
-        self.shown = -1
+        self.bar = (progress_bars.bar(round(sum(job.est for job in jobs), 1) or len(jobs),
+                                 "replaying", unit="s",
+                                 bar_format="{desc}: {percentage:3.0f}%|{bar}| "
+                                            "{n:.0f}/{total:.0f} est. s [{elapsed}<{remaining}]")
+                    if self.tty else None)
+        self.credited = 0.0  # of the current run's estimate
 
     def start(self, job: Job) -> None:
         self.index += 1
-        self.shown = -1
-        if not self.tty:
+        self.credited = 0.0
+        if self.bar is None:
             self._line(f"replaying {job.run} ({self.index}/{self.total}, {job.mode}, "
                        f"{job.epochs} epochs)")
-        self.epochs(job, 0)
+        else:
+            self.bar.set_description_str(f"flor: replaying {self.index}/{self.total} {job.run}")
 
     def epochs(self, job: Job, done: int) -> None:
-        if not self.tty or done == self.shown:
-            return
-        self.shown = done
-        width = 20
-        filled = width * done // job.epochs if job.epochs else 0
-        bar = "#" * filled + "." * (width - filled)
-        self.stream.write(f"\r[{bar}] run {self.index}/{self.total} {job.run} "
-                          f"epoch {min(done, job.epochs)}/{job.epochs}\x1b[K")
-        self.stream.flush()
+        if self.bar is not None and job.epochs:
+            self._credit(job.est * min(done, job.epochs) / job.epochs)
 
     def finish(self, job: Job, error: str | None, seconds: float) -> None:
-        if self.tty:
-            self.stream.write("\r\x1b[K")
         status = f"failed: {error}" if error else f"ok in {seconds:.1f} s"
+        self._credit(job.est)
         self._line(f"replayed {job.run} ({self.index}/{self.total}): {status}")
+        if self.bar is not None and self.index == self.total:
+            self.bar.close()
+
+    def _credit(self, estimate: float) -> None:
+        if self.bar is not None and estimate > self.credited:
+            self.bar.update(estimate - self.credited)
+            self.credited = estimate
 
     def _line(self, text: str) -> None:
-        self.stream.write(text + "\n")
-        self.stream.flush()
+        if self.bar is not None:
+            self.bar.write(text, file=self.stream)
+        else:
+            self.stream.write(text + "\n")
+            self.stream.flush()
 
 
 def _last_line(path: Path) -> str:
