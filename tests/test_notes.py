@@ -87,3 +87,14 @@ def test_a_replay_id_that_is_not_an_id_is_skipped_on_any_record(capsys) -> None:
     note = notes.parse("c" * 40, text)
     assert [r.get("rp") for r in note.records] == [None, "r1"]
     assert "line 2" in capsys.readouterr().err
+
+
+def test_a_checkpoint_of_every_serializer_the_runtime_writes_is_read(capsys) -> None:
+    """checkpoint.py wrote "module" and "frame" objects that the note validator, with its
+    own list of serializers, rejected: every checkpoint of a torch module was dropped."""
+    objs = {kind: {"kind": kind, "sha": "ab" * 32} for kind in
+            ("module", "state_dict", "pickle", "rng", "frame")}
+    ckpt = {"t": "ckpt", "s": 1, "b": 0, "c": {"epoch": 0}, "i": 0, "objs": objs, "sec": 0.1}
+    note = notes.parse("ab" * 20, lines(HEADER, ckpt))
+    assert note is not None and note.records == [ckpt]
+    assert capsys.readouterr().err == ""

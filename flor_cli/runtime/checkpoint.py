@@ -45,6 +45,7 @@ import types
 from typing import Any, Callable
 
 from flor_cli.runtime.effects import Effects
+from flor_cli.storage import notes
 from flor_cli.storage.notes import (BLOCK, BYTES, CAPTURED, CKPT, CTX, KIND, NOT_CAPTURED,
                                     OBJECTS, ORDINAL, SECONDS, SERIALIZER, SHA)
 from flor_cli.storage.objects import ObjectStore
@@ -94,7 +95,7 @@ class Checkpointer:
         extra: dict[str, list[str]] = {NOT_CAPTURED: ["*"]}
         if frame is not None and effects is not None:
             values, extra = capture_frame(frame, effects, self.objects)
-            states[FRAME] = ("frame", values)
+            states[FRAME] = (notes.FRAME, values)
         self.taken_at = outer_index
         self._jobs.put((dict(ctx), ordinal, states, extra, time.perf_counter() - start))
 
@@ -250,15 +251,15 @@ def _unpickle_by_reference(data: bytes, objects: dict[str, Any]) -> Any:
 
 def _copy_state(obj: Any) -> tuple[str, Any]:
     if _is_module(obj):
-        return "module", _detached_copy({
+        return notes.MODULE, _detached_copy({
             "state": obj.state_dict(),
             "grads": {n: p.grad for n, p in obj.named_parameters()},
             "training": {n: m.training for n, m in obj.named_modules()}})
     if _has_state_dict(obj):
-        return "state_dict", _detached_copy(obj.state_dict())
+        return notes.STATE_DICT, _detached_copy(obj.state_dict())
     import cloudpickle
 
-    return "pickle", cloudpickle.dumps(obj)
+    return notes.PICKLE, cloudpickle.dumps(obj)
 
 
 def _has_state_dict(obj: Any) -> bool:
@@ -283,19 +284,19 @@ def _is_module(obj: Any) -> bool:
 
 
 def _serialize(kind: str, state: Any) -> bytes:
-    if kind in ("state_dict", "module"):
+    if kind in (notes.STATE_DICT, notes.MODULE):
         import torch
 
         buf = io.BytesIO()
         torch.save(state, buf)
         return buf.getvalue()
-    if kind == "pickle":
+    if kind == notes.PICKLE:
         return state  # already pickled on the training thread
     return pickle.dumps(state)
 
 
 def _deserialize(kind: str, data: bytes) -> Any:
-    if kind in ("state_dict", "module"):
+    if kind in (notes.STATE_DICT, notes.MODULE):
         import torch
 
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
@@ -303,9 +304,9 @@ def _deserialize(kind: str, data: bytes) -> Any:
 
 
 def _load_state(obj: Any, kind: str, state: Any) -> None:
-    if kind == "module":
+    if kind == notes.MODULE:
         _load_module(obj, state)
-    elif kind == "state_dict":
+    elif kind == notes.STATE_DICT:
         obj.load_state_dict(state)
     elif isinstance(obj, dict):
         obj.clear()
@@ -350,7 +351,7 @@ def rng_state() -> tuple[str, dict]:
         state["torch"] = torch.get_rng_state()
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             state["cuda"] = torch.cuda.get_rng_state_all()
-    return "rng", state
+    return notes.RNG, state
 
 
 def set_rng_state(state: dict) -> None:

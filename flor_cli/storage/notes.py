@@ -76,7 +76,7 @@ SECONDS = "sec"  # time, ckpt: how long it took
 OBJECTS = "objs"  # ckpt: object name -> digest in the object store
 BYTES = "bytes"  # ckpt: size written
 SHA = "sha"  # ckpt: in each of OBJECTS, the object's digest
-SERIALIZER = "kind"  # ckpt: in each of OBJECTS, how it was serialized
+SERIALIZER = "kind"  # ckpt: in each of OBJECTS, how it was serialized (the values below)
 CAPTURED = "fx"  # ckpt: names whose values the nested loop left in its frame, captured
 NOT_CAPTURED = "nc"  # ckpt: names it changed that could not be captured ("*": not known)
 RUN_ID = "run"  # run header: the run's id
@@ -98,6 +98,14 @@ COMMIT = "commit"  # journal only: the shadow commit a fold made (merged into th
 # restore (removal and its undoing), purge (a removed run's objects collected: final)
 TAG, UNTAG, ANNOTATE, REMOVE, RESTORE, PURGE = "tag", "untag", "note", "rm", "restore", "purge"
 LIFECYCLE = frozenset((TAG, UNTAG, ANNOTATE, REMOVE, RESTORE, PURGE))
+
+# -- serializers (values of SERIALIZER in a checkpoint's OBJECTS) ----------------------
+STATE_DICT = "state_dict"  # torch.save of obj.state_dict()
+MODULE = "module"  # torch.save of a module's state, grads and training flags
+PICKLE = "pickle"  # cloudpickle of the object
+RNG = "rng"  # pickle of the random generators' states
+FRAME = "frame"  # pickle of what a nested loop left in its frame
+SERIALIZERS = frozenset((STATE_DICT, MODULE, PICKLE, RNG, FRAME))
 
 # -- timing kinds (values of TIMING) ----------------------------------------------------
 PREFIX = "prefix"  # from the start of the script to the main loop
@@ -337,7 +345,6 @@ _KIND_OF = itemgetter(KIND)
 # -- what a line may hold (validated where it is decoded: notes come from other clones) --
 
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
-_SERIALIZERS = frozenset(("state_dict", "module", "pickle", "frame", "rng"))  # checkpoint.py
 
 
 def is_id(text: object) -> bool:
@@ -409,7 +416,7 @@ def problem(rec: dict) -> str | None:
     if kind == CKPT:
         objs = rec.get(OBJECTS)
         if type(objs) is not dict or not all(
-                type(o) is dict and is_digest(o.get(SHA)) and o.get(SERIALIZER) in _SERIALIZERS
+                type(o) is dict and is_digest(o.get(SHA)) and o.get(SERIALIZER) in SERIALIZERS
                 for o in objs.values()):
             return "a checkpoint object that is not a digest"
     return None
