@@ -141,7 +141,7 @@ def test_unknown_subcommand_suggests_and_bare_flor_helps(capsys) -> None:
 @pytest.mark.parametrize("args, line", [
     (["log", "--where", "lr ="], "--where 'lr =': incomplete expression (syntax error at its end)"),
     (["log", "--sort", "lr,"], "--sort 'lr,': incomplete expression (syntax error at its end)"),
-    (["log", "--where", "lr = 1 ORDER"], "--where 'lr = 1 ORDER': near \"ORDER\": syntax error"),
+    (["log", "--where", "lr = = 1"], "--where 'lr = = 1': near \"=\": syntax error"),
     (["check", "lr >"], "check 'lr >': incomplete expression (syntax error at its end)"),
 ])
 def test_sql_errors_point_at_the_users_text(project: Path, monkeypatch, capsys, args,
