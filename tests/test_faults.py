@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FLOR, flor, flor_json, git, make_repo
+from conftest import FLOR, cli, flor, flor_json, git, make_repo
 from test_journal_stream import KILLS_ITS_WRITER
 
 from flor_cli.storage import journal
@@ -23,7 +23,7 @@ from flor_cli.storage.git import Git
 
 
 def show(repo: Path, run: str = "latest") -> dict:
-    return json.loads(flor(repo, "show", run, "--format", "json").stdout)
+    return json.loads(cli(repo, "show", run, "--format", "json").stdout)
 
 
 ODD_VALUES = r'''
@@ -299,25 +299,12 @@ def test_kill_9_of_replay_ends_its_worker_and_the_next_replay_prunes_its_worktre
 
 # -- the cache -------------------------------------------------------------------------
 
-def _cli(repo: Path, monkeypatch: pytest.MonkeyPatch, capsys, *args: str):
-    """``flor ARGS`` in-process: (exit status, stdout, stderr)."""
-    from flor_cli.main import main
-
-    monkeypatch.chdir(repo)
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exit:
-        main(list(args))
-    out, err = capsys.readouterr()
-    return exit.value.code, out, err
-
-
 @pytest.mark.parametrize("damage", ["random bytes", "truncated"])
-def test_a_damaged_cache_is_rebuilt_with_a_warning(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys, damage: str) -> None:
+def test_a_damaged_cache_is_rebuilt_with_a_warning(tmp_path: Path, damage: str) -> None:
     repo = make_repo(tmp_path / "repo", files={"f.txt": "x\n"})
     g = Git(repo)
     journal.fold(g, _journal(g), status={"status": "ok", "exit": 0})
-    assert _cli(repo, monkeypatch, capsys, "log")[0] == 0
+    cli(repo, "log")
     db = g.flor_dir / "cache.db"
     for suffix in ("-wal", "-shm"):
         db.with_name(db.name + suffix).unlink(missing_ok=True)
@@ -327,22 +314,19 @@ def test_a_damaged_cache_is_rebuilt_with_a_warning(
     else:
         with open(db, "r+b") as f:
             f.truncate(size // 3)
-    code, out, err = _cli(repo, monkeypatch, capsys, "query",
-                          "SELECT value FROM logs ORDER BY seq", "--format", "json")
-    assert code == 0, err
-    assert [row["value"] for row in json.loads(out)] == [0, 1, 2, 3, 4]
+    done = cli(repo, "query", "SELECT value FROM logs ORDER BY seq", "--format", "json")
+    assert [row["value"] for row in json.loads(done.stdout)] == [0, 1, 2, 3, 4]
     if damage == "random bytes":
-        assert "query cache" in err and "rebuilding" in err
+        assert "query cache" in done.stderr and "rebuilding" in done.stderr
 
 
-def test_a_binary_file_given_to_transplant_is_one_clear_line(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+def test_a_binary_file_given_to_transplant_is_one_clear_line(tmp_path: Path) -> None:
     (tmp_path / "new.py").write_text('import flor\nflor.log("x", 1)\n')
     (tmp_path / "old.py").write_bytes(b"\x89PNG\r\n\x1a\n\xbd\x00\xff")
-    code, _, err = _cli(tmp_path, monkeypatch, capsys, "transplant", "x", "--from",
-                        "new.py", "--into", "old.py")
-    assert code == 2
-    assert err == "flor: old.py: not a Python script (not UTF-8 text)\n"
+    done = cli(tmp_path, "transplant", "x", "--from", "new.py", "--into", "old.py",
+               check=False)
+    assert (done.returncode, done.stderr) == (
+        2, "flor: old.py: not a Python script (not UTF-8 text)\n")
 
 
 def test_the_snapshot_holds_what_ran_even_for_assume_unchanged_and_skip_worktree(
@@ -389,7 +373,7 @@ def test_a_full_disk_during_the_fold_says_so(tmp_path: Path,
 
 @pytest.mark.parametrize("trouble", ["read-only", "disk full", "unreadable file"])
 def test_the_machine_s_troubles_are_one_clear_line(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys, trouble: str) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, trouble: str) -> None:
     """As root (CI) chmod does not stop flor, so each trouble is raised where it hits."""
     from flor_cli.storage import git as git_module
 
@@ -417,5 +401,5 @@ def test_the_machine_s_troubles_are_one_clear_line(
             return real(args, cwd, **kwargs)
         monkeypatch.setattr(git_module, "run_git", run_git)
         expected = 'flor: git add: error: open("secret.txt"): Permission denied\n'
-    code, _, err = _cli(repo, monkeypatch, capsys, "run", "t.py")
-    assert (code, err) == (2, expected)
+    done = cli(repo, "run", "t.py", check=False)  # fails before the script would start
+    assert (done.returncode, done.stderr) == (2, expected)

@@ -4,10 +4,16 @@ becomes a path, a ref, SQL or unpickled bytes (issue 9, docs/SECURITY.md)."""
 from __future__ import annotations
 
 import hashlib
+import json
+import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from conftest import cli, flor, flor_json, git, make_repo
+from flor_cli.runtime.checkpoint import restore
 from flor_cli.storage.objects import BadObject, ObjectStore
 
 
@@ -30,13 +36,6 @@ def test_objects_are_verified_on_every_read_and_names_must_be_digests(tmp_path: 
 
 # -- hostile notes from a bare remote ------------------------------------------------------
 
-import json  # noqa: E402
-import os  # noqa: E402
-import pickle  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-
-from conftest import flor, flor_json, git, make_repo  # noqa: E402
 
 SCRIPT = '''import flor
 state = {"w": 0}
@@ -145,14 +144,14 @@ def test_hostile_notes_pulled_from_a_remote_touch_nothing_and_unpickle_nothing(
 
     outside = (victim / ".git",)
     before = _files(tmp_path, (victim / ".git", attacker, remote))
-    pulled = flor(victim, "pull", "origin")
+    pulled = cli(victim, "pull", "origin")
     assert "Traceback" not in pulled.stderr
     runs = {r["run"]: r for r in flor_json(victim, "log")}
     for run in runs:
-        shown = flor(victim, "show", run, "--format", "json", check=False)
+        shown = cli(victim, "show", run, "--format", "json", check=False)
         assert shown.returncode == 0 and "Traceback" not in shown.stderr, shown.stderr
-    flor(victim, "query", "SELECT * FROM checkpoints")
-    plan = flor(victim, "replay", "w", "--where", "1=1", "--dry-run", check=False)
+    cli(victim, "query", "SELECT * FROM checkpoints")
+    plan = cli(victim, "replay", "w", "--where", "1=1", "--dry-run", check=False)
     assert "Traceback" not in plan.stderr, plan.stderr
     assert "mallory@evil" in plan.stdout  # whose code a replay would run
 
@@ -165,13 +164,10 @@ def test_hostile_notes_pulled_from_a_remote_touch_nothing_and_unpickle_nothing(
     mine_values = flor_json(victim, "query", f"SELECT value FROM logs WHERE run='{mine['run']}'")
     assert mine_values == [{"value": 4}]
     assert "20260101-000000-dddddd" in runs  # its good lines are kept
-    bad = flor(victim, "query", "SELECT name FROM logs WHERE run='20260101-000000-dddddd'",
+    bad = cli(victim, "query", "SELECT name FROM logs WHERE run='20260101-000000-dddddd'",
                "--format", "json").stdout
     assert json.loads(bad) == [{"name": "ok"}]
     assert "line" in pulled.stderr  # skipped lines are named in a warning
-
-    from flor_cli.runtime.checkpoint import restore
-    from flor_cli.storage.objects import ObjectStore
 
     with pytest.raises(BadObject):
         restore({"state": {}}, {"objs": {"state": {"kind": "pickle", "sha": honest}}},
