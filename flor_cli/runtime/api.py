@@ -81,7 +81,7 @@ def _start() -> Session | None:
     if (replay := protocol.take_replay()) is not None:
         from flor_cli.runtime.replay_mode import ReplaySession
 
-        session: Session = ReplaySession(replay, ObjectStore(Path(replay.store)))
+        session: Session = ReplaySession(replay, ObjectStore(Path(replay.store), replay.remote))
     elif (record := protocol.take_record()) is not None:
         session = Session(record.journal, ObjectStore(record.store), record.kwargs, record.t0)
     else:

@@ -33,7 +33,8 @@ VARIABLES: dict[str, str] = {
     T0: "when `flor run` started, in seconds since the epoch: the run's prefix timing "
         "counts from there.",
     REPLAY: "set by `flor replay` for each worker: the replay job as a JSON object (names "
-            "to record, mode, epoch range, recorded args, checkpoints, journal, store).",
+            "to record, mode, epoch range, recorded args, checkpoints, journal, store and the "
+            "remote store it fetches missing checkpoints from).",
 }
 
 
@@ -58,6 +59,7 @@ class ReplayConfig(NamedTuple):
     ckpts: list[dict] = []  # the recorded run's checkpoint records
     checkpointing: bool = False  # the recorded run entered a flor.checkpointing block
     parent: int | None = None  # flor replay's pid: the worker ends when it does
+    remote: str | None = None  # a remote flor.store (fsspec URL) backing ``store``
 
     def to_json(self) -> str:
         return json.dumps(self._asdict())

@@ -8,9 +8,10 @@ and merges them into the local refs, so no local record can be lost: notes merge
 of their JSONL lines, the shadow branch by fast-forward or a merge commit.
 
 Checkpoints (and logged images and files) are too big for git. They stay in
-``.git/flor/objects`` unless ``git config flor.store`` names a shared store (a directory, a
-mount, a ``file://`` URL); then ``push`` copies the objects of the runs it ships there, so
-other clones can replay them and see their images.
+``.git/flor/objects`` unless ``git config flor.store`` names a shared store: a directory, a
+mount or a ``file://`` URL, to which ``push`` copies the objects of the runs it ships, or
+any other fsspec URL (``s3://bucket/prefix``), to which it uploads them; other clones then
+replay them and see their images from there.
 """
 
 from __future__ import annotations
@@ -132,10 +133,16 @@ def _check_remote(git: Git, remote: str) -> None:
 def _share_objects(git: Git, db) -> tuple[str | None, int]:
     """Copy to the shared store the local objects it lacks: the checkpoints of the runs
     whose availability counts unshared ones (so a push stats nothing else), and logged
-    files."""
+    files; uploaded when the store is remote, copied when it is a directory."""
     local, shared = stores(git)
     if shared is None:
         return (str(local.root) if git.config("flor.store") else None), 0
+    if shared.remote is not None:
+        copied, bad = shared.upload(_unshared_digests(db))
+        for e in bad:
+            print(f"flor: not shared: {e}", file=sys.stderr)
+        db.execute("UPDATE availability SET unshared = 0 WHERE unshared > 0")
+        return shared.remote, copied
     copied = 0
     for sha in dict.fromkeys(_unshared_digests(db)):
         if not shared.has(sha) and local.has(sha):

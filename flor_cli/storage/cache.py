@@ -670,7 +670,7 @@ def _record_availability(git: Git, db: sqlite3.Connection,
 
 
 def _stores_key(local: ObjectStore, shared: ObjectStore | None) -> str:
-    return json.dumps([str(local.root), str(shared.root) if shared else None])
+    return json.dumps([str(local.root), (shared.remote or str(shared.root)) if shared else None])
 
 
 def _check_stores(git: Git, db: sqlite3.Connection) -> None:

@@ -167,7 +167,8 @@ def _run(tree: Path, job: Job, plan: Plan, gpus: Sequence[str], scratch: Path,
             config = ReplayConfig(names=plan.names, mode=mode, range=epochs,
                                   args=job.args, ckpts=job.ckpts,
                                   checkpointing=job.checkpointing, journal=str(journal),
-                                  store=str(plan.store.root), parent=os.getpid())
+                                  store=str(plan.store.root), parent=os.getpid(),
+                                  remote=plan.store.remote)
             env = replay_env(config, base)
             if gpus:
                 env["CUDA_VISIBLE_DEVICES"] = gpus[k % len(gpus)]
