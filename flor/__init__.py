@@ -22,7 +22,8 @@ from flor_cli.runtime.compat import (  # noqa: F401  FlorDB's spellings (docs/fl
     restore,
     set_ckpt_interval,
 )
+from flor_cli.services.sweep import batch, cross_prod  # noqa: F401
 
-__all__ = ["File", "Image", "arg", "checkpointing", "commit", "dataframe", "log", "loop", "plot",
-           "query", "replay", "MTK", "Flor", "SkipBlock", "flags", "it", "iteration", "restore",
-           "set_ckpt_interval"]
+__all__ = ["File", "Image", "arg", "batch", "checkpointing", "commit", "cross_prod",
+           "dataframe", "log", "loop", "plot", "query", "replay", "MTK", "Flor", "SkipBlock",
+           "flags", "it", "iteration", "restore", "set_ckpt_interval"]

@@ -41,6 +41,9 @@ COMMANDS = {
     "tag": "Tag, name or annotate a run; list tags.",
     "rm": "Remove runs (undoable until flor gc).",
     "gc": "Delete checkpoint objects no run needs; report what was freed.",
+    "sweep": "Queue runs of a script over a grid or random draws of --kwargs.",
+    "serve": "Run queued jobs as recorded runs.",
+    "queue": "Show queued jobs and their runs; retry failed ones.",
 }
 
 

@@ -56,11 +56,12 @@ def run(git: Git, script: str, script_args: list[str], kwargs: dict[str, str],
         code = proc.wait()
     finally:
         signal.signal(signal.SIGINT, previous)
-    fold_and_report(git, path, status=_status(code))
+    fold_and_report(git, path, status=exit_status(code))
     return code if code >= 0 else 128 - code
 
 
-def _status(code: int) -> dict:
+def exit_status(code: int) -> dict:
+    """The run header's status for a script's exit code (shared with flor serve)."""
     if code == 0:
         return {"status": "ok", "exit": 0}
     if code in (-signal.SIGINT, 130):

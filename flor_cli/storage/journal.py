@@ -315,11 +315,14 @@ def _same_file(fd: int, path: Path) -> bool:
 
 
 def begin(git: Git, script: str, argv: list[str], kwargs: dict[str, str],
-          supervisor: int | None = None, name: str | None = None) -> Path:
+          supervisor: int | None = None, name: str | None = None, *,
+          tree: str | None = None, cwd: str | None = None) -> Path:
     """Start a run: snapshot the code that is about to run and write the journal header.
 
     The snapshot is only a tree here; it becomes a commit on ``flor.shadow`` when the run
-    is folded, so a run aborted by bad input leaves no trace on the branch.
+    is folded, so a run aborted by bad input leaves no trace on the branch. A queued job
+    (``flor serve``) brings its own ``tree``, with ``script`` and ``cwd`` relative to the
+    repository root.
     """
     import getpass
     import sys
@@ -329,18 +332,23 @@ def begin(git: Git, script: str, argv: list[str], kwargs: dict[str, str],
 
     head = git.head()
     started = time.time()
-    big = bigfiles.scan(git)
-    script_path = Path(script).resolve()
-    try:
-        rel_script = str(script_path.relative_to(git.root))
-    except ValueError:
+    big: list = []
+    if tree is None:
+        big = bigfiles.scan(git)
+        try:
+            rel_script = str(Path(script).resolve().relative_to(git.root))
+        except ValueError:
+            rel_script = script
+        tree = git.snapshot_tree(e["path"] for e in big)
+        cwd = os.path.relpath(os.getcwd(), git.root)
+    else:
         rel_script = script
     header = {
         KIND: RUN,
         RUN_ID: new_id(started),
-        "tree": git.snapshot_tree(e["path"] for e in big),
+        "tree": tree,
         "script": rel_script,
-        "cwd": os.path.relpath(os.getcwd(), git.root),
+        "cwd": cwd,
         "argv": argv,
         "kwargs": kwargs,
         "branch": head.branch,
