@@ -14,6 +14,7 @@ script starts do not write into this run; forked children (DataLoader workers) s
 recording, and so do ``multiprocessing`` children started by spawn or forkserver: one
 script, one run. The first call starts the run under a lock, so threads calling flor at
 once share one run.
+Under ``torchrun`` only rank 0 (``RANK``) records: one run, no duplicates.
 """
 
 from __future__ import annotations
@@ -71,11 +72,17 @@ def _multiprocessing_child() -> bool:
     return mp is not None and mp.parent_process() is not None
 
 
+def _not_rank_0() -> bool:
+    """torchrun (or any launcher that sets ``RANK``): rank 0 records the run; the other
+    ranks' flor calls pass values through (arg still applies --kwargs), recording nothing."""
+    return protocol.REPLAY not in os.environ and os.environ.get("RANK", "0") != "0"
+
+
 def _start() -> Session | None:
     global _disabled, _owner
     from flor_cli.storage.objects import ObjectStore
 
-    if _multiprocessing_child():
+    if _multiprocessing_child() or _not_rank_0():
         _disabled = True
         return None
     if (replay := protocol.take_replay()) is not None:
