@@ -8,25 +8,35 @@ import click
 
 
 @click.command("serve")
-@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Jobs run at once.")
+@click.option("--workers", type=click.IntRange(min=1),
+              help="Jobs run at once (default 1; on Ray, the cluster's CPUs).")
 @click.option("--gpus", help="Comma-separated GPU ids: one worker per GPU, each job "
                              "sees its worker's GPU as CUDA_VISIBLE_DEVICES.")
 @click.option("--wait", is_flag=True, help="Keep serving when the queue is empty.")
-def command(workers: int, gpus: str | None, wait: bool) -> None:
+@click.option("--ray", "ray", is_flag=False, flag_value="", default=None, metavar="[ADDRESS]",
+              help="Run jobs as Ray tasks on the cluster at ADDRESS (alone: a local Ray "
+                   "for this command). Default: git config flor.ray, else local processes.")
+@click.option("--gpus-per-job", type=click.FloatRange(min=0), default=0.0,
+              help="GPUs each Ray task asks for (num_gpus).")
+def command(workers: int | None, gpus: str | None, wait: bool, ray: str | None,
+            gpus_per_job: float) -> None:
     """Run the queued jobs (flor sweep, flor.batch) as recorded runs.
 
     Each job runs the code as it was when queued, checked out in a worktree under
     .git/flor. Exits when the queue is empty (1 if a job failed), unless --wait.
     Ctrl-C stops the running jobs, records them as interrupted and puts them back in
     the queue; jobs already done never run again. See `flor queue`.
+
+    With --ray, each job is a Ray task: workers get the code as an archive and return
+    their records; checkpoints travel through flor.store (or back to this process).
+    Put --ray last, or write --ray=ADDRESS.
     """
     from flor_cli.services import serve
     from flor_cli.storage.git import Git
 
     gpu_list = [g.strip() for g in (gpus or "").split(",") if g.strip()]
-    result = serve.serve(Git.discover("."), workers=workers, gpus=gpu_list, wait=wait,
-                         say=lambda line: click.echo(line, err=True))
+    result = serve.serve(Git.discover("."), workers=workers, gpus=gpu_list, wait=wait, ray=ray,
+                         gpus_per_job=gpus_per_job, say=lambda line: click.echo(line, err=True))
     click.echo(f"{len(result.done)} done, {len(result.failed)} failed")
     if result.failed:
         sys.exit(1)

@@ -59,14 +59,33 @@ class ServeResult:
     failed: list[int] = field(default_factory=list)
 
 
-def serve(git: Git, workers: int = 1, gpus: Sequence[str] = (), wait: bool = False,
-          engine: Engine | None = None, say: Callable[[str], None] = print) -> ServeResult:
-    """Run queued jobs with ``workers`` threads until the queue is empty (or, with
-    ``wait``, until interrupted)."""
-    if gpus:
-        workers = len(gpus)
+def serve(git: Git, workers: int | None = None, gpus: Sequence[str] = (), wait: bool = False,
+          ray: str | None = None, gpus_per_job: float = 0.0,
+          say: Callable[[str], None] = print) -> ServeResult:
+    """Run queued jobs until the queue is empty (or, with ``wait``, until interrupted):
+    ``workers`` at once (default 1; one per GPU with ``gpus``; on Ray, the cluster's CPUs).
+
+    ``ray`` is a Ray address ("" starts a local Ray for this call); without it, ``git
+    config flor.ray`` decides, and unset means local processes.
+    """
     store = configured_store(git)
-    engine = engine or LocalEngine(git, store, gpus)
+    address = ray if ray is not None else git.config("flor.ray")
+    if address is None:
+        if gpus:
+            workers = len(gpus)
+        return _serve(git, LocalEngine(git, store, gpus), workers or 1, wait, say)
+    from flor_cli.services import ray_engine
+
+    cluster = ray_engine.Cluster(address)
+    try:
+        engine = ray_engine.RayJobs(cluster, git, store, gpus_per_job)
+        return _serve(git, engine, workers or cluster.cpus(), wait, say)
+    finally:
+        cluster.close()
+
+
+def _serve(git: Git, engine: Engine, workers: int, wait: bool,
+           say: Callable[[str], None]) -> ServeResult:
     db = queue.connect(git)
     recovered = queue.recover(db)
     db.close()
