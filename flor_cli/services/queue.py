@@ -25,6 +25,7 @@ from typing import Sequence
 
 from flor_cli.errors import UserError
 from flor_cli.storage.git import Git
+from flor_cli.storage.journal import alive
 
 QUEUE_REF = "refs/flor/queue"
 STATES = ("pending", "running", "done", "failed")
@@ -176,24 +177,12 @@ def give_back(db: sqlite3.Connection, job: QueuedJob) -> None:
 def recover(db: sqlite3.Connection) -> int:
     """Hand back the running jobs of servers that are gone (killed); how many."""
     owners = [o for (o,) in db.execute("SELECT DISTINCT owner FROM jobs WHERE state='running'")]
-    dead = [o for o in owners if o is None or not _alive(o)]
+    dead = [o for o in owners if o is None or not alive(o)]
     n = 0
     for owner in dead:
         n += db.execute("UPDATE jobs SET state='pending', owner=NULL WHERE state='running' "
                         "AND owner IS ?", (owner,)).rowcount
     return n
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def retry(git: Git, ids: Sequence[int] = ()) -> int:

@@ -33,7 +33,6 @@ from flor_cli.errors import UserError
 from flor_cli.storage.git import Git
 from flor_cli.storage.objects import ObjectStore
 
-FLOR_ENV = ("FLOR_JOURNAL", "FLOR_STORE", "FLOR_KWARGS", "FLOR_T0", "FLOR_REPLAY")
 OUTPUT_TAIL = 4000  # characters of a task's output returned for error messages
 
 
@@ -114,6 +113,8 @@ def run_task(archive: bytes, files: dict[str, bytes], objects: dict[str, bytes],
             store.put(ObjectStore.verify(digest, data))
         shipped = set(objects)
         journal = tmp / "journal.jsonl"
+        from flor_cli.services.serve import FLOR_ENV
+
         run_env = {k: v for k, v in os.environ.items() if k not in FLOR_ENV}
         run_env.update(env, PYTHONDONTWRITEBYTECODE="1")
         if replay is not None:

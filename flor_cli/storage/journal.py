@@ -289,12 +289,12 @@ def _is_orphan(path: Path) -> bool:
         except BlockingIOError:
             return False  # its run is alive and writing
         flock(fd, LOCK_UN)
-        return not _alive(read_header(path).get("supervisor"))
+        return not alive(read_header(path).get("supervisor"))
     finally:
         os.close(fd)
 
 
-def _alive(pid: int | None) -> bool:
+def alive(pid: int | None) -> bool:
     """Whether the ``flor run`` that will fold this journal with its exit status lives."""
     if not pid:
         return False
