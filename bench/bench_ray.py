@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 from harness import FLOR, Report, cleanup, fmt_seconds, make_repo, temp_dir, timed
@@ -29,6 +30,7 @@ RUNS = 8
 EVAL = float(os.environ.get("BENCH_EVAL_SECONDS", "5"))
 SCRIPT = """\
 import time
+import uuid
 import flor
 
 def evaluate(w, seconds):
@@ -56,12 +58,14 @@ class Cluster:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
+        # its own token: ~/.ray/auth_token is shared with every other local Ray
+        self.env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": uuid.uuid4().hex}
         self.head = subprocess.Popen(
             [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block",
              "--node-ip-address", "127.0.0.1", "--port", str(self.port), "--num-cpus",
              str(cpus), "--num-gpus", "0", "--temp-dir", self.temp, "--include-dashboard",
              "false", "--disable-usage-stats"], stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL)
+            stderr=subprocess.DEVNULL, env=self.env)
         deadline = time.time() + 120
         while True:
             with socket.socket() as s:
@@ -95,7 +99,8 @@ def main() -> None:
             cluster = None if name == "local" else Cluster(name)
             try:
                 ray = [] if cluster is None else [f"--ray={cluster.address}"]
-                walls[name] = timed([*FLOR, "replay", "val2", "--yes", *ray], repo)
+                walls[name] = timed([*FLOR, "replay", "val2", "--yes", *ray], repo,
+                                    env=None if cluster is None else cluster.env)
             finally:
                 if cluster is not None:
                     cluster.stop()

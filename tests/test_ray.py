@@ -9,12 +9,14 @@ under the driver's repositories (an audit hook) and whether it runs inside one.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -52,8 +54,12 @@ HINDSIGHT = SCRIPT.replace('        flor.log("val", state["w"] * 2)\n',
 
 
 @pytest.fixture(scope="module")
-def ray_address():
+def ray_env():
+    """The cluster's address, and the environment that reaches it: Ray's token
+    authentication with a token of this module's own (not ~/.ray/auth_token, which a
+    local ``ray.init`` may create or replace meanwhile)."""
     pytest.importorskip("ray")
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": uuid.uuid4().hex}
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -63,7 +69,7 @@ def ray_address():
          "--node-ip-address", "127.0.0.1", "--port", str(port), "--num-cpus", "2",
          "--num-gpus", "0", "--temp-dir", temp, "--include-dashboard", "false",
          "--disable-usage-stats"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     address = f"127.0.0.1:{port}"
     try:
         deadline = time.time() + 120
@@ -74,7 +80,7 @@ def ray_address():
                     break
             assert time.time() < deadline, "ray start did not come up"
             time.sleep(0.2)
-        yield address
+        yield address, env
     finally:
         head.terminate()  # --block: stopping it stops the processes it started, only those
         try:
@@ -100,15 +106,15 @@ def logs(repo: Path, names: set[str] | None = None, replayed: bool = False) -> d
             for note in run_notes(repo)}
 
 
-def test_sweep_and_replay_on_ray_equal_the_local_engine(ray_address: str,
-                                                        tmp_path: Path) -> None:
+def test_sweep_and_replay_on_ray_equal_the_local_engine(ray_env, tmp_path: Path) -> None:
+    ray_address, env = ray_env
     local = make_repo(tmp_path / f"{MARK}-local", files={"train.py": SCRIPT})
     flor(local, "sweep", "train.py", "--grid", "scale=1,2", "seed=1,2")
     on_ray = tmp_path / f"{MARK}-ray"
     shutil.copytree(local, on_ray)  # the same queue, the same code
 
     flor(local, "serve", "--workers", "2")
-    out = flor(on_ray, "serve", f"--ray={ray_address}")
+    out = flor(on_ray, "serve", f"--ray={ray_address}", env=env)
     assert "4 done, 0 failed" in out.stdout, out.stderr
     assert [j["state"] for j in flor_json(on_ray, "queue")] == ["done"] * 4
 
@@ -124,11 +130,11 @@ def test_sweep_and_replay_on_ray_equal_the_local_engine(ray_address: str,
     for repo in (local, on_ray):
         (repo / "train.py").write_text(HINDSIGHT)
     flor(local, "replay", "half,seen", "--yes")
-    flor(on_ray, "replay", "half,seen", "--yes", f"--ray={ray_address}")
+    flor(on_ray, "replay", "half,seen", "--yes", f"--ray={ray_address}", env=env)
     half = logs(local, {"half"}, replayed=True)
     assert half == logs(on_ray, {"half"}, replayed=True) and all(len(v) == 2 for v in half.values())
     assert all(recs == [("seen", "{}", 0)]
                for recs in logs(on_ray, {"seen"}, replayed=True).values())
     for note in run_notes(on_ray):
-        (rp,) = [r for r in note.records if r["t"] == "replay"]
+        (rp,) = note.replays
         assert rp["mode"] == "skip" and rp["restored"] == 2  # from the shipped checkpoints

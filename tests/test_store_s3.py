@@ -112,10 +112,3 @@ def test_clone_replays_from_s3_and_refuses_a_tampered_object(s3, repo: Path,
         store.get(sha)
     assert not store.path(sha).exists()  # nothing unverified is cached
 
-
-def test_a_store_url_nobody_can_read_is_one_line(repo: Path) -> None:
-    git(repo, "config", "flor.store", "nosuchproto://bucket/x")
-    proc = flor(repo, "run", "train.py", check=False)
-    assert proc.returncode == 2 and "unknown storage protocol 'nosuchproto'" in proc.stderr
-    assert proc.stderr.count("\n") == 1
-    assert flor_json(repo, "log") == []
