@@ -17,7 +17,6 @@ only ``--ray`` (or ``git config flor.ray``) loads.
 from __future__ import annotations
 
 import io
-import json
 import os
 import shutil
 import subprocess
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from flor_cli.errors import UserError
+from flor_cli.runtime import protocol
 from flor_cli.storage.git import Git
 from flor_cli.storage.objects import ObjectStore
 
@@ -70,9 +70,7 @@ class Cluster:
         """The tree of ``rev`` as a tar archive in Ray's object store (once per tree)."""
         with self._lock:
             if rev not in self._archives:
-                data = subprocess.run(["git", "archive", "--format=tar", rev], cwd=git.root,
-                                      capture_output=True, check=True).stdout
-                self._archives[rev] = self.ray.put(data)
+                self._archives[rev] = self.ray.put(git.archive(rev))
             return self._archives[rev]
 
     def submit(self, gpus: float, **kwargs: Any):
@@ -93,13 +91,15 @@ class Cluster:
 
 
 def run_task(archive: bytes, files: dict[str, bytes], objects: dict[str, bytes],
-             argv: list[str], cwd: str, env: dict[str, str], header: str | None,
-             replay: dict | None, remote: str | None) -> dict:
+             argv: list[str], cwd: str, header: str | None,
+             kwargs: dict[str, str], replay: "protocol.ReplayConfig | None",
+             remote: str | None) -> dict:
     """On a Ray worker: unpack the code, run ``python ARGV`` in it, return the journal.
 
-    ``header`` starts a recording journal (serve); ``replay`` is a replay worker's config
-    (journal and store are filled in here). Objects the run wrote are uploaded to
-    ``remote`` when set, else returned by digest for the driver to store.
+    ``header`` starts a recording journal (serve) continued with ``kwargs``; ``replay``
+    is a replay worker's config (journal and store are filled in here). Ray sets the
+    task's GPUs (CUDA_VISIBLE_DEVICES); the script inherits them. Objects the run wrote
+    are uploaded to ``remote`` when set, else returned by digest for the driver to store.
     """
     tmp = Path(tempfile.mkdtemp(prefix="flor-ray-"))
     try:
@@ -113,17 +113,14 @@ def run_task(archive: bytes, files: dict[str, bytes], objects: dict[str, bytes],
             store.put(ObjectStore.verify(digest, data))
         shipped = set(objects)
         journal = tmp / "journal.jsonl"
-        from flor_cli.services.serve import FLOR_ENV
-
-        run_env = {k: v for k, v in os.environ.items() if k not in FLOR_ENV}
-        run_env.update(env, PYTHONDONTWRITEBYTECODE="1")
         if replay is not None:
-            run_env["FLOR_REPLAY"] = json.dumps({**replay, "journal": str(journal),
-                                                 "store": str(store.root), "remote": remote})
+            run_env = protocol.replay_env(replay._replace(
+                journal=str(journal), store=str(store.root), remote=remote))
         else:
             journal.write_text(header or "")
-            run_env.update(FLOR_JOURNAL=str(journal), FLOR_STORE=str(store.root),
-                           FLOR_T0=repr(time.time()))
+            run_env = protocol.record_env(protocol.RecordConfig(journal, store.root, kwargs,
+                                                                time.time()))
+        run_env["PYTHONDONTWRITEBYTECODE"] = "1"
         log = tmp / "output.log"
         with open(log, "wb") as out:
             code = subprocess.run([sys.executable, *argv], cwd=tree / cwd, env=run_env,
@@ -162,8 +159,8 @@ class RayJobs:
         ref = self.cluster.submit(
             self.gpus, archive=self.cluster.archive(self.git, job.tree), files={}, objects={},
             argv=[script, *job.argv], cwd=job.cwd,
-            env={"FLOR_KWARGS": json.dumps(job.kwargs)},
-            header=journal_path.read_text(), replay=None, remote=self.store.remote)
+            header=journal_path.read_text(), kwargs=job.kwargs, replay=None,
+            remote=self.store.remote)
         result = self.cluster.wait(ref, stop)
         if result is None:
             raise Stopped()
@@ -199,7 +196,7 @@ class RayReplay:
                 self.gpus, archive=self.cluster.archive(self.git, job.commit),
                 files={job.script: job.source.encode()}, objects=shipped,
                 argv=["-m", "flor_cli.runtime.replay_worker", script, *job.argv], cwd=job.cwd,
-                env={}, header=None, remote=plan.store.remote,
+                header=None, kwargs={}, remote=plan.store.remote,
                 replay=worker_config(job, plan, epochs, Path("."))) for epochs in ranges]
 
     def run(self, job, plan, gpus, scratch: Path, progress) -> list[Path]:

@@ -20,7 +20,6 @@ and returns the exit status; only this process writes journals, notes and refs.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -31,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol, Sequence
 
+from flor_cli.runtime import protocol
 from flor_cli.services import queue
 from flor_cli.services.record import exit_status
 from flor_cli.storage import journal
@@ -39,7 +39,6 @@ from flor_cli.storage.objects import ObjectStore, configured_store
 
 WAIT_POLL_SECONDS = 1.0
 STOP_GRACE_SECONDS = 5.0
-FLOR_ENV = ("FLOR_JOURNAL", "FLOR_STORE", "FLOR_KWARGS", "FLOR_T0", "FLOR_REPLAY")
 
 
 class Stopped(Exception):
@@ -186,10 +185,9 @@ def log_path(git: Git, job: queue.QueuedJob) -> Path:
 def script_env(journal_path: Path, store: ObjectStore, kwargs: dict[str, str],
                gpu: str | None) -> dict[str, str]:
     """The environment of a job's script: the runtime continues the given journal."""
-    env = {k: v for k, v in os.environ.items() if k not in FLOR_ENV}
-    env.update(FLOR_JOURNAL=str(journal_path), FLOR_STORE=str(store.root),
-               FLOR_KWARGS=json.dumps(kwargs), FLOR_T0=repr(time.time()),
-               PYTHONDONTWRITEBYTECODE="1")
+    env = protocol.record_env(protocol.RecordConfig(journal_path, store.root, kwargs,
+                                                    time.time()))
+    env["PYTHONDONTWRITEBYTECODE"] = "1"  # the user's __pycache__ may be linked in
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = gpu
     return env

@@ -564,6 +564,37 @@ class Git:
 
     # -- worktrees -------------------------------------------------------------------
 
+    def archive(self, rev: str) -> bytes:
+        """The tree of ``rev`` as an uncompressed tar, as ``git archive`` writes it (modes
+        and symlinks kept, submodules left out): the code shipped to Ray workers, which
+        cannot reach this repository."""
+        import io
+        import tarfile
+
+        import pygit2
+
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            stack = [("", self.repo.revparse_single(rev).peel(pygit2.Tree))]
+            while stack:
+                prefix, tree = stack.pop()
+                for entry in tree:
+                    path = prefix + entry.name
+                    if entry.type_str == "tree":
+                        stack.append((path + "/", self.repo[entry.id]))
+                    elif entry.type_str == "blob":
+                        data = self.repo[entry.id].data
+                        info = tarfile.TarInfo(path)
+                        if entry.filemode == pygit2.enums.FileMode.LINK:
+                            info.type, info.linkname = tarfile.SYMTYPE, data.decode()
+                            tar.addfile(info)
+                            continue
+                        info.size = len(data)
+                        executable = entry.filemode == pygit2.enums.FileMode.BLOB_EXECUTABLE
+                        info.mode = 0o755 if executable else 0o644
+                        tar.addfile(info, io.BytesIO(data))
+        return buf.getvalue()
+
     def add_worktree(self, path: Path, commit: str) -> None:
         # no hooks: the user's post-checkout must not run for flor's private checkouts
         self.cli("-c", "core.hooksPath=/dev/null", "worktree", "add", "--detach", "--force",
