@@ -17,6 +17,7 @@ only ``--ray`` (or ``git config flor.ray``) loads.
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -110,12 +111,14 @@ def run_task(archive: bytes, files: dict[str, bytes], objects: dict[str, bytes],
             (tree / rel).write_bytes(data)
         store = ObjectStore(tmp / "objects", remote)
         for digest, data in objects.items():
-            store.put(ObjectStore.verify(digest, data))
+            ObjectStore.verify(digest, [data])
+            store.put(data)
         shipped = set(objects)
         journal = tmp / "journal.jsonl"
         if replay is not None:
+            # parent None: the worker watches this task's process, not the driver's pid
             run_env = protocol.replay_env(replay._replace(
-                journal=str(journal), store=str(store.root), remote=remote))
+                journal=str(journal), store=str(store.root), remote=remote, parent=None))
         else:
             journal.write_text(header or "")
             run_env = protocol.record_env(protocol.RecordConfig(journal, store.root, kwargs,
@@ -143,7 +146,8 @@ def run_task(archive: bytes, files: dict[str, bytes], objects: dict[str, bytes],
 def keep_objects(store: ObjectStore, objects: dict[str, bytes]) -> None:
     """Objects a task returned, into the driver's store (each verified by its name)."""
     for digest, data in objects.items():
-        store.put(ObjectStore.verify(digest, data))
+        ObjectStore.verify(digest, [data])
+        store.put(data)
 
 
 class RayJobs:
@@ -173,54 +177,91 @@ class RayJobs:
 
 
 class RayReplay:
-    """``flor replay --ray``: every worker of every run a Ray task, all launched at once
-    (the runner seam of services/replay/execute); journals come back to the driver."""
+    """``flor replay --ray``: the worker launcher of services/replay/execute, each worker a
+    Ray task. Every run's workers are submitted at once when the plan is given, so runs
+    replay in parallel on the cluster while execute collects them one by one; a worker
+    execute asks for that was not foreseen (verification, a re-execution) is submitted
+    when asked for."""
 
-    def __init__(self, cluster: Cluster, git: Git, gpus_per_job: float):
-        self.cluster, self.git, self.gpus = cluster, git, gpus_per_job
-        self.refs: dict[str, list] = {}
-
-    def start(self, plan, scratch: Path) -> None:
-        from flor_cli.services.replay.execute import worker_config
+    def __init__(self, cluster: Cluster, git: Git, plan, gpus_per_job: float):
         from flor_cli.services.replay.plan import worker_ranges
 
-        ray = self.cluster.ray
+        self.cluster, self.git, self.plan, self.gpus = cluster, git, plan, gpus_per_job
+        self._objects: dict[str, Any] = {}
+        self.pending: dict[tuple, Any] = {}
         for job in plan.runnable:
-            objects = {} if plan.store.remote is not None else {
-                o["sha"]: plan.store.get(o["sha"])
-                for c in job.ckpts for o in (c.get("objs") or {}).values()}
-            shipped = ray.put(objects)
-            script = os.path.relpath(job.script, job.cwd)
             ranges = worker_ranges(job.epochs, plan.workers) if job.mode == "nested" else [None]
-            self.refs[job.run] = [self.cluster.submit(
-                self.gpus, archive=self.cluster.archive(self.git, job.commit),
-                files={job.script: job.source.encode()}, objects=shipped,
-                argv=["-m", "flor_cli.runtime.replay_worker", script, *job.argv], cwd=job.cwd,
-                header=None, kwargs={}, remote=plan.store.remote,
-                replay=worker_config(job, plan, epochs, Path("."))) for epochs in ranges]
+            for epochs in ranges:
+                config = protocol.ReplayConfig(
+                    names=plan.names, mode=job.mode, range=epochs, args=job.args,
+                    ckpts=job.ckpts, checkpointing=job.checkpointing, journal="", store="")
+                self.pending[_key(job.run, config)] = self._submit(job, config)
 
-    def run(self, job, plan, gpus, scratch: Path, progress) -> list[Path]:
-        from flor_cli.services.replay.execute import Failed, _last_line
+    def _submit(self, job, config: "protocol.ReplayConfig"):
+        remote = self.plan.store.remote
+        if job.run not in self._objects:  # what it restores, unless workers fetch it
+            objects = {} if remote is not None else {
+                o["sha"]: self.plan.store.get(o["sha"])
+                for c in job.ckpts for o in (c.get("objs") or {}).values()}
+            self._objects[job.run] = self.cluster.ray.put(objects)
+        return self.cluster.submit(
+            self.gpus, archive=self.cluster.archive(self.git, job.commit),
+            files={job.script: job.source.encode()}, objects=self._objects[job.run],
+            argv=["-m", "flor_cli.runtime.replay_worker",
+                  os.path.relpath(job.script, job.cwd), *job.argv],
+            cwd=job.cwd, header=None, kwargs={}, replay=config, remote=remote)
 
-        scratch.mkdir(parents=True, exist_ok=True)
-        journals = []
-        refs = self.refs.pop(job.run)
-        for k, ref in enumerate(refs):
-            result = self.cluster.wait(ref)
-            journal = scratch / f"{job.run}-{k}.jsonl"
-            journal.write_text(result["journal"])
-            journal.with_suffix(".log").write_text(result["output"])
-            journals.append(journal)
-            if result["code"] != 0:
-                log = journal.with_suffix(".log")
-                prefix = f"worker {k} " if len(refs) > 1 else ""
-                raise Failed(f"{prefix}exited {result['code']} on {result['host']}: "
-                             f"{_last_line(log)} (output: {log})")
-        return journals
+    def __call__(self, job, argv: list[str], cwd: Path, env: dict[str, str],
+                 log_path: Path) -> "TaskProcess":
+        config = protocol.ReplayConfig.from_json(env[protocol.REPLAY])
+        ref = self.pending.pop(_key(job.run, config), None) or self._submit(job, config)
+        return TaskProcess(self.cluster, ref, Path(config.journal), log_path)
 
     def cancel(self) -> None:
-        """Stop what is still running (Ctrl-C): the cluster may outlive this command."""
-        for refs in self.refs.values():
-            for ref in refs:
-                self.cluster.ray.cancel(ref, force=True)
-        self.refs.clear()
+        """Stop what is still running (Ctrl-C, failures): the cluster may outlive us."""
+        for ref in self.pending.values():
+            self.cluster.ray.cancel(ref, force=True)
+        self.pending.clear()
+
+
+def _key(run: str, config: "protocol.ReplayConfig") -> tuple:
+    return run, config.mode, json.dumps(config.range)
+
+
+class TaskProcess:
+    """A Ray task as execute waits on a worker process (Popen's poll, wait, kill): once it
+    ends, its journal and output are where a local worker would have left them."""
+
+    def __init__(self, cluster: Cluster, ref, journal: Path, log: Path):
+        self.cluster, self.ref, self.journal, self.log = cluster, ref, journal, log
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            ready, _ = self.cluster.ray.wait([self.ref], timeout=0)
+            if ready:
+                self._finish()
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.returncode is None:
+            ready, _ = self.cluster.ray.wait([self.ref], timeout=timeout)
+            if not ready:
+                raise subprocess.TimeoutExpired("ray task", timeout or 0)
+            self._finish()
+        assert self.returncode is not None
+        return self.returncode
+
+    def kill(self) -> None:
+        self.cluster.ray.cancel(self.ref, force=True)
+
+    def _finish(self) -> None:
+        try:
+            result = self.cluster.ray.get(self.ref)
+        except Exception as e:  # the task died or was cancelled
+            self.log.write_text(f"ray task failed: {type(e).__name__}: {e}\n")
+            self.returncode = -1
+            return
+        self.journal.write_text(result["journal"])
+        self.log.write_text(result["output"])
+        self.returncode = result["code"]

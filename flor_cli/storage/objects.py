@@ -113,6 +113,20 @@ class ObjectStore:
                 sent += 1
         return sent, bad
 
+    @staticmethod
+    def verify(digest: str, chunks: Iterable[bytes]) -> None:
+        """Refuse content that does not hash to its name: the one check every read of
+        an object goes through, whatever the store (a shared store's writers, or a disk
+        that flipped a bit, must not get their bytes unpickled)."""
+        import hashlib
+
+        h = hashlib.sha256()
+        for chunk in chunks:
+            h.update(chunk)
+        if h.hexdigest() != digest:
+            raise BadObject(f"object {digest[:12]} does not match its digest (changed "
+                            "after it was written): refusing to load it")
+
     def present(self, digests: Collection[str]) -> set[str]:
         """Which of ``digests`` the store holds, in as few filesystem calls as it takes.
 

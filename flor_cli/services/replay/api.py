@@ -23,11 +23,28 @@ def plan(git: Git, names: Sequence[str], *, where: str | None = None, workers: i
     return make_plan(git, names, where=where, workers=workers, rev=rev, verify=verify)
 
 
-def execute(git: Git, plan: Plan, *, gpus: str | Sequence[str] | None = None) -> Outcome:
-    """Replay the plan's runnable runs; a failed run is in ``outcome.failed``, not raised."""
+def execute(git: Git, plan: Plan, *, gpus: str | Sequence[str] | None = None,
+            ray: str | None = None, gpus_per_job: float = 0.0) -> Outcome:
+    """Replay the plan's runnable runs; a failed run is in ``outcome.failed``, not raised.
+
+    On Ray when ``ray`` names an address ("" starts a local Ray for this call), else
+    when ``git config flor.ray`` does; each worker is then a task asking for
+    ``gpus_per_job`` GPUs.
+    """
     from flor_cli.services.replay.execute import execute as run
 
-    return run(git, plan, gpus=_gpu_list(gpus))
+    address = ray if ray is not None else git.config("flor.ray")
+    if address is None:
+        return run(git, plan, gpus=_gpu_list(gpus))
+    from flor_cli.services import ray_engine
+
+    cluster = ray_engine.Cluster(address)
+    launcher = ray_engine.RayReplay(cluster, git, plan, gpus_per_job)
+    try:
+        return run(git, plan, launch=launcher)
+    finally:
+        launcher.cancel()
+        cluster.close()
 
 
 def new_values(git: Git, plan: Plan, outcome: Outcome) -> tuple[list[str], list[tuple]]:

@@ -32,7 +32,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Sequence
+from typing import IO, Any, Callable, Sequence
 
 from flor_cli import progress as progress_bars
 from flor_cli.runtime.protocol import ReplayConfig, replay_env
@@ -72,12 +72,14 @@ class Failed(Exception):
     """A worker of a run exited non-zero; the run's note is left as it was."""
 
 
-def execute(git: Git, plan: Plan, gpus: Sequence[str] = ()) -> Outcome:
+def execute(git: Git, plan: Plan, gpus: Sequence[str] = (),
+            launch: "Launch | None" = None) -> Outcome:
     """Replay the plan's runs one after another; a failed run is reported, not fatal.
 
     Scratch files (workers' journals and output) live in ``.git/flor/replays/<id>/``,
     away from the run journals that every flor command folds; a failed run's output is
-    kept there for its error message to point to.
+    kept there for its error message to point to. ``launch`` starts each worker (default:
+    a local process; ``flor replay --ray``: a Ray task, services/ray_engine.RayReplay).
     """
     outcome = Outcome(new_id())
     prune_stale_worktrees(git)
@@ -101,7 +103,7 @@ def execute(git: Git, plan: Plan, gpus: Sequence[str] = ()) -> Outcome:
                 with Sandbox(git, git.flor_dir / "worktrees" / f"{outcome.replay_id}-{job.run}",
                              job.commit, extra + big) as tree:
                     journals, verification, busy = _replay(tree, job, plan, gpus, scratch,
-                                                           progress, check)
+                                                           progress, check, launch or _launch)
                 if verification is not None:
                     checked[code] = verification
                     outcome.verified.append(verification)
@@ -127,13 +129,13 @@ def execute(git: Git, plan: Plan, gpus: Sequence[str] = ()) -> Outcome:
 
 
 def _replay(tree: Path, job: Job, plan: Plan, gpus: Sequence[str], scratch: Path,
-            progress: "Progress", check: list[int | None] | None
+            progress: "Progress", check: list[int | None] | None, launch: "Launch"
             ) -> tuple[list[Path], Verification | None, float]:
     """The job's journals, its verification when ``check`` asks for one, and the
     seconds its workers ran; a run whose restored values differ from re-executed ones
     is replayed again, re-executing."""
     started = time.perf_counter()
-    journals = _run(tree, job, plan, gpus, scratch, progress, check)
+    journals = _run(tree, job, plan, gpus, scratch, progress, check, launch)
     verification = None
     if check is not None:
         *journals, checker = journals
@@ -141,12 +143,12 @@ def _replay(tree: Path, job: Job, plan: Plan, gpus: Sequence[str], scratch: Path
                                     _diverged(_logs(journals), _logs([checker])))
         if verification.diverged:
             job.mode, job.why = "nested", f"verification: {verification.diverged}"
-            journals = _run(tree, job, plan, gpus, scratch, progress, None)
+            journals = _run(tree, job, plan, gpus, scratch, progress, None, launch)
     return journals, verification, time.perf_counter() - started
 
 
 def _run(tree: Path, job: Job, plan: Plan, gpus: Sequence[str], scratch: Path,
-         progress: "Progress", check: list[int | None] | None) -> list[Path]:
+         progress: "Progress", check: list[int | None] | None, launch: "Launch") -> list[Path]:
     """Run the job's workers to the end; their journals (the checking worker's last,
     when ``check`` asks for one to re-execute that epoch range), or Failed."""
     (tree / job.script).write_bytes(job.source.encode())
@@ -172,7 +174,7 @@ def _run(tree: Path, job: Job, plan: Plan, gpus: Sequence[str], scratch: Path,
             env = replay_env(config, base)
             if gpus:
                 env["CUDA_VISIBLE_DEVICES"] = gpus[k % len(gpus)]
-            proc = _launch([script, *job.argv], cwd, env, journal.with_suffix(".log"))
+            proc = launch(job, [script, *job.argv], cwd, env, journal.with_suffix(".log"))
             workers.append((proc, journal, epochs[0] if epochs else 0))
         _wait(job, workers, progress, len(ranges))
     finally:
@@ -183,7 +185,12 @@ def _run(tree: Path, job: Job, plan: Plan, gpus: Sequence[str], scratch: Path,
     return [journal for _, journal, _ in workers]
 
 
-def _launch(argv: list[str], cwd: Path, env: dict[str, str], log_path: Path
+# How a worker starts: (job, argv, cwd, env with FLOR_REPLAY, log path) -> an object
+# with Popen's poll/wait/kill, whose journal is at the config's path once it has ended.
+Launch = Callable[[Job, list[str], Path, dict[str, str], Path], Any]
+
+
+def _launch(job: Job, argv: list[str], cwd: Path, env: dict[str, str], log_path: Path
             ) -> subprocess.Popen:
     """Start one replay worker: the old script run as python would, output to ``log_path``."""
     with open(log_path, "wb") as log:
