@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from flor_cli.output import chosen_format, output_options, render
+from flor_cli.output import Output, output_options
 
 
 @click.group("queue", invoke_without_command=True)
@@ -12,8 +12,7 @@ from flor_cli.output import chosen_format, output_options, render
               help="Only the jobs in this state.")
 @output_options
 @click.pass_context
-def command(ctx: click.Context, state: str | None, fmt_name, as_csv, as_json, as_markdown,
-            tablefmt) -> None:
+def command(ctx: click.Context, state: str | None, out: Output) -> None:
     """Show the queued jobs: state and the run each one recorded.
 
     Jobs are queued by `flor sweep` or flor.batch and run by `flor serve`.
@@ -25,8 +24,7 @@ def command(ctx: click.Context, state: str | None, fmt_name, as_csv, as_json, as
 
     rows = [(j.id, j.state, j.script, " ".join(f"{k}={v}" for k, v in j.kwargs.items()),
              j.run, j.tries, j.error) for j in queue.jobs(Git.discover("."), state)]
-    click.echo(render(["job", "state", "script", "kwargs", "run", "tries", "error"], rows,
-                      chosen_format(fmt_name, as_csv, as_json, as_markdown), tablefmt))
+    out.emit(["job", "state", "script", "kwargs", "run", "tries", "error"], rows)
 
 
 @command.command("retry")
