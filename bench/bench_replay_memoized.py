@@ -32,7 +32,7 @@ REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
 # 8 epochs of ~14 s on one thread. The prefix is 4-5 s here (importing torch, and
 # torch._dynamo when the optimizer is built), so the nested loops need ~95 s for it to be
 # under 5% of the run.
-KWARGS = ["epochs=8", "hidden=1024", f"batches={os.environ.get('BENCH_BATCHES', '220')}"]
+KWARGS = ["epochs=8", "hidden=1024", f"batches={os.environ.get('BENCH_BATCHES', '320')}"]
 
 
 def main() -> None:
