@@ -124,21 +124,13 @@ def changed(git: Git, entries: list[dict]) -> list[str]:
             if today.get(e["path"]) is None or today[e["path"]] != e.get("hash")]
 
 
-def recorded(git: Git, commit: str) -> tuple[list[str], list[str]]:
-    """For replaying the run of ``commit``: the big files its note lists (paths to link
-    into the worktree) and a warning line for each that is missing or changed today.
-    Paths come from a note, which may have been pulled from anyone: only plain relative
-    paths inside the repository are taken."""
-    text = git.read_note(commit) or ""
-    entries: list[dict] = []
-    for line in text.splitlines():
-        if line.startswith('{"t":"run"'):
-            try:
-                big = json.loads(line).get("big")
-            except ValueError:
-                continue
-            if isinstance(big, list):
-                entries += [e for e in big if isinstance(e, dict) and _plain_path(e.get("path"))]
+def recorded(git: Git, big: object) -> tuple[list[str], list[str]]:
+    """For replaying a run: the big files its header lists (``big``, paths to link into
+    the worktree) and a warning line for each that is missing or changed today.
+    The header comes from a note, which may have been pulled from anyone: only plain
+    relative paths inside the repository are taken."""
+    entries = [e for e in big if isinstance(e, dict) and _plain_path(e.get("path"))] \
+        if isinstance(big, list) else []
     paths = list(dict.fromkeys(e["path"] for e in entries))
     warnings = [f"flor: warning: {path} changed since the run was recorded (or is gone); "
                 f"the replay reads it as it is now" for path in changed(git, entries)]

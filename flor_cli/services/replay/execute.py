@@ -89,7 +89,7 @@ def execute(git: Git, plan: Plan, gpus: Sequence[str] = (),
     checked: dict[tuple[str, str], Verification] = {}  # per distinct transplanted code
     try:
         for job in plan.runnable:
-            big, warnings = bigfiles.recorded(git, job.commit)  # left out of its tree
+            big, warnings = bigfiles.recorded(git, job.big)  # left out of its tree
             for line in warnings:
                 print(line, file=sys.stderr)
             progress.start(job)

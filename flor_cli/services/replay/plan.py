@@ -47,6 +47,7 @@ class Job:
     script: str = ""  # path relative to the repository root, as recorded
     cwd: str = "."  # the run's working directory, relative to the repository root
     argv: list[str] = field(default_factory=list)
+    big: object = None  # the header's untracked big files left out of the tree (bigfiles)
     args: dict = field(default_factory=dict)  # what flor.arg resolved in the run
     epochs: int = 0
     version: str = ""  # blob id of the run's script: one per distinct code version
@@ -158,6 +159,7 @@ def _job(git: Git, store: ObjectStore, tip: str | None, run: str, commit: str) -
     job.by = f"{header.get('user') or '?'}@{header.get('host') or '?'}"
     job.script, job.cwd = header.get("script", ""), header.get("cwd", ".")
     job.argv = list(header.get("argv", []))
+    job.big = header.get("big")
     job.args = {r[NAME]: r.get(VALUE) for r in note.records if r[KIND] == ARG}
     job.times = notes.main_timings(note.records)
     job.fixed = next((r["fixed"] for r in reversed(note.replays)
