@@ -325,21 +325,25 @@ def _note_bytes(git: Git, key: str | None) -> int:
 def _insert_streamed(git: Git, db: sqlite3.Connection, annotated: str, key: str,
                      with_ckpts: dict[str, list[str]]) -> str | None:
     """A long note's rows, a batch of lines at a time: one part and one batch of records
-    in memory. Rows go in in the note's line order; readers order by ``seq``. (Its
-    lifecycle records are not read here: a removed or tagged run this long is listed
-    as it was recorded.)"""
+    in memory. Rows go in in the note's line order; readers order by ``seq``. Its
+    header, replay headers and lifecycle records are found first
+    (:func:`notes.scan_headers`). A removed run is listed in ``removed`` alone, as a short one is."""
     source = f"the note of commit {annotated[:12]}"
     try:
-        header, replays = notes.scan_headers(git.note_chunks(key), source)
+        header, replays, events = notes.scan_headers(git.note_chunks(key), source)
     except notes.NewerFormat as e:
         notes.warn(str(e))
-        return
+        return None
     if header is None:
         return None
+    bare = notes.RunNote(annotated, header, [], replays, events)
+    if notes.lifecycle(bare).removed is not None:
+        return _insert(db, bare, with_ckpts)
     run = None
     for records in notes.record_batches(git.note_chunks(key), source):
         # each batch as a note of its own: the run's row again, its replays once
-        run = _insert(db, notes.RunNote(annotated, header, records, replays), with_ckpts)
+        run = _insert(db, notes.RunNote(annotated, header, records, replays, events),
+                      with_ckpts)
         replays = []
     return run
 

@@ -451,22 +451,33 @@ _SEQ_TYPES = frozenset((int, type(None)))
 BATCH_LINES = 50_000  # ~4 MB of text; ~50 MB decoded
 
 
-def scan_headers(parts: Iterable[bytes], source: str) -> tuple[dict | None, list[dict]]:
-    """The run header (all its lines merged) and the replay headers of a note given as
-    its parts, found by searching the bytes for their lines, which flor writes compact
-    (``{"t":"run",...``) wherever a merge sorted them: the records are not decoded.
+def scan_headers(parts: Iterable[bytes], source: str
+                 ) -> tuple[dict | None, list[dict], list[dict]]:
+    """The run header (all its lines merged), the replay headers and the lifecycle
+    records (as :func:`parse` orders them) of a note given as its parts, found by
+    searching the bytes for their lines, which flor writes compact (``{"t":"run",...``)
+    wherever a merge sorted them: the records are not decoded.
     Raises :class:`NewerFormat` as :func:`read_records` does."""
-    found = [line for data in parts for marker in (b'{"t":"run"', b'{"t":"replay"')
+    found = [line for data in parts for marker in _HEADER_MARKERS
              for line in _lines_starting(data, marker)]
     header: dict | None = None
     replays: list[dict] = []
+    events: list[dict] = []
     for rec in read_records(b"\n".join(found).decode("utf-8", "surrogateescape"), source):
         if rec[KIND] == RUN:
             header = rec if header is None else {**header, **rec}
         elif rec[KIND] == REPLAY:
             replays.append(rec)
+        elif rec[KIND] in LIFECYCLE and _valid_event(rec):
+            events.append(rec)
     replays.sort(key=lambda r: r.get("start", 0))
-    return header, replays
+    events.sort(key=lambda r: (r[AT], r[KIND], r.get(NAME) or ""))
+    return header, replays, events
+
+
+# How the lines scan_headers looks for begin: KIND first, as render and event write them.
+_HEADER_MARKERS = tuple(f'{{"{KIND}":"{kind}"'.encode()
+                        for kind in (RUN, REPLAY, *sorted(LIFECYCLE)))
 
 
 def _lines_starting(data: bytes, marker: bytes) -> Iterator[bytes]:
