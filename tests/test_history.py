@@ -49,3 +49,27 @@ def test_squash_without_a_remote_leaves_one_commit(tmp_path: Path) -> None:
     rows = _rows(repo)
     assert g.squash_notes("flor gc: squash") == (4, 1)
     assert _rows(repo) == rows
+
+
+def test_flor_gc_squashes_local_history_and_packs(tmp_path: Path) -> None:
+    """`flor gc` does both (dry run: says what it would do, changes nothing);
+    `--keep-history` leaves the notes history alone."""
+    from conftest import cli
+
+    repo = make_repo(tmp_path / "a", files={"train.py": "print(1)\n"})
+    for _ in range(4):
+        record_run(repo)
+    g = Git(repo)
+    rows, tip = _rows(repo), g.ref(NOTES_REF)
+    dry = cli(repo, "gc", "--dry-run").stdout
+    assert "would squash 4 notes commit(s) into 1" in dry, dry
+    assert "would pack" in dry and g.ref(NOTES_REF) == tip
+    kept = cli(repo, "gc", "--keep-history").stdout
+    assert "squash" not in kept and g.ref(NOTES_REF) == tip
+    done = cli(repo, "gc").stdout
+    assert "squashed 4 notes commit(s) into 1" in done, done
+    assert "packed" in done and g.loose_objects()[0] == 0
+    assert git(repo, "rev-list", "--count", NOTES_REF).strip() == "1"
+    assert _rows(repo) == rows
+    cache.path_of(g).unlink()  # the notes tree alone rebuilds the same cache
+    assert _rows(repo) == rows

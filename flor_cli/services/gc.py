@@ -1,8 +1,7 @@
 """``flor gc``: free the space of what no run needs any more.
 
 A sequence of independent steps (:data:`STEPS`), each taking the same options and
-returning what it did, so more steps (squashing notes history, packing) can be added
-without touching the others:
+returning what it did, so a step can be added without touching the others:
 
 1. :func:`collect_objects` deletes the checkpoint objects in this clone's store
    (``.git/flor/objects``: checkpoints, logged images and files) that no live run's note
@@ -11,6 +10,12 @@ without touching the others:
    run's last N epochs. A missing checkpoint costs replay time, never exactness.
 2. :func:`finalize_removed` records in each removed run's note that its objects are
    gone: from then on ``flor rm --undo`` refuses it.
+3. :func:`squash_history` collapses the notes history only this clone has (one commit per
+   run, replay, tag and pull) into one commit of the same notes tree: the tree holds every
+   record; the history is an audit trail. What a remote has is kept (it is the squashed
+   commit's parent), so pushing stays a fast-forward. ``keep_history`` skips it.
+4. :func:`pack_objects` packs git's loose objects (``git gc``, which keeps unreachable
+   objects for git's grace period, so a writer running now loses nothing).
 
 A shared store (``git config flor.store``) is never collected: other clones' notes,
 which this one cannot see, may reference its objects. Objects newer than the oldest run
@@ -33,6 +38,7 @@ from flor_cli.storage.git import Git
 class Options:
     keep_last: int | None = None  # checkpoints of each run's last N epochs only
     dry_run: bool = False
+    keep_history: bool = False  # leave the notes history as it is (no squash)
 
 
 @dataclass
@@ -120,8 +126,33 @@ def finalize_removed(git: Git, options: Options) -> Done:
                 if pending else "no removed runs to make final")
 
 
-STEPS: tuple[Callable[[Git, Options], Done], ...] = (collect_objects, finalize_removed)
+def squash_history(git: Git, options: Options) -> Done | None:
+    if options.keep_history:
+        return None
+    local = git.local_notes_commits()
+    if local <= 1:
+        return Done(0, 0, "notes history: nothing to squash")
+    if options.dry_run:
+        return Done(local, 0, f"would squash {local} notes commit(s) into 1")
+    before, after = git.squash_notes("flor gc: notes history squashed")
+    return Done(before - after, 0, f"squashed {local} notes commit(s) into 1 "
+                f"({after} notes commit(s) left, the remotes' included)")
+
+
+def pack_objects(git: Git, options: Options) -> Done:
+    count, size = git.loose_objects()
+    if options.dry_run:
+        return Done(count, size, f"would pack {count} loose git object(s), {size_text(size)}")
+    before, after = git.pack()
+    return Done(before - after, size, f"packed {before - after} loose git object(s) "
+                f"({size_text(size)} loose before)")
+
+
+STEPS: tuple[Callable[[Git, Options], Done | None], ...] = (
+    collect_objects, finalize_removed, squash_history, pack_objects)
 
 
 def gc(git: Git, options: Options) -> list[Done]:
-    return [step(git, options) for step in STEPS]
+    """Run every step in order; a step that does not apply (an option turned it off)
+    says nothing."""
+    return [done for step in STEPS if (done := step(git, options)) is not None]

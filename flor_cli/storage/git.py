@@ -405,8 +405,7 @@ class Git:
         next push is still a fast-forward and nothing another clone has is rewritten.
         Returns the number of notes commits before and after.
         """
-        mirrors = dict.fromkeys(sha for ref, sha in self.refs_matching(
-            "refs/notes/remotes/").items() if ref.endswith("/flor"))
+        mirrors = self._notes_mirrors()
 
         def squashed(tip: str | None) -> str:
             if tip is None:
@@ -420,6 +419,19 @@ class Git:
         self._advance(NOTES_REF, message, squashed)
         return before, self._count(NOTES_REF)
 
+    def _notes_mirrors(self) -> dict[str, None]:
+        """The notes commits every remote's mirror holds (shared: never rewritten)."""
+        return dict.fromkeys(sha for ref, sha in self.refs_matching(
+            "refs/notes/remotes/").items() if ref.endswith("/flor"))
+
+    def local_notes_commits(self) -> int:
+        """How many notes commits only this clone has (what :meth:`squash_notes` would
+        collapse into one)."""
+        if not self.ref(NOTES_REF):
+            return 0
+        return int(self.cli("rev-list", "--count", NOTES_REF, "--not",
+                            *self._notes_mirrors(), "--").strip())
+
     def _count(self, ref: str) -> int:
         return int(self.cli("rev-list", "--count", ref).strip()) if self.ref(ref) else 0
 
@@ -427,14 +439,15 @@ class Git:
         """Pack loose objects (``git gc``, with git's own grace period for unreachable
         ones, so a flor process writing right now loses nothing); loose objects before
         and after."""
-        before = self._loose_objects()
+        before = self.loose_objects()[0]
         self.cli("gc", "--quiet")
-        return before, self._loose_objects()
+        return before, self.loose_objects()[0]
 
-    def _loose_objects(self) -> int:
+    def loose_objects(self) -> tuple[int, int]:
+        """Loose objects: how many, and their size in bytes."""
         counts = dict(line.split(": ", 1) for line in
                       self.cli("count-objects", "-v").splitlines() if ": " in line)
-        return int(counts.get("count", 0))
+        return int(counts.get("count", 0)), int(counts.get("size", 0)) * 1024
 
     def merge_branch(self, ref: str, theirs: str, message: str) -> str:
         """Bring ``theirs`` into ``ref``: fast-forward when possible, else a merge commit.
