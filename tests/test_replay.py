@@ -710,3 +710,25 @@ def test_estimates_count_interpreter_start_imports_and_the_measured_fixed_cost(
     again = json.loads(flor(repo, "replay", "w2", "--where", f"run = '{run}'", "--dry-run",
                             "--format", "json").stdout)[0]["est_s"]
     assert first >= prefix and again == pytest.approx(first - 1.0 + rp["fixed"], abs=0.11)
+
+
+def test_the_transplanted_script_never_goes_through_a_symbolic_link(tmp_path: Path) -> None:
+    """An old tree holding a symbolic link at the script's path (or on the way to it)
+    must not make replay write outside its worktree: the link is replaced, or the run
+    fails alone, and the file it points to is untouched."""
+    from flor_cli.services.replay.execute import Failed, write_script
+
+    outside = tmp_path / "outside.py"
+    outside.write_text("precious\n")
+    tree = tmp_path / "tree"
+    (tree / "sub").mkdir(parents=True)
+    (tree / "train.py").symlink_to(outside)
+    write_script(tree, "train.py", "new\n")
+    assert outside.read_text() == "precious\n"
+    assert not (tree / "train.py").is_symlink() and (tree / "train.py").read_text() == "new\n"
+    (tree / "linked").symlink_to(tmp_path, target_is_directory=True)
+    with pytest.raises(Failed, match="symbolic link"):
+        write_script(tree, "linked/outside.py", "new\n")
+    assert outside.read_text() == "precious\n"
+    write_script(tree, "sub/train.py", "inside\n")
+    assert (tree / "sub" / "train.py").read_text() == "inside\n"

@@ -147,11 +147,23 @@ def _replay(tree: Path, job: Job, plan: Plan, gpus: Sequence[str], scratch: Path
     return journals, verification, time.perf_counter() - started
 
 
+def write_script(tree: Path, script: str, source: str) -> None:
+    """Put the transplanted script in place of the old one in the worktree. A symbolic
+    link the old tree has at that path is replaced, never written through, and a link on
+    the way there that leads out of the worktree fails the run: replay writes only
+    inside its worktree, whatever the old tree holds."""
+    path = tree / script
+    if not path.parent.resolve().is_relative_to(tree.resolve()):
+        raise Failed(f"{script}: a symbolic link in the run's tree leads outside it")
+    path.unlink(missing_ok=True)
+    path.write_bytes(source.encode())
+
+
 def _run(tree: Path, job: Job, plan: Plan, gpus: Sequence[str], scratch: Path,
          progress: "Progress", check: list[int | None] | None, launch: "Launch") -> list[Path]:
     """Run the job's workers to the end; their journals (the checking worker's last,
     when ``check`` asks for one to re-execute that epoch range), or Failed."""
-    (tree / job.script).write_bytes(job.source.encode())
+    write_script(tree, job.script, job.source)
     cwd = tree / job.cwd
     script = os.path.relpath(tree / job.script, cwd)
     ranges = worker_ranges(job.epochs, plan.workers) if job.mode == "nested" else [None]
