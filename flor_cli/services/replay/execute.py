@@ -27,6 +27,7 @@ import fcntl
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -198,17 +199,30 @@ def _run(tree: Path, job: Job, plan: Plan, gpus: Sequence[str], scratch: Path,
 
 
 # How a worker starts: (job, argv, cwd, env with FLOR_REPLAY, log path) -> an object
-# with Popen's poll/wait/kill, whose journal is at the config's path once it has ended.
+# with Popen's poll/wait/kill (kill ending whatever the worker started too), whose
+# journal is at the config's path once it has ended.
 Launch = Callable[[Job, list[str], Path, dict[str, str], Path], Any]
+
+
+class _Worker(subprocess.Popen):
+    """A replay worker in a process group of its own: ``kill`` ends it and whatever it
+    started (its journal writer), so nothing writes into the replay's scratch directory
+    after it is removed. Ctrl-C reaches flor alone, which kills its workers."""
+
+    def kill(self) -> None:
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def _launch(job: Job, argv: list[str], cwd: Path, env: dict[str, str], log_path: Path
             ) -> subprocess.Popen:
     """Start one replay worker: the old script run as python would, output to ``log_path``."""
     with open(log_path, "wb") as log:
-        return subprocess.Popen([sys.executable, "-m", "flor_cli.runtime.replay_worker", *argv],
-                                cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                                stderr=subprocess.STDOUT)
+        return _Worker([sys.executable, "-m", "flor_cli.runtime.replay_worker", *argv],
+                       cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                       stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def _diverged(restored: list[dict], reexecuted: list[dict]) -> str | None:
