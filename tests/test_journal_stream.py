@@ -46,18 +46,26 @@ import time
 import flor
 from flor_cli.runtime import api
 
+def until(condition):  # what a sleep only hoped for, however loaded the machine
+    deadline = time.time() + 30
+    while not condition() and time.time() < deadline:
+        time.sleep(0.01)
+    assert condition()
+
 for e in flor.loop("epoch", range(3)):
     for s in flor.loop("step", range(4)):
         flor.log("x", e * 10 + s)
     if e == 0:
         session = api._session
         session.flush()
-        time.sleep(0.3)  # written by the writer process
-        session._sink.proc.kill()
-        session._sink.proc.wait()
+        sink = session._sink
+        until(lambda: sink.outbox.empty() and (sink._read_acks() or not sink.in_flight))
+        # ^ the writer process wrote and acknowledged every batch so far
+        sink.proc.kill()
+        sink.proc.wait()
         flor.log("in_flight", 1)  # may be lost with the pipe
         session.flush()
-        time.sleep(0.3)  # the pipe breaks under this batch
+        until(lambda: sink.broken)  # the pipe breaks under this batch
         flor.log("after", 2)  # no loop marker between: its context comes from before
         session.flush()
 flor.log("final", 3)
