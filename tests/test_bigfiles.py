@@ -53,6 +53,9 @@ def test_threshold_is_configurable(tmp_path: Path) -> None:
     proc = flor(repo, "run", "t.py")
     assert "two.bin (2.0 KB)" in proc.stderr
     assert "two.bin" not in git(repo, "ls-tree", "-r", "--name-only", "flor.shadow")
+    assert "left out" not in flor(repo, "run", "t.py").stderr  # said once per file
+    (repo / "two.bin").write_bytes(b"y" * 4096)  # a new version: said again
+    assert "two.bin (4.0 KB)" in flor(repo, "run", "t.py").stderr
     git(repo, "config", "flor.maxFileSize", "0")  # no limit
     assert "left out" not in flor(repo, "run", "t.py").stderr
     git(repo, "config", "flor.maxFileSize", "lots")

@@ -51,7 +51,8 @@ def max_bytes(git: Git) -> int:
 
 def scan(git: Git) -> list[dict]:
     """The untracked, not-ignored files at or over the threshold, with size and mtime;
-    says on stderr which they are (one line)."""
+    says on stderr which they are (one line), once per version of a file: a version
+    already hashed into ``bigfiles.json`` was announced by an earlier run."""
     paths = git.untracked_files()
     if not paths:
         return []
@@ -66,8 +67,10 @@ def scan(git: Git) -> list[dict]:
             continue  # gone, or unreadable: git add reports what matters
         if stat.S_ISREG(st.st_mode) and st.st_size >= limit:
             big.append({"path": rel, "size": st.st_size, "mtime": st.st_mtime})
-    if big:
-        listed = ", ".join(f"{e['path']} ({human(e['size'])})" for e in big)
+    known = _load(git)
+    news = [e for e in big if _key(e) not in known]  # said once per version of a file
+    if news:
+        listed = ", ".join(f"{e['path']} ({human(e['size'])})" for e in news)
         _say(f"flor: left out of the snapshot (untracked, over {human(limit)}, see git "
              f"config {CONFIG}): {listed}")
     return big
@@ -78,12 +81,17 @@ def hashed(git: Git, entries: list[dict]) -> list[dict]:
     known = _load(git)
     result = []
     for entry in entries:
-        key = f"{entry['path']}\0{entry['size']}\0{entry['mtime']}"
+        key = _key(entry)
         if key not in known:
             known[key] = file_hash(git.root / entry["path"])
         result.append({**entry, "hash": known[key]})
     _save(git, known)
     return result
+
+
+def _key(entry: dict) -> str:
+    """A version of a file, as remembered in ``bigfiles.json``: path, size and mtime."""
+    return f"{entry['path']}\0{entry['size']}\0{entry['mtime']}"
 
 
 def file_hash(path: Path) -> str | None:
