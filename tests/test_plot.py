@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image as PILImage
 
+import conftest
 from conftest import append_replayed, fixture_script, flor, git, make_repo
 
 from flor_cli.main import main
@@ -103,6 +105,17 @@ def test_a_run_level_value_of_a_loop_name_is_not_on_the_curve():
     values = {"r1": {'{"epoch":1}': (0.5, False), '{"epoch":0}': (0.2, False), "{}": (0.9, False)}}
     (series,) = plot._curves("acc", values, runs, None, ()).series
     assert (series.x, series.y) == ([0, 1], [0.2, 0.5])
+
+
+def test_a_legend_names_a_run_by_its_differing_args_then_its_tags(repo, tmp_path):
+    tagged = tmp_path / "tagged"
+    shutil.copytree(repo, tagged, symlinks=True)
+    first = plot.select_runs(Git(tagged)).ids[0]
+    conftest.cli(tagged, "tag", first, "best", "v1")
+    runs = plot.select_runs(Git(tagged))
+    assert [runs.label(run) for run in runs.ids] == ["lr=0.1 [best v1]", "lr=0.2"]
+    alike = plot.Runs(["r1", "r2"], {"r1": {}, "r2": {}}, [], {"r1": ["best"]})
+    assert [alike.label(run) for run in alike.ids] == ["best", "r2"]
 
 
 def test_replayed_values_are_drawn_alike_and_marked(repo):

@@ -51,11 +51,16 @@ class Runs:
     ids: list[str]
     args: dict[str, dict[str, Any]]
     differing: list[str]
+    tags: dict[str, list[str]] = field(default_factory=dict)
 
     def label(self, run: str, by: Sequence[str] = ()) -> str:
+        """The args that tell the run apart, then its tags (``lr=0.1 [best]``); the run id
+        when it has neither."""
         keys = list(by) or self.differing
         values = self.args.get(run, {})
-        return ", ".join(f"{k}={_text(values[k])}" for k in keys if k in values) or run
+        told = ", ".join(f"{k}={_text(values[k])}" for k in keys if k in values)
+        tags = " ".join(self.tags.get(run, ()))
+        return (f"{told} [{tags}]" if told and tags else told or tags) or run
 
 
 def select_runs(git: Git, where: str | None = None, table: query.Table | None = None) -> Runs:
@@ -71,7 +76,11 @@ def select_runs(git: Git, where: str | None = None, table: query.Table | None = 
     names = list(dict.fromkeys(n for run in ids for n in args[run]))
     differing = [n for n in names
                  if len({json.dumps(args[run].get(n), sort_keys=True) for run in ids}) > 1]
-    return Runs(ids, dict(args), differing)
+    tags: dict[str, list[str]] = defaultdict(list)
+    for run, tag in query.sql(git, "SELECT run, tag FROM tags ORDER BY tag")[1]:
+        if run in chosen:
+            tags[run].append(tag)
+    return Runs(ids, dict(args), differing, dict(tags))
 
 
 def panels(git: Git, names: Sequence[str], where: str | None = None, x: str | None = None,
