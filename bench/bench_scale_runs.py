@@ -24,6 +24,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from itertools import groupby
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -123,7 +124,8 @@ def _raw_insert_seconds(repo: Path, indexes_first: bool, since: str | None = Non
         started = time.perf_counter()
         db.execute(f"INSERT INTO runs VALUES ({','.join('?' * len(cache.RUN_COLUMNS))})", header)
         db.executemany("INSERT INTO args VALUES (?,?,?)", args)
-        db.executemany("INSERT INTO logs VALUES (?1,NULL,?2,?4,?3,NULL,?5,?6)", logs)
+        for size, rows in groupby(logs, len):  # the cache's own statements
+            db.executemany(cache._LOG_INSERT[size].format(schema="main"), list(rows))
         db.executemany("INSERT INTO timings VALUES (?,?,?,?,?)", timings)
         db.executemany("INSERT INTO checkpoints VALUES (?,?,?,?,?,?)", ckpts)
         spent += time.perf_counter() - started

@@ -34,3 +34,32 @@ def test_connection_closes_the_database(repo: Path) -> None:
         assert "closed" in str(e)
     else:
         raise AssertionError("the connection is still open")
+
+
+def test_a_run_whose_note_changes_keeps_its_id_against_a_newcomer_claiming_it(repo: Path
+                                                                               ) -> None:
+    """One sync takes in both a change to run A's note (a tag) and a pulled note of
+    another commit claiming A's id: A keeps its id whatever order the commits sort in,
+    and the newcomer is listed as ``<id>@<commit>``."""
+    from synthetic import record_run
+
+    from flor_cli.storage import notes
+
+    git = Git(repo)
+    mine = record_run(repo)
+    with cache.connection(git) as db:
+        (commit,) = db.execute("SELECT commit_id FROM runs").fetchone()
+    tree = git.tree_of(commit)
+    hostile, n = commit, 0
+    while hostile >= commit:  # a commit that sorts before A's: its note is read first
+        hostile, n = git.commit(tree, [], f"elsewhere {n}"), n + 1
+    header = notes.render({"run": mine, "script": "train.py", "start": 1.0},
+                          [{"t": "log", "s": 0, "n": "loss", "v": 666, "c": {}}])
+    git.append_notes({commit: notes.event(notes.TAG, **{notes.NAME: "best"}), hostile: header},
+                     "a tag here, a pulled note there")
+    with cache.connection(git) as db:
+        runs = dict(db.execute("SELECT run, commit_id FROM runs"))
+        assert runs == {mine: commit, f"{mine}@{hostile[:10]}": hostile}
+        assert db.execute("SELECT tag FROM tags WHERE run=?", (mine,)).fetchall() == [("best",)]
+        assert 666 not in {v for (v,) in db.execute("SELECT value FROM logs WHERE run=?",
+                                                    (mine,))}

@@ -51,11 +51,12 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+from collections import ChainMap
 from contextlib import contextmanager
 from itertools import groupby
 from operator import itemgetter
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Mapping
 
 import orjson
 
@@ -206,12 +207,12 @@ def sync(git: Git, db: sqlite3.Connection) -> int:
         attached = last is None and _rebuild(git, db, changes)
         if last is not None:  # e.g. after a pull: a bar when there is much to read
             added: dict[str, list[str]] = {}
-            inserted: list[str] = []
             with _gc_paused(), progress.bar(len(changes), "updating the cache",
                                             unit="run") as bar:
-                for annotated, blob in _ticking(changes, bar):
-                    _forget_commit(db, annotated)
-                    inserted += _insert_notes(git, db, [(annotated, blob)], added)
+                held: dict[str, str] = {}  # their runs keep their ids (see _claim)
+                for annotated, _ in changes:
+                    held.update(_forget_commit(db, annotated))
+                inserted = _insert_notes(git, db, _ticking(changes, bar), added, held)
             _record_availability(git, db, added)
             summarize(db, inserted)
         db.execute("INSERT OR REPLACE INTO meta VALUES ('notes', ?)", (tip,))
@@ -283,30 +284,102 @@ _PARALLEL_BYTES = 16 << 20  # ~150,000 records: a second or two of work on one c
 
 
 def _insert_notes(git: Git, db: sqlite3.Connection, changes: Iterable[tuple[str, str | None]],
-                  with_ckpts: dict[str, list[str]]) -> list[str]:
+                  with_ckpts: dict[str, list[str]], held: dict[str, str] | None = None
+                  ) -> list[str]:
     """The rows of each (annotated commit, note key) that is a flor run; the object
     digests of each run that took checkpoints go to ``with_ckpts``, whose availability
     the caller records (:func:`_record_availability`) once for all of them.
 
-    A note longer than :data:`_STREAM_BYTES` is read a batch of lines at a time
-    (:func:`_insert_streamed`), so a run of 10^7 values needs no more memory than one
-    of 10^5; the rest are decoded whole, which is faster for the many small ones.
-    Returns the runs inserted, with their values marked current (:func:`mark_current`).
+    Short notes are decoded whole and their rows inserted many runs at a time
+    (:class:`_Batch`). A note longer than :data:`_STREAM_BYTES` is read a batch of lines
+    at a time (:func:`_insert_streamed`), so a run of 10^7 values needs no more memory
+    than one of 10^5. ``held``: the run ids (-> commit) that the notes being replaced
+    held, which their commits keep (:func:`_claim`). Returns the runs inserted, with
+    their values marked current (:func:`mark_current`).
     """
-    inserted = []
+    inserted: list[str] = []
+    batch = _Batch(db, with_ckpts, held or {})
     for annotated, key in changes:
         if key is None:
             continue
-        first = _next_log_rowid(db)
         if _note_bytes(git, key) > _STREAM_BYTES:
-            run = _insert_streamed(git, db, annotated, key, with_ckpts)
+            inserted += batch.flush()  # rows go in in the order of the notes
+            first = _next_log_rowid(db)
+            run = _insert_streamed(git, db, annotated, key, with_ckpts, batch.claimed)
+            if run is not None:
+                mark_current(db, run, first)
+                inserted.append(run)
         else:
             note = notes.parse(annotated, git.blob_text(key))
-            run = _insert(db, note, with_ckpts) if note is not None else None
-        if run is not None:
-            mark_current(db, run, first)
-            inserted.append(run)
-    return inserted
+            if note is not None and batch.add(note):
+                inserted += batch.flush()
+    return inserted + batch.flush()
+
+
+class _Batch:
+    """Short notes' rows gathered for many runs, then inserted together.
+
+    A run's rows take a dozen statements; at 100,000 small runs, paying each statement's
+    cost once per run rather than once per batch was most of a cold rebuild. A batch
+    SQLite refuses (a value it cannot bind as it is) is undone and its notes inserted one
+    at a time by :func:`_insert`, which makes such values bindable.
+    """
+
+    ROWS = 100_000  # log rows held (~20 MB) before they go in
+
+    def __init__(self, db: sqlite3.Connection, with_ckpts: dict[str, list[str]],
+                 held: dict[str, str]):
+        self.db, self.with_ckpts = db, with_ckpts
+        self.notes: list[notes.RunNote] = []
+        self.rows = _Rows()
+        self.mine: dict[str, str] = {}  # run id -> commit, of the runs not inserted yet
+        self.claimed = ChainMap(self.mine, held)
+
+    def add(self, note: notes.RunNote) -> bool:
+        """Take in a note's rows; True when the batch is full (flush it)."""
+        run = _claim(self.db, note, claimed=self.claimed)
+        self.mine[run] = note.commit
+        self.notes.append(note)
+        self.rows.add(note, run, lambda rows: rows, orjson.dumps)
+        return len(self.rows.logs) >= self.ROWS
+
+    def flush(self) -> list[str]:
+        """Insert what the batch holds; the runs inserted (their values marked current)."""
+        if not self.notes:
+            return []
+        db, rows = self.db, self.rows
+        first = _next_log_rowid(db)
+        db.execute("SAVEPOINT batch")
+        try:
+            rows.write(db)
+            runs = rows.runs_inserted()
+            _mark_replayed(db, first)
+            self._digests(rows)
+        except (OverflowError, UnicodeError, TypeError, ValueError,
+                sqlite3.InterfaceError, sqlite3.ProgrammingError):
+            db.execute("ROLLBACK TO batch")
+            runs = []
+            for note in self.notes:
+                one = _next_log_rowid(db)
+                runs.append(_insert(db, note, self.with_ckpts, claimed=self.claimed.parents))
+                mark_current(db, runs[-1], one)
+        db.execute("RELEASE batch")
+        self.notes, self.rows = [], _Rows()
+        self.mine.clear()
+        return runs
+
+    def _digests(self, rows: "_Rows") -> None:
+        for run, _, _, objs, _, _ in rows.ckpts:
+            self.with_ckpts.setdefault(run, []).extend(digests(objs))
+
+
+def _mark_replayed(db: sqlite3.Connection, first: int, schema: str = "main") -> None:
+    """:func:`mark_current` for each run with replayed log rows from rowid ``first`` on
+    (found in one scan: most runs have none)."""
+    ranges = db.execute(f"SELECT run, min(rowid), max(rowid) FROM {schema}.logs "
+                        "WHERE rowid >= ? GROUP BY run HAVING count(rp) > 0", (first,))
+    for run, lo, hi in ranges.fetchall():
+        mark_current(db, run, lo, schema, hi + 1)
 
 
 def _next_log_rowid(db: sqlite3.Connection, schema: str = "main") -> int:
@@ -323,7 +396,8 @@ def _note_bytes(git: Git, key: str | None) -> int:
 
 
 def _insert_streamed(git: Git, db: sqlite3.Connection, annotated: str, key: str,
-                     with_ckpts: dict[str, list[str]]) -> str | None:
+                     with_ckpts: dict[str, list[str]], claimed: Mapping[str, str]
+                     ) -> str | None:
     """A long note's rows, a batch of lines at a time: one part and one batch of records
     in memory. Rows go in in the note's line order; readers order by ``seq``. Its
     header, replay headers and lifecycle records are found first
@@ -338,12 +412,12 @@ def _insert_streamed(git: Git, db: sqlite3.Connection, annotated: str, key: str,
         return None
     bare = notes.RunNote(annotated, header, [], replays, events)
     if notes.lifecycle(bare).removed is not None:
-        return _insert(db, bare, with_ckpts)
+        return _insert(db, bare, with_ckpts, claimed=claimed)
     run = None
     for records in notes.record_batches(git.note_chunks(key), source):
         # each batch as a note of its own: the run's row again, its replays once
         run = _insert(db, notes.RunNote(annotated, header, records, replays, events),
-                      with_ckpts)
+                      with_ckpts, claimed=claimed if run is None else None)
         replays = []
     return run
 
@@ -431,33 +505,41 @@ def _create_log_indexes(db: sqlite3.Connection) -> None:
         db.execute(f"CREATE INDEX IF NOT EXISTS {index} ON {on}")
 
 
-def _forget_commit(db: sqlite3.Connection, commit: str) -> None:
-    for (run,) in db.execute("SELECT run FROM runs WHERE commit_id=? UNION "
-                             "SELECT run FROM removed WHERE commit_id=?", (commit, commit)
-                             ).fetchall():
+def _forget_commit(db: sqlite3.Connection, commit: str) -> dict[str, str]:
+    """Delete the rows of the runs of ``commit``'s note; returns them (run id -> commit)."""
+    runs = {run: commit for (run,) in db.execute(
+        "SELECT run FROM runs WHERE commit_id=? UNION "
+        "SELECT run FROM removed WHERE commit_id=?", (commit, commit)).fetchall()}
+    for run in runs:
         for table in _PER_RUN_TABLES:
             db.execute(f"DELETE FROM {table} WHERE run=?", (run,))
+    return runs
 
 
 def _insert(db: sqlite3.Connection, note: notes.RunNote, with_ckpts: dict[str, list[str]],
-            schema: str = "main") -> str:
+            schema: str = "main", claimed: Mapping[str, str] | None = None) -> str:
     """The run's rows, into the tables of ``schema`` (``live``: a run still running);
     returns its id. The object digests of its checkpoints, if it took any, go to
     ``with_ckpts`` under its run id. A value SQLite cannot bind as it is (an int beyond
     64 bits, a string with a lone surrogate, a list where a number belongs) is rare: the
     first try binds everything as it is, and only a run that fails is inserted again,
     each column value made bindable (:func:`_bindable`)."""
+    run = _claim(db, note, schema, claimed)
     db.execute("SAVEPOINT run")
     try:
-        run, ckpts = _insert_rows(db, note, lambda rows: rows, orjson.dumps, schema)
+        rows = _Rows()
+        rows.add(note, run, lambda rows: rows, orjson.dumps)
+        rows.write(db, schema)
     except (OverflowError, UnicodeError, TypeError, ValueError,
             sqlite3.InterfaceError, sqlite3.ProgrammingError):
         db.execute("ROLLBACK TO run")
-        run, ckpts = _insert_rows(db, note, _bindable_rows, lambda ctx: ctx_text(ctx).encode(),
-                                  schema)
+        rows = _Rows()
+        rows.add(note, run, _bindable_rows, lambda ctx: ctx_text(ctx).encode())
+        rows.write(db, schema)
     db.execute("RELEASE run")
-    if ckpts:  # extended: a long note comes a batch at a time
-        with_ckpts.setdefault(run, []).extend(sha for row in ckpts for sha in digests(row[3]))
+    if rows.ckpts:  # extended: a long note comes a batch at a time
+        with_ckpts.setdefault(run, []).extend(sha for row in rows.ckpts
+                                              for sha in digests(row[3]))
     return run
 
 
@@ -487,12 +569,16 @@ def text_of_int(value: int) -> str:
         return hex(value)
 
 
-def _claim(db: sqlite3.Connection, note: notes.RunNote, schema: str = "main") -> str:
+def _claim(db: sqlite3.Connection, note: notes.RunNote, schema: str = "main",
+           claimed: Mapping[str, str] | None = None) -> str:
     """The id the note's rows go under: its run id, unless another shadow commit's run
-    holds it already (a pulled note reusing a local id, by accident or not). The run
-    that was there keeps it; the newcomer is ``<run>@<its commit>``, with a warning."""
+    holds it already (a pulled note reusing a local id, by accident or not): in the
+    table, or in ``claimed`` (run id -> commit: a batch's runs not inserted yet, and the
+    runs of the notes a sync is replacing). The run that was there keeps it; the
+    newcomer is ``<run>@<its commit>``, with a warning."""
     run = note.run
-    held = db.execute(f"SELECT commit_id FROM {schema}.runs WHERE run=?", (run,)).fetchone()
+    held = (claimed[run],) if claimed and run in claimed else db.execute(
+        f"SELECT commit_id FROM {schema}.runs WHERE run=?", (run,)).fetchone()
     if held is None or held[0] == note.commit:
         return run
     alias = f"{run}@{note.commit[:10]}"
@@ -501,37 +587,60 @@ def _claim(db: sqlite3.Connection, note: notes.RunNote, schema: str = "main") ->
     return alias
 
 
-def _insert_rows(db: sqlite3.Connection, note: notes.RunNote, bind, dumps, schema: str
-                 ) -> tuple[str, list[tuple]]:
-    """A removed run is only listed in ``removed``: no reader sees it."""
-    h, run = note.header, _claim(db, note, schema)
-    state = notes.lifecycle(note)
-    if state.removed is not None:
-        db.execute(f"INSERT OR REPLACE INTO {schema}.removed VALUES (?,?,?,?)",
-                   (run, note.commit, state.removed, int(state.purged)))
-        return run, []
-    db.execute(f"INSERT OR REPLACE INTO {schema}.runs "
-               f"VALUES ({','.join('?' * len(RUN_COLUMNS))})", *bind([(
-        run, note.commit, h.get("start"), h.get("end"), h.get("script"), h.get("branch"),
-        h.get("head"), h.get("status"), h.get("exit"), json.dumps(h.get("argv", [])),
-        json.dumps(h.get("kwargs", {})), h.get("python"), h.get("torch"), h.get("host"),
-        h.get("user"), state.annotation)]))
-    db.executemany(f"INSERT OR IGNORE INTO {schema}.tags VALUES (?,?)",
-                   bind([(run, tag) for tag in state.tags]))
-    logs, args, timings, ckpts = map(bind, _rows(run, note.records, dumps))
-    db.executemany(f"INSERT OR REPLACE INTO {schema}.args VALUES (?,?,?)", args)
-    for size, group in groupby(logs, len):  # consecutive rows of one shape keep their order
-        db.executemany(_LOG_INSERT[size].format(schema=schema), group)
-    db.executemany(f"INSERT INTO {schema}.timings VALUES (?,?,?,?,?)", timings)
-    db.executemany(f"INSERT INTO {schema}.checkpoints VALUES (?,?,?,?,?,?)", ckpts)
-    db.executemany(f"INSERT INTO {schema}.replays VALUES (?,?,?,?,?,?,?)", bind([
-        (run, rp.get(notes.REPLAY_ID), json.dumps(rp.get("names")), rp.get("mode"),
-         rp.get("start"), rp.get("end"), rp.get("status")) for rp in note.replays]))
-    levels = set(zip(map(_NAME, logs), map(_LEVEL, logs)))  # in C: a few distinct pairs
-    kinds = {(name, "arg") for _, name, _ in args}
-    kinds.update((name, "loop" if lvl else "run") for name, lvl in levels)
-    db.executemany(f"INSERT OR IGNORE INTO {schema}.names VALUES (?,?)", sorted(kinds))
-    return run, ckpts
+class _Rows:
+    """The rows of one or more runs' notes, by table, in note order, and how they go in."""
+
+    def __init__(self) -> None:
+        self.runs: list[tuple] = []
+        self.removed: list[tuple] = []
+        self.tags: list[tuple] = []
+        self.args: list[tuple] = []
+        self.logs: list[tuple] = []
+        self.timings: list[tuple] = []
+        self.ckpts: list[tuple] = []
+        self.replays: list[tuple] = []
+        self.names: set[tuple[str, str]] = set()
+
+    def add(self, note: notes.RunNote, run: str, bind, dumps) -> None:
+        """A removed run is only listed in ``removed``: no reader sees it."""
+        h, state = note.header, notes.lifecycle(note)
+        if state.removed is not None:
+            self.removed += bind([(run, note.commit, state.removed, int(state.purged))])
+            return
+        self.runs += bind([(
+            run, note.commit, h.get("start"), h.get("end"), h.get("script"), h.get("branch"),
+            h.get("head"), h.get("status"), h.get("exit"), json.dumps(h.get("argv", [])),
+            json.dumps(h.get("kwargs", {})), h.get("python"), h.get("torch"), h.get("host"),
+            h.get("user"), state.annotation)])
+        self.tags += bind([(run, tag) for tag in state.tags])
+        logs, args, timings, ckpts = map(bind, _rows(run, note.records, dumps))
+        self.logs += logs
+        self.args += args
+        self.timings += timings
+        self.ckpts += ckpts
+        self.replays += bind([
+            (run, rp.get(notes.REPLAY_ID), json.dumps(rp.get("names")), rp.get("mode"),
+             rp.get("start"), rp.get("end"), rp.get("status")) for rp in note.replays])
+        levels = set(zip(map(_NAME, logs), map(_LEVEL, logs)))  # in C: a few distinct pairs
+        self.names.update((name, "arg") for _, name, _ in args)
+        self.names.update((name, "loop" if lvl else "run") for name, lvl in levels)
+
+    def write(self, db: sqlite3.Connection, schema: str = "main") -> None:
+        db.executemany(f"INSERT OR REPLACE INTO {schema}.removed VALUES (?,?,?,?)",
+                       self.removed)
+        db.executemany(f"INSERT OR REPLACE INTO {schema}.runs "
+                       f"VALUES ({','.join('?' * len(RUN_COLUMNS))})", self.runs)
+        db.executemany(f"INSERT OR IGNORE INTO {schema}.tags VALUES (?,?)", self.tags)
+        db.executemany(f"INSERT OR REPLACE INTO {schema}.args VALUES (?,?,?)", self.args)
+        for size, group in groupby(self.logs, len):  # consecutive rows of a shape, in order
+            db.executemany(_LOG_INSERT[size].format(schema=schema), group)
+        db.executemany(f"INSERT INTO {schema}.timings VALUES (?,?,?,?,?)", self.timings)
+        db.executemany(f"INSERT INTO {schema}.checkpoints VALUES (?,?,?,?,?,?)", self.ckpts)
+        db.executemany(f"INSERT INTO {schema}.replays VALUES (?,?,?,?,?,?,?)", self.replays)
+        db.executemany(f"INSERT OR IGNORE INTO {schema}.names VALUES (?,?)", sorted(self.names))
+
+    def runs_inserted(self) -> list[str]:
+        return [row[0] for row in self.runs] + [row[0] for row in self.removed]
 
 
 def _rows(run: str, records: list[dict], dumps=orjson.dumps) -> tuple[list[tuple], list[tuple], list[tuple],
@@ -604,18 +713,21 @@ def current_sources(replays: list[dict], written: set[tuple[str, str]]) -> dict[
     return {name: key[1] for name, key in newest.items()}
 
 
-def mark_current(db: sqlite3.Connection, run: str, first: int, schema: str = "main") -> None:
-    """Mark which of a just-inserted run's log rows (rowid ``first`` on) are current, by
-    :func:`current_sources`: only a run with replayed values has any to mark."""
+def mark_current(db: sqlite3.Connection, run: str, first: int, schema: str = "main",
+                 end: int | None = None) -> None:
+    """Mark which of a just-inserted run's log rows (rowids ``first`` to ``end``, or on)
+    are current, by :func:`current_sources`: only a run with replayed values has any to
+    mark."""
+    span, bounds = ("rowid >= ? AND rowid < ?", (first, end)) if end else ("rowid >= ?", (first,))
     written = set(db.execute(f"SELECT DISTINCT name, rp FROM {schema}.logs "
-                             "WHERE rowid >= ? AND rp IS NOT NULL", (first,)))
+                             f"WHERE {span} AND rp IS NOT NULL", bounds))
     if not written:
         return
     replays = [{notes.REPLAY_ID: rp, "start": start} for rp, start in db.execute(
         f"SELECT rp, start FROM {schema}.replays WHERE run=?", (run,))]
     for name, rp in current_sources(replays, written).items():
-        db.execute(f"UPDATE {schema}.logs SET cur = (rp IS ?) WHERE rowid >= ? AND name = ?",
-                   (rp, first, name))
+        db.execute(f"UPDATE {schema}.logs SET cur = (rp IS ?) WHERE {span} AND name = ?",
+                   (rp, *bounds, name))
 
 
 def summarize(db: sqlite3.Connection, runs: Iterable[str] | None = None,
