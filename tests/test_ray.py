@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import flor, flor_json, make_repo
+from conftest import flor, flor_json, git, make_repo
 from flor_cli.storage import notes
 from flor_cli.storage.git import Git
 
@@ -138,3 +138,98 @@ def test_sweep_and_replay_on_ray_equal_the_local_engine(ray_env, tmp_path: Path)
     for note in run_notes(on_ray):
         (rp,) = note.replays
         assert rp["mode"] == "skip" and rp["restored"] == 2  # from the shipped checkpoints
+
+
+class InProcessCluster:
+    """The part of ray_engine.Cluster that RayReplay uses, played in this process: a
+    task (the real ``run_task``, its script a subprocess) runs when first waited on;
+    submissions and cancellations are listed."""
+
+    def __init__(self) -> None:
+        self.ray = self  # RayReplay calls cluster.ray.put/wait/get/cancel
+        self.submitted: list[dict] = []
+        self.cancelled: list[int] = []
+        self.results: dict[int, dict] = {}
+
+    def archive(self, git: Git, rev: str) -> bytes:
+        return git.archive(rev)
+
+    def put(self, value):
+        return value
+
+    def submit(self, gpus: float, **kwargs) -> int:
+        self.submitted.append(kwargs)
+        return len(self.submitted) - 1
+
+    def wait(self, refs: list, timeout: float | None = None) -> tuple[list, list]:
+        return refs, []
+
+    def get(self, ref: int) -> dict:
+        from flor_cli.services.ray_engine import run_task
+
+        if ref not in self.results:
+            self.results[ref] = run_task(**self.submitted[ref])
+        return self.results[ref]
+
+    def cancel(self, ref: int, force: bool = False) -> None:
+        self.cancelled.append(ref)
+
+
+def test_ray_replay_submits_every_task_first_verifying_ones_and_needs_no_worktree(
+        tmp_path: Path) -> None:
+    from flor_cli.services.ray_engine import RayReplay
+    from flor_cli.services.replay import api
+    from flor_cli.services.replay.execute import execute
+
+    repo = make_repo(tmp_path / "repo", files={"train.py": SCRIPT})
+    flor(repo, "sweep", "train.py", "--grid", "scale=1,2")
+    (repo / "train.py").write_text(SCRIPT + "# another version of the code\n")
+    flor(repo, "sweep", "train.py", "--grid", "scale=3")
+    flor(repo, "serve")  # one at a time: runs scale 1, 2 (code X), then 3 (code Y)
+    (repo / "train.py").write_text(HINDSIGHT)
+    git = Git(repo)
+
+    def plan_and_launcher():
+        plan = api.plan(git, ["half"])
+        cluster = InProcessCluster()
+        return plan, cluster, RayReplay(cluster, git, plan, 0.0)
+
+    plan, cluster, launcher = plan_and_launcher()
+    x1, x2, y1 = plan.runnable
+    assert [j.args["scale"] for j in plan.runnable] == [1, 2, 3]
+    assert x1.check is not None and x2.check is None and y1.check is not None
+    tasks = [(c["replay"].args["scale"], c["replay"].mode, c["replay"].range)
+             for c in cluster.submitted]
+    assert tasks == [(1, "skip", None), (1, "nested", x1.check), (3, "skip", None),
+                     (3, "nested", y1.check), (2, "skip", None)]
+    # a worker nobody foresaw (x1 re-executed: its verification found a difference):
+    # code X's tasks that restore are cancelled, code Y's are not
+    config = cluster.submitted[0]["replay"]._replace(mode="nested", range=[0, None],
+                                                     journal=str(tmp_path / "j.jsonl"))
+    launcher(x1, [], Path(), {"FLOR_REPLAY": config.to_json()}, tmp_path / "j.log")
+    assert sorted(cluster.cancelled) == [0, 4] and len(cluster.submitted) == 6
+
+    plan, cluster, launcher = plan_and_launcher()
+    outcome = execute(git, plan, launch=launcher)
+    assert len(outcome.done) == 3 and not outcome.failed and len(outcome.verified) == 2
+    assert not (repo / ".git/flor/worktrees").exists()  # the tasks brought the code
+    assert len(cluster.submitted) == 5 and not cluster.cancelled
+    for note in run_notes(repo):
+        val = [r["v"] for r in note.records if r["t"] == "log" and r["n"] == "val"]
+        half = [r["v"] for r in note.records if r["t"] == "log" and r["n"] == "half"]
+        assert half == [v / 4 for v in val] and len(half) == 2
+
+
+def test_a_task_replaces_a_linked_script_instead_of_writing_through_the_link(
+        tmp_path: Path) -> None:
+    from flor_cli.services.ray_engine import run_task
+
+    repo = make_repo(tmp_path / "repo", files={"real.py": "print('old')\n"})
+    (repo / "train.py").symlink_to("real.py")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "a linked script")
+    result = run_task(Git(repo).archive("HEAD"), {"train.py": b"print('new')\n"}, {},
+                      ["-c", "import runpy; runpy.run_path('train.py'); "
+                             "print(open('real.py').read())"],
+                      ".", "", {}, None, None)
+    assert result["code"] == 0 and result["output"].split() == ["new", "print('old')"]

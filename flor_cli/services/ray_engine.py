@@ -37,10 +37,13 @@ from flor_cli.storage.objects import ObjectStore
 OUTPUT_TAIL = 4000  # characters of a task's output returned for error messages
 
 
-def address(git: Git, given: str | None) -> str | None:
+def address(git: Git, given: str | bool | None) -> str | None:
     """The Ray address to use: ``--ray ADDRESS``, ``--ray`` alone ("" = a local Ray for
-    this command), else ``git config flor.ray``; None means no Ray."""
-    if given is not None:
+    this command), else ``git config flor.ray``; None means no Ray, as does ``given``
+    False (``--no-ray``, whatever the config says)."""
+    if given is False:
+        return None
+    if isinstance(given, str):
         return given
     return git.config("flor.ray")
 
@@ -102,13 +105,16 @@ def run_task(archive: bytes, files: dict[str, bytes], objects: dict[str, bytes],
     task's GPUs (CUDA_VISIBLE_DEVICES); the script inherits them. Objects the run wrote
     are uploaded to ``remote`` when set, else returned by digest for the driver to store.
     """
+    from flor_cli.services.replay.execute import write_script
+    from flor_cli.services.serve import die_with_parent
+
     tmp = Path(tempfile.mkdtemp(prefix="flor-ray-"))
     try:
         tree = tmp / "tree"
         with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
             tar.extractall(tree, filter="data")
-        for rel, data in files.items():
-            (tree / rel).write_bytes(data)
+        for rel, data in files.items():  # a link in the tree is replaced, not followed
+            write_script(tree, rel, data.decode())
         store = ObjectStore(tmp / "objects", remote)
         for digest, data in objects.items():
             ObjectStore.verify(digest, [data])
@@ -125,10 +131,10 @@ def run_task(archive: bytes, files: dict[str, bytes], objects: dict[str, bytes],
                                                                 time.time()))
         run_env["PYTHONDONTWRITEBYTECODE"] = "1"
         log = tmp / "output.log"
-        with open(log, "wb") as out:
+        with open(log, "wb") as out:  # a cancelled task's worker is killed: so is the script
             code = subprocess.run([sys.executable, *argv], cwd=tree / cwd, env=run_env,
                                   stdin=subprocess.DEVNULL, stdout=out,
-                                  stderr=subprocess.STDOUT).returncode
+                                  stderr=subprocess.STDOUT, preexec_fn=die_with_parent).returncode
         written = [p.parent.name + p.name for p in store.root.glob("*/*")
                    if not p.name.startswith(".") and p.parent.name + p.name not in shipped]
         returned: dict[str, bytes] = {}
@@ -178,10 +184,18 @@ class RayJobs:
 
 class RayReplay:
     """``flor replay --ray``: the worker launcher of services/replay/execute, each worker a
-    Ray task. Every run's workers are submitted at once when the plan is given, so runs
-    replay in parallel on the cluster while execute collects them one by one; a worker
-    execute asks for that was not foreseen (verification, a re-execution) is submitted
-    when asked for."""
+    Ray task. Every run's workers are submitted when the plan is given, so runs replay in
+    parallel on the cluster while execute collects them one by one: first the runs that
+    verify their code, each with its verifying worker (their outcome decides how the
+    code's other runs replay), then the others, in the plan's order. Tasks carry the
+    code (``ships_code``), so execute checks out no worktree for them.
+
+    A worker execute asks for that was not foreseen is a re-execution after a
+    verification found a difference: the tasks still pending that restore checkpoints
+    for that code are cancelled (their values would be discarded) and the worker is
+    submitted then."""
+
+    ships_code = True
 
     def __init__(self, cluster: Cluster, git: Git, plan, gpus_per_job: float):
         from flor_cli.services.replay.plan import worker_ranges
@@ -189,11 +203,15 @@ class RayReplay:
         self.cluster, self.git, self.plan, self.gpus = cluster, git, plan, gpus_per_job
         self._objects: dict[str, Any] = {}
         self.pending: dict[tuple, Any] = {}
-        for job in plan.runnable:
+        self._code = {job.run: (job.script, job.source) for job in plan.runnable}
+        for job in sorted(plan.runnable, key=lambda j: j.check is None):  # stable
             ranges = worker_ranges(job.epochs, plan.workers) if job.mode == "nested" else [None]
-            for epochs in ranges:
+            specs = [(job.mode, epochs) for epochs in ranges]
+            if job.check is not None:
+                specs.append(("nested", job.check))
+            for mode, epochs in specs:
                 config = protocol.ReplayConfig(
-                    names=plan.names, mode=job.mode, range=epochs, args=job.args,
+                    names=plan.names, mode=mode, range=epochs, args=job.args,
                     ckpts=job.ckpts, checkpointing=job.checkpointing, journal="", store="")
                 self.pending[_key(job.run, config)] = self._submit(job, config)
 
@@ -214,8 +232,16 @@ class RayReplay:
     def __call__(self, job, argv: list[str], cwd: Path, env: dict[str, str],
                  log_path: Path) -> "TaskProcess":
         config = protocol.ReplayConfig.from_json(env[protocol.REPLAY])
-        ref = self.pending.pop(_key(job.run, config), None) or self._submit(job, config)
+        ref = self.pending.pop(_key(job.run, config), None)
+        if ref is None:
+            self._drop_restoring(self._code.get(job.run))
+            ref = self._submit(job, config)
         return TaskProcess(self.cluster, ref, Path(config.journal), log_path)
+
+    def _drop_restoring(self, code: tuple | None) -> None:
+        """Cancel the pending tasks that restore checkpoints (mode skip) for ``code``."""
+        for key in [k for k in self.pending if k[1] == "skip" and self._code[k[0]] == code]:
+            self.cluster.ray.cancel(self.pending.pop(key), force=True)
 
     def cancel(self) -> None:
         """Stop what is still running (Ctrl-C, failures): the cluster may outlive us."""

@@ -59,22 +59,23 @@ class ServeResult:
 
 
 def serve(git: Git, workers: int | None = None, gpus: Sequence[str] = (), wait: bool = False,
-          ray: str | None = None, gpus_per_job: float = 0.0,
+          ray: str | bool | None = None, gpus_per_job: float = 0.0,
           say: Callable[[str], None] = print) -> ServeResult:
     """Run queued jobs until the queue is empty (or, with ``wait``, until interrupted):
     ``workers`` at once (default 1; one per GPU with ``gpus``; on Ray, the cluster's CPUs).
 
-    ``ray`` is a Ray address ("" starts a local Ray for this call); without it, ``git
-    config flor.ray`` decides, and unset means local processes.
+    ``ray`` is a Ray address ("" starts a local Ray for this call) or False (local
+    processes); without it, ``git config flor.ray`` decides, and unset means local
+    processes.
     """
+    from flor_cli.services import ray_engine
+
     store = configured_store(git)
-    address = ray if ray is not None else git.config("flor.ray")
+    address = ray_engine.address(git, ray)
     if address is None:
         if gpus:
             workers = len(gpus)
         return _serve(git, LocalEngine(git, store, gpus), workers or 1, wait, say)
-    from flor_cli.services import ray_engine
-
     cluster = ray_engine.Cluster(address)
     try:
         engine = ray_engine.RayJobs(cluster, git, store, gpus_per_job)
@@ -201,7 +202,7 @@ def supervise(argv: list[str], cwd: Path, env: dict[str, str], log: Path,
     with open(log, "ab") as out:
         proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True,
-                                preexec_fn=_die_with_parent)
+                                preexec_fn=die_with_parent)
     try:
         while True:
             try:
@@ -221,7 +222,7 @@ def supervise(argv: list[str], cwd: Path, env: dict[str, str], log: Path,
             proc.wait()
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """Linux: the script gets SIGKILL when its server dies, even by SIGKILL."""
     try:
         import ctypes

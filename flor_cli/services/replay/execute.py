@@ -31,6 +31,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Callable, Sequence
@@ -101,8 +102,8 @@ def execute(git: Git, plan: Plan, gpus: Sequence[str] = (),
                 job.mode, job.why = "nested", f"verification failed on run {earlier.run}"
             check = job.check if job.mode == "skip" else None
             try:
-                with Sandbox(git, git.flor_dir / "worktrees" / f"{outcome.replay_id}-{job.run}",
-                             job.commit, extra + big) as tree:
+                with _worktree(git, f"{outcome.replay_id}-{job.run}", job.commit, extra + big,
+                               launch) as tree:
                     journals, verification, busy = _replay(tree, job, plan, gpus, scratch,
                                                            progress, check, launch or _launch)
                 if verification is not None:
@@ -129,7 +130,17 @@ def execute(git: Git, plan: Plan, gpus: Sequence[str] = (),
     return outcome
 
 
-def _replay(tree: Path, job: Job, plan: Plan, gpus: Sequence[str], scratch: Path,
+def _worktree(git: Git, name: str, commit: str, extra: list[str], launch: "Launch | None"
+              ) -> "Sandbox | nullcontext[None]":
+    """The run's worktree, ``.git/flor/worktrees/NAME``; none (None) when the launcher's
+    workers bring their own copy of the code (``launch.ships_code``: a Ray task unpacks
+    the commit's archive with the transplanted script in it)."""
+    if getattr(launch, "ships_code", False):
+        return nullcontext(None)
+    return Sandbox(git, git.flor_dir / "worktrees" / name, commit, extra)
+
+
+def _replay(tree: Path | None, job: Job, plan: Plan, gpus: Sequence[str], scratch: Path,
             progress: "Progress", check: list[int | None] | None, launch: "Launch"
             ) -> tuple[list[Path], Verification | None, float]:
     """The job's journals, its verification when ``check`` asks for one, and the
@@ -160,13 +171,15 @@ def write_script(tree: Path, script: str, source: str) -> None:
     path.write_bytes(source.encode())
 
 
-def _run(tree: Path, job: Job, plan: Plan, gpus: Sequence[str], scratch: Path,
+def _run(tree: Path | None, job: Job, plan: Plan, gpus: Sequence[str], scratch: Path,
          progress: "Progress", check: list[int | None] | None, launch: "Launch") -> list[Path]:
     """Run the job's workers to the end; their journals (the checking worker's last,
-    when ``check`` asks for one to re-execute that epoch range), or Failed."""
-    write_script(tree, job.script, job.source)
-    cwd = tree / job.cwd
-    script = os.path.relpath(tree / job.script, cwd)
+    when ``check`` asks for one to re-execute that epoch range), or Failed. Without a
+    worktree (``tree`` None), ``cwd`` is relative to the repository root."""
+    if tree is not None:
+        write_script(tree, job.script, job.source)
+    cwd = (tree or Path()) / job.cwd
+    script = os.path.relpath(job.script, job.cwd)
     ranges = worker_ranges(job.epochs, plan.workers) if job.mode == "nested" else [None]
     specs = [(job.mode, epochs) for epochs in ranges]
     if check is not None:
@@ -200,7 +213,9 @@ def _run(tree: Path, job: Job, plan: Plan, gpus: Sequence[str], scratch: Path,
 
 # How a worker starts: (job, argv, cwd, env with FLOR_REPLAY, log path) -> an object
 # with Popen's poll/wait/kill (kill ending whatever the worker started too), whose
-# journal is at the config's path once it has ended.
+# journal is at the config's path once it has ended. A launcher with ``ships_code =
+# True`` gets no worktree (cwd is then relative to the repository root): its workers
+# run the job's commit and transplanted script elsewhere.
 Launch = Callable[[Job, list[str], Path, dict[str, str], Path], Any]
 
 
