@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FLOR, flor, flor_json, git, make_repo
+from conftest import FLOR, cli, flor, flor_json, git, make_repo
 
 import flor as flor_api
 from flor_cli.main import main
@@ -214,3 +214,21 @@ def test_bad_sweeps_are_one_line_and_queue_nothing(repo: Path, monkeypatch, caps
     err = capsys.readouterr().err
     assert exited.value.code == 2 and err.count("\n") == 1 and message in err, err
     assert queue.jobs(Git(repo)) == []
+
+
+def test_no_ray_runs_locally_whatever_flor_ray_says(repo: Path) -> None:
+    from flor_cli.services import ray_engine
+
+    git(repo, "config", "flor.ray", "127.0.0.1:9")  # nothing listens there
+    assert ray_engine.address(Git(repo), None) == "127.0.0.1:9"
+    assert ray_engine.address(Git(repo), False) is None
+    flor(repo, "sweep", "train.py", "--grid", "hidden=1")
+    assert "1 done, 0 failed" in flor(repo, "serve", "--no-ray").stdout
+    (repo / "train.py").write_text(SCRIPT.replace('flor.log("gpu"', 'flor.log("twice", lr * 2)\n'
+                                                  'flor.log("gpu"'))
+    proc = flor(repo, "replay", "twice", "--yes", "--no-ray")
+    assert [r["twice"] for r in flor_json(repo, "log")] == [0.2], proc.stderr
+    for command in ("serve", "replay"):
+        proc = cli(repo, command, *(["twice"] if command == "replay" else []),
+                   "--ray=127.0.0.1:9", "--no-ray", check=False)
+        assert proc.returncode == 2 and "--ray and --no-ray: choose one" in proc.stderr

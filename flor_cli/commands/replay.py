@@ -9,6 +9,7 @@ import sys
 import click
 
 from flor_cli.output import Output, output_options
+from flor_cli.ray_options import ray_options
 
 
 @click.command("replay")
@@ -25,16 +26,11 @@ from flor_cli.output import Output, output_options
 @click.option("--rev", help="Take today's statements from this commit, not the worktree.")
 @click.option("--no-verify", "no_verify", is_flag=True,
               help="Do not check skipping against re-execution on one epoch per version.")
-@click.option("--ray", "ray", is_flag=False, flag_value="", default=None, metavar="[ADDRESS]",
-              help="Replay as Ray tasks on the cluster at ADDRESS (alone: a local Ray for "
-                   "this command; put it last or write --ray=ADDRESS). Default: git config "
-                   "flor.ray, else local processes.")
-@click.option("--gpus-per-job", type=click.FloatRange(min=0), default=0.0,
-              help="GPUs each Ray task asks for (num_gpus).")
+@ray_options
 @output_options
 def command(names: tuple[str, ...], where: str | None, yes: bool, dry_run: bool,
             show_diff: bool, workers: int, gpus: str | None, rev: str | None, no_verify: bool,
-            ray: str | None, gpus_per_job: float, out: Output) -> None:
+            ray: str | bool | None, gpus_per_job: float, out: Output) -> None:
     """Backfill the flor.log statements for NAMEs into past runs by replaying them.
 
     Each selected run's code is checked out into a temporary worktree, today's

@@ -6,6 +6,8 @@ import sys
 
 import click
 
+from flor_cli.ray_options import ray_options
+
 
 @click.command("serve")
 @click.option("--workers", type=click.IntRange(min=1),
@@ -13,12 +15,8 @@ import click
 @click.option("--gpus", help="Comma-separated GPU ids: one worker per GPU, each job "
                              "sees its worker's GPU as CUDA_VISIBLE_DEVICES.")
 @click.option("--wait", is_flag=True, help="Keep serving when the queue is empty.")
-@click.option("--ray", "ray", is_flag=False, flag_value="", default=None, metavar="[ADDRESS]",
-              help="Run jobs as Ray tasks on the cluster at ADDRESS (alone: a local Ray "
-                   "for this command). Default: git config flor.ray, else local processes.")
-@click.option("--gpus-per-job", type=click.FloatRange(min=0), default=0.0,
-              help="GPUs each Ray task asks for (num_gpus).")
-def command(workers: int | None, gpus: str | None, wait: bool, ray: str | None,
+@ray_options
+def command(workers: int | None, gpus: str | None, wait: bool, ray: str | bool | None,
             gpus_per_job: float) -> None:
     """Run the queued jobs (flor sweep, flor.batch) as recorded runs.
 
@@ -29,7 +27,8 @@ def command(workers: int | None, gpus: str | None, wait: bool, ray: str | None,
 
     With --ray, each job is a Ray task: workers get the code as an archive and return
     their records; checkpoints travel through flor.store (or back to this process).
-    Put --ray last, or write --ray=ADDRESS.
+    Put --ray last, or write --ray=ADDRESS. --no-ray runs locally whatever git config
+    flor.ray says.
     """
     from flor_cli.services import serve
     from flor_cli.storage.git import Git

@@ -24,20 +24,19 @@ def plan(git: Git, names: Sequence[str], *, where: str | None = None, workers: i
 
 
 def execute(git: Git, plan: Plan, *, gpus: str | Sequence[str] | None = None,
-            ray: str | None = None, gpus_per_job: float = 0.0) -> Outcome:
+            ray: str | bool | None = None, gpus_per_job: float = 0.0) -> Outcome:
     """Replay the plan's runnable runs; a failed run is in ``outcome.failed``, not raised.
 
     On Ray when ``ray`` names an address ("" starts a local Ray for this call), else
-    when ``git config flor.ray`` does; each worker is then a task asking for
-    ``gpus_per_job`` GPUs.
+    (``ray`` None) when ``git config flor.ray`` does; ``ray=False``: local processes.
+    Each Ray worker is a task asking for ``gpus_per_job`` GPUs.
     """
+    from flor_cli.services import ray_engine
     from flor_cli.services.replay.execute import execute as run
 
-    address = ray if ray is not None else git.config("flor.ray")
+    address = ray_engine.address(git, ray)
     if address is None:
         return run(git, plan, gpus=_gpu_list(gpus))
-    from flor_cli.services import ray_engine
-
     cluster = ray_engine.Cluster(address)
     launcher = ray_engine.RayReplay(cluster, git, plan, gpus_per_job)
     try:
