@@ -232,3 +232,39 @@ def test_no_ray_runs_locally_whatever_flor_ray_says(repo: Path) -> None:
         proc = cli(repo, command, *(["twice"] if command == "replay" else []),
                    "--ray=127.0.0.1:9", "--no-ray", check=False)
         assert proc.returncode == 2 and "--ray and --no-ray: choose one" in proc.stderr
+
+
+def test_queued_snapshots_leave_out_big_files_as_flor_run_does(repo: Path) -> None:
+    from flor_cli.storage import notes
+
+    git(repo, "config", "flor.maxFileSize", "1k")
+    (repo / "big.bin").write_bytes(b"x" * 2048)  # untracked, over the limit
+    (repo / "train.py").write_text(SCRIPT + 'flor.log("size", os.path.getsize("big.bin"))\n')
+    proc = flor(repo, "sweep", "train.py", "--grid", "hidden=1")
+    assert "left out of the snapshot" in proc.stderr and "big.bin (2.0 KB)" in proc.stderr
+    (job,) = queue.jobs(Git(repo))
+    assert [e["path"] for e in job.big] == ["big.bin"]
+    assert git(repo, "ls-tree", "--name-only", job.tree).split() == [".gitignore", "train.py"]
+    flor(repo, "serve")
+    (run,) = ok_runs(repo)
+    assert run["size"] == 2048  # linked into the job's worktree
+    g = Git(repo)
+    (note,) = [notes.parse(c, g.blob_text(b)) for c, b in g.iter_notes()]
+    (big,) = note.header["big"]
+    assert big["path"] == "big.bin" and big["size"] == 2048 and big["hash"].startswith("sha256:")
+
+
+def test_a_queue_from_before_big_files_gains_the_column(repo: Path) -> None:
+    import sqlite3
+
+    g = Git(repo)
+    g.flor_dir.mkdir(parents=True, exist_ok=True)
+    old = sqlite3.connect(queue.path(g))
+    old.execute("\n".join(line for line in queue._SCHEMA.splitlines()
+                          if not line.lstrip().startswith("big ")))
+    old.execute("INSERT INTO jobs (script, cwd, argv, kwargs, commit_id, tree, queued) "
+                "VALUES ('train.py', '.', '[]', '{}', 'c', 't', 0)")
+    old.commit()
+    old.close()
+    (job,) = queue.jobs(g)
+    assert job.big == [] and job.script == "train.py"

@@ -19,11 +19,12 @@ import json
 import os
 import sqlite3
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 from flor_cli.errors import UserError
+from flor_cli.storage import bigfiles
 from flor_cli.storage.git import Git
 from flor_cli.storage.journal import alive
 
@@ -39,6 +40,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     kwargs TEXT NOT NULL,        -- JSON object: what --kwargs sets
     commit_id TEXT NOT NULL,     -- the code as queued (a commit on refs/flor/queue)
     tree TEXT NOT NULL,          -- its tree: the run's snapshot
+    big TEXT NOT NULL DEFAULT '[]',  -- JSON list: untracked big files the tree leaves out
     state TEXT NOT NULL DEFAULT 'pending',
     run TEXT,                    -- the run the latest attempt recorded
     owner INTEGER,               -- pid of the flor serve running it
@@ -64,19 +66,20 @@ class QueuedJob:
     run: str | None = None
     tries: int = 0
     error: str | None = None
+    big: list[dict] = field(default_factory=list)  # as flor run lists them (bigfiles.scan)
 
     def as_dict(self) -> dict:
         return {"id": self.id, "script": self.script, "kwargs": self.kwargs,
                 "argv": self.argv, "state": self.state, "run": self.run}
 
 
-_COLUMNS = "id, script, cwd, argv, kwargs, commit_id, tree, state, run, tries, error"
+_COLUMNS = "id, script, cwd, argv, kwargs, commit_id, tree, state, run, tries, error, big"
 
 
 def _job(row: tuple) -> QueuedJob:
-    id_, script, cwd, argv, kwargs, commit, tree, state, run, tries, error = row
+    id_, script, cwd, argv, kwargs, commit, tree, state, run, tries, error, big = row
     return QueuedJob(id_, script, cwd, json.loads(argv), json.loads(kwargs), commit, tree,
-                     state, run, tries, error)
+                     state, run, tries, error, json.loads(big))
 
 
 def path(git: Git) -> Path:
@@ -91,6 +94,8 @@ def connect(git: Git) -> sqlite3.Connection:
                          check_same_thread=False)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute(_SCHEMA)
+    if "big" not in {row[1] for row in db.execute("PRAGMA table_info(jobs)")}:
+        db.execute("ALTER TABLE jobs ADD COLUMN big TEXT NOT NULL DEFAULT '[]'")  # older queue
     return db
 
 
@@ -98,7 +103,9 @@ def enqueue(git: Git, script: str, configs: Sequence[dict[str, str]],
             argv: Sequence[str] = ()) -> list[QueuedJob]:
     """Queue one job per kwargs dict in ``configs``, all on the code as it is now.
 
-    ``script`` is a path from the current directory, as for ``flor run``.
+    ``script`` is a path from the current directory, as for ``flor run``. The snapshot
+    leaves out untracked files over ``flor.maxFileSize`` as ``flor run``'s does; the jobs
+    list them, and their runs' notes will.
     """
     if not Path(script).is_file():
         raise UserError(f"no such script: {script}")
@@ -109,18 +116,19 @@ def enqueue(git: Git, script: str, configs: Sequence[dict[str, str]],
     except ValueError:
         raise UserError(f"{script}: not inside the repository {git.root}") from None
     cwd = os.path.relpath(os.getcwd(), git.root)
-    tree = git.snapshot_tree()
+    big = bigfiles.scan(git)
+    tree = git.snapshot_tree(e["path"] for e in big)
     commit = git.append_to_branch(QUEUE_REF, tree, f"flor: queue {len(configs)} job(s) "
                                                    f"of {rel_script}")
     now = time.time()
     rows = [(rel_script, cwd, json.dumps(list(argv)), json.dumps(_as_strings(c)),
-             commit, tree, now) for c in configs]
+             commit, tree, json.dumps(big), now) for c in configs]
     db = connect(git)
     try:
         db.execute("BEGIN IMMEDIATE")
         first = db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM jobs").fetchone()[0]
-        db.executemany("INSERT INTO jobs (script, cwd, argv, kwargs, commit_id, tree, queued) "
-                       "VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+        db.executemany("INSERT INTO jobs (script, cwd, argv, kwargs, commit_id, tree, big, "
+                       "queued) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
         db.execute("COMMIT")
         found = db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id >= ? ORDER BY id LIMIT ?",
                            (first, len(rows))).fetchall()

@@ -148,7 +148,7 @@ def _attempt(git: Git, db, engine: Engine, job: queue.QueuedJob, slot: int,
              stop: threading.Event, say: Callable[[str], None]) -> bool | None:
     """One attempt at ``job``: True done, False failed, None given back (stopped)."""
     path = journal.begin(git, job.script, job.argv, job.kwargs, supervisor=os.getpid(),
-                         tree=job.tree, cwd=job.cwd)
+                         tree=job.tree, cwd=job.cwd, big=job.big)
     run = path.stem
     queue.started(db, job, run)
     say(f"job {job.id} ({_describe(job)}): running as run {run}")
@@ -246,7 +246,8 @@ class LocalEngine:
         from flor_cli.services.replay.execute import Sandbox
 
         home = self.git.flor_dir / "serve" / f"job-{job.id}-{journal_path.stem}"
-        with Sandbox(self.git, home, job.commit, self.extra) as tree:
+        big = [e["path"] for e in job.big]  # left out of its tree, linked in as flor run saw them
+        with Sandbox(self.git, home, job.commit, self.extra + big) as tree:
             cwd = tree / job.cwd
             script = os.path.relpath(tree / job.script, cwd)
             gpu = self.gpus[slot] if self.gpus else None

@@ -316,13 +316,13 @@ def _same_file(fd: int, path: Path) -> bool:
 
 def begin(git: Git, script: str, argv: list[str], kwargs: dict[str, str],
           supervisor: int | None = None, name: str | None = None, *,
-          tree: str | None = None, cwd: str | None = None) -> Path:
+          tree: str | None = None, cwd: str | None = None, big: list | None = None) -> Path:
     """Start a run: snapshot the code that is about to run and write the journal header.
 
     The snapshot is only a tree here; it becomes a commit on ``flor.shadow`` when the run
     is folded, so a run aborted by bad input leaves no trace on the branch. A queued job
     (``flor serve``) brings its own ``tree``, with ``script`` and ``cwd`` relative to the
-    repository root.
+    repository root, and the big files its snapshot left out (``big``).
     """
     import getpass
     import sys
@@ -332,7 +332,7 @@ def begin(git: Git, script: str, argv: list[str], kwargs: dict[str, str],
 
     head = git.head()
     started = time.time()
-    big: list = []
+    big = list(big or [])
     if tree is None:
         big = bigfiles.scan(git)
         try:
