@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import flor, flor_json, git
+from conftest import cli, flor, flor_json, git, make_repo
 from flor_cli.storage.git import Git
 from flor_cli.storage.objects import BadObject, configured_store
 from test_sync import clone_pair, record
@@ -112,3 +112,23 @@ def test_clone_replays_from_s3_and_refuses_a_tampered_object(s3, repo: Path,
         store.get(sha)
     assert not store.path(sha).exists()  # nothing unverified is cached
 
+
+
+
+def test_a_backend_whose_fsspec_package_is_missing_is_one_line(tmp_path: Path) -> None:
+    """docs/distributed.md: gs:// needs gcsfs, which flor does not depend on."""
+    from importlib.util import find_spec
+
+    if find_spec("gcsfs") is not None:
+        pytest.skip("gcsfs is installed")
+    repo = make_repo(tmp_path / "repo", files={"train.py": (
+        "import flor\nstate = {'w': 0}\nwith flor.checkpointing(state=state):\n"
+        "    for epoch in flor.loop('epoch', range(2)):\n"
+        "        for step in flor.loop('step', range(2)):\n"
+        "            state['w'] += 1\n"
+        "        flor.log('w', state['w'])\n")})
+    git(repo, "config", "flor.store", "gs://flor-test/objects")
+    flor(repo, "run", "train.py")  # checkpoints are written locally
+    proc = cli(repo, "log", check=False)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        "flor: flor.store gs://flor-test/objects: Please install gcsfs to access Google Storage"]
