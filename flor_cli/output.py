@@ -19,8 +19,10 @@ import math
 import os
 import re
 import sys
+import tempfile
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from itertools import islice
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import click
 
@@ -52,6 +54,14 @@ class Output:
         order), minus ``--drop`` and, with ``--only-changed``, those equal in every row;
         ``--keep`` brings a column back whatever else says. The first column (the row's
         identity, e.g. ``run``) is always kept."""
+        chosen = self._chosen(columns, _changed(rows) if self.only_changed else None)
+        if len(chosen) == len(columns):
+            return list(columns), list(rows)
+        return [columns[i] for i in chosen], [[row[i] for i in chosen] for row in rows]
+
+    def _chosen(self, columns: Sequence[str], changed: list[bool] | None) -> list[int]:
+        """The indices of the columns shown; ``changed``: which columns hold a value
+        that differs from the first row's (None: every column counts as changed)."""
         def matches(name: str, patterns: tuple[str, ...]) -> bool:
             return any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
@@ -59,29 +69,138 @@ class Output:
         for i, name in enumerate(columns):
             shown = (not self.columns or matches(name, self.columns)) and \
                 not matches(name, self.drop)
-            if shown and self.only_changed and len(rows) > 1:
-                first = rows[0][i]
-                shown = any(row[i] != first for row in rows)
+            if shown and changed is not None:
+                shown = changed[i]
             if i == 0 or shown or matches(name, self.keep):
                 chosen.append(i)
-        if len(chosen) == len(columns):
-            return list(columns), list(rows)
-        return [columns[i] for i in chosen], [[row[i] for i in chosen] for row in rows]
+        return chosen
 
     def render(self, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
         columns, rows = self.select(columns, rows)
-        if self.precision is not None:
-            digits = self.precision
-            rows = [[float(f"{v:.{digits}g}") if type(v) is float and math.isfinite(v) else v
-                     for v in row] for row in rows]
-        return render(columns, rows, self.fmt, self.tablefmt, self.headers)
+        return render(columns, self._rounded(rows), self.fmt, self.tablefmt, self.headers)
 
-    def emit(self, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-        self.show(self.render(columns, rows))
+    def _rounded(self, rows: list[Sequence[Any]]) -> list[Sequence[Any]]:
+        if self.precision is None:
+            return rows
+        digits = self.precision
+        return [[float(f"{v:.{digits}g}") if type(v) is float and math.isfinite(v) else v
+                 for v in row] for row in rows]
+
+    def emit(self, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+        """Print a table whose rows may be any iterable (a SQLite cursor): see
+        :meth:`chunks`."""
+        self.print(self.chunks(columns, rows))
+
+    def chunks(self, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Iterator[str]:
+        """The table as pieces of text, each printed as lines of its own, reading
+        ``rows`` :data:`PAGE_ROWS` at a time: a table of any length in bounded memory.
+
+        A table of one page is :meth:`render`'s text. A longer one: csv, tsv, json and nl
+        go out row by row as one document; ``table`` and ``markdown``, which size their
+        columns to the rows they hold, print one table (with its header) per page.
+        ``--only-changed`` must see every row before the first is printed: a longer
+        table's rows wait in a temporary file meanwhile, not in memory.
+        """
+        rows = iter(rows)
+        first = list(islice(rows, PAGE_ROWS))
+        following = list(islice(rows, PAGE_ROWS)) if len(first) == PAGE_ROWS else []
+        if not following:
+            yield self.render(columns, first)
+            return
+        pages = _paged(first, following, rows)
+        with tempfile.TemporaryFile() as spill:
+            changed = None
+            if self.only_changed:
+                changed, pages = _spilled(pages, len(columns), spill)
+            chosen = self._chosen(columns, changed)
+            names = [columns[i] for i in chosen]
+            pick = (lambda page: page) if len(chosen) == len(columns) else \
+                (lambda page: [[row[i] for i in chosen] for row in page])
+            pages = (self._rounded(pick(page)) for page in pages)
+            if self.fmt == "json":
+                yield "["
+                yield from json_items(([dict(zip(names, map(_clean, row))) for row in page]
+                                       for page in pages), 1)
+                yield "]"
+                return
+            for number, page in enumerate(pages):
+                headers = self.headers and (number == 0 or self.fmt in ("table", "markdown"))
+                yield render(names, page, self.fmt, self.tablefmt, headers)
 
     def show(self, text: str) -> None:
         """Print ``text``: coloured and paged on a terminal, as it is otherwise."""
-        show(text, colour=self.fmt == "table", pager=self.pager)
+        self.print((text,))
+
+    def print(self, chunks: Iterable[str]) -> None:
+        """Print each piece of text as lines: coloured (a table) and paged on a
+        terminal, as it is otherwise; the pager reads the pieces as they come."""
+        _print(chunks, colour=self.fmt == "table", pager=self.pager)
+
+
+PAGE_ROWS = 10_000  # rows of a table held at once (see Output.chunks)
+
+
+def _changed(rows: Iterable[Sequence[Any]], changed: list[bool] | None = None,
+             first: Sequence[Any] | None = None) -> list[bool]:
+    """Which columns hold a value that differs from ``first`` (the first row's);
+    ``changed``: what earlier rows said."""
+    for row in rows:
+        if first is None:
+            first = row
+        if changed is None:
+            changed = [False] * len(first)
+        changed = [c or v != f for c, v, f in zip(changed, row, first)]
+    return changed or []
+
+
+def _paged(first: list, following: list, rest: Iterator) -> Iterator[list]:
+    yield first
+    yield following
+    while page := list(islice(rest, PAGE_ROWS)):
+        yield page
+
+
+def _lookahead(pages: Iterable[list]) -> Iterator[tuple[list, bool]]:
+    """Each page, and whether it is the last."""
+    pages = iter(pages)
+    page = next(pages, None)
+    while page is not None:
+        after = next(pages, None)
+        yield page, after is None
+        page = after
+
+
+def _spilled(pages: Iterable[list], width: int, spill) -> tuple[list[bool], Iterator[list]]:
+    """Which columns changed (:func:`_changed`) over every page, and the pages again,
+    read back from the temporary file ``spill`` they were pickled into meanwhile."""
+    import pickle
+
+    first, changed = None, None
+    for page in pages:
+        if first is None:
+            first = page[0]
+        changed = _changed(page, changed, first)
+        pickle.dump(page, spill, protocol=pickle.HIGHEST_PROTOCOL)
+    spill.seek(0)
+
+    def read_back() -> Iterator[list]:
+        while True:
+            try:
+                yield pickle.load(spill)
+            except EOFError:
+                return
+
+    return changed or [False] * width, read_back()
+
+
+def json_items(pages: Iterable[list], depth: int) -> Iterator[str]:
+    """The items of a JSON list ``depth`` levels deep, as ``json.dumps(..., indent=2)``
+    writes them, a page at a time: pieces of lines, commas included, that the caller
+    puts between the list's brackets."""
+    for page, last in _lookahead(page for page in pages if page):
+        pad = "  " * depth
+        yield ",\n".join(pad + json.dumps(item, indent=2, default=str).replace("\n", "\n" + pad)
+                         for item in page) + ("" if last else ",")
 
 
 def output_options(fn: Callable) -> Callable:
@@ -183,13 +302,20 @@ def colour_wanted() -> bool:
 
 
 def show(text: str, colour: bool = True, pager: bool = True) -> None:
-    """Print ``text``; on a terminal through ``$PAGER`` (git's ``less -FRX`` habit: the
-    pager quits at once when the text fits, keeps colours, leaves the screen as is)."""
+    """Print ``text``; on a terminal through ``$PAGER`` (see :func:`_print`)."""
+    _print((text,), colour, pager)
+
+
+def _print(chunks: Iterable[str], colour: bool = True, pager: bool = True) -> None:
+    """Print each piece of text as lines; on a terminal through ``$PAGER`` (git's
+    ``less -FRX`` habit: the pager quits at once when the text fits, keeps colours,
+    leaves the screen as is), which reads the pieces as they come."""
     if colour and colour_wanted():
-        text = _coloured(text)
+        chunks = map(_coloured, chunks)
     command = os.environ.get("PAGER", "less") if pager and on_terminal() else ""
     if command.strip() in ("", "cat"):
-        click.echo(text)
+        for chunk in chunks:
+            click.echo(chunk)
         return
     import subprocess
 
@@ -197,12 +323,16 @@ def show(text: str, colour: bool = True, pager: bool = True) -> None:
     try:
         proc = subprocess.Popen(command, shell=True, stdin=subprocess.PIPE, env=env)
     except OSError:
-        click.echo(text)
+        for chunk in chunks:
+            click.echo(chunk)
         return
     try:
-        proc.communicate((text + "\n").encode())
+        with proc.stdin:
+            for chunk in chunks:
+                proc.stdin.write((chunk + "\n").encode())
     except (BrokenPipeError, KeyboardInterrupt):  # the user quit the pager early
-        proc.wait()
+        pass
+    proc.wait()
 
 
 def _coloured(text: str) -> str:

@@ -66,7 +66,7 @@ from flor_cli.storage import cache, notes
 from flor_cli.storage.git import Git
 git = Git(sys.argv[1])
 git.repo  # pygit2 loaded before the limit: what is measured is the sync
-cache._STREAM_BYTES = int(sys.argv[2])
+notes.STREAM_BYTES = int(sys.argv[2])
 notes.BATCH_LINES = 2_000
 soft, hard = resource.getrlimit(resource.RLIMIT_AS)
 with open("/proc/self/statm") as f:

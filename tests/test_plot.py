@@ -161,9 +161,10 @@ def test_plot_errors_are_one_line(repo, monkeypatch, capsys, args, message):
 def refs_of(repo: Path, run: str) -> dict[str, list]:
     """name -> [(record type, value)] of a run's log records, as its note holds them."""
     found: dict[str, list] = {}
-    for r in load(Git(repo), run).records:
-        if r.get("t") == "log":
-            found.setdefault(r["n"], []).append((r.get("ty"), r.get("v")))
+    with load(Git(repo), run) as (_, batches):
+        for r in (r for batch in batches() for r in batch):
+            if r.get("t") == "log":
+                found.setdefault(r["n"], []).append((r.get("ty"), r.get("v")))
     return found
 
 

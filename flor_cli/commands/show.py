@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections import deque
+from itertools import chain
+from typing import Iterable, Iterator
 
 import click
 
@@ -26,52 +29,74 @@ def command(run: str, records: bool, out: Output) -> None:
     from flor_cli.services import query, show
     from flor_cli.storage.git import Git
     from flor_cli.storage.journal import fold_orphans
-    from flor_cli.storage.notes import (CTX, KIND, NAME, REPLAY_ID, SECONDS, SEQ, TIMING,
-                                        VALUE)
 
     git = Git.discover(".")
     fold_orphans(git)
-    shown = show.show(git, query.resolve_run(git, run))
+    with show.show(git, query.resolve_run(git, run)) as shown:
+        out.print(_document(shown, out, records))
+
+
+_RECORD_COLUMNS = ["seq", "kind", "name", "value", "context", "replay"]
+_FILE_COLUMNS = ["seq", "name", "file", "type", "bytes", "context", "sha"]
+
+
+def _document(shown, out: Output, records: bool) -> Iterator[str]:
+    """What ``flor show`` prints, as pieces of text: the records are read a batch at a
+    time as they are printed, never all at once."""
+    from flor_cli.output import json_items
+    from flor_cli.services import show
+
     note = shown.note
-    record_rows = [(r.get(SEQ), r[KIND], r.get(NAME) or r.get(TIMING),
-                    _text(r.get(VALUE, r.get(SECONDS))), _text(r.get(CTX, "")),
-                    r.get(REPLAY_ID) or "") for r in note.records]
-    record_columns = ["seq", "kind", "name", "value", "context", "replay"]
     if out.fmt == "json":
-        click.echo(json.dumps({
-            "commit": note.commit, "header": note.header, "fields": dict(shown.fields),
-            "code": dict(shown.code), "args": dict(shown.args),
-            "summary": [dict(zip(show.SUMMARY_COLUMNS, s)) for s in shown.summary],
-            "records": note.records, "replays": note.replays}, indent=2, default=str))
+        document = {"commit": note.commit, "header": note.header,
+                    "fields": dict(shown.fields), "code": dict(shown.code),
+                    "args": dict(shown.args),
+                    "summary": [dict(zip(show.SUMMARY_COLUMNS, s)) for s in shown.summary],
+                    "records": None, "replays": note.replays}
+        head, tail = json.dumps(document, indent=2, default=str).split(
+            '\n  "records": null,\n', 1)
+        yield head + '\n  "records": ['
+        yield from json_items(shown.batches(), 2)
+        yield "  ],\n" + tail
         return
-    if out.fmt != "table" and out.fmt != "markdown":
-        out.emit(record_columns, record_rows)  # one table: a csv is never two glued
+    if out.fmt != "table" and out.fmt != "markdown":  # one table: a csv is never two glued
+        yield from out.chunks(_RECORD_COLUMNS, _record_rows(shown.batches(), []))
         return
     sections = [("run", ["field", "value"], [(k, _text(v)) for k, v in shown.fields]),
                 ("code", ["field", "value"], shown.code),
                 ("args", ["name", "value"], shown.args),
                 ("summary", list(show.SUMMARY_COLUMNS), shown.summary)]
-    if records:
-        sections.append(("records", record_columns, record_rows))
-    sections.append(("files", ["seq", "name", "file", "type", "bytes", "context", "sha"],
-                     _files(note.records)))
-    out.show("\n\n".join(f"== {title} ==\n{out.render(columns, rows)}"
-                         for title, columns, rows in sections if rows))
+    for title, columns, rows in sections:
+        if rows:
+            yield f"{'' if title == 'run' else chr(10)}== {title} ==\n{out.render(columns, rows)}"
+    files: list[tuple] = []
+    rows = _record_rows(shown.batches(), files)
+    if not records:
+        deque(rows, maxlen=0)  # read for the files alone
+    elif (first := next(rows, None)) is not None:
+        yield "\n== records =="
+        yield from out.chunks(_RECORD_COLUMNS, chain((first,), rows))
+    if files:
+        yield f"\n== files ==\n{out.render(_FILE_COLUMNS, files)}"
+
+
+def _record_rows(batches: Iterable[list[dict]], files: list[tuple]) -> Iterator[tuple]:
+    """A row per record; the logged images and files (flor.Image, flor.File) among them
+    also go to ``files``, as rows of the files section."""
+    from flor_cli.storage.media import MEDIA_TYPES, parse
+    from flor_cli.storage.notes import (CTX, KIND, NAME, REPLAY_ID, SECONDS, SEQ, TIMING,
+                                        VALUE, VALUE_TYPE)
+
+    for batch in batches:
+        for r in batch:
+            yield (r.get(SEQ), r[KIND], r.get(NAME) or r.get(TIMING),
+                   _text(r.get(VALUE, r.get(SECONDS))), _text(r.get(CTX, "")),
+                   r.get(REPLAY_ID) or "")
+            ref = parse(r.get(VALUE)) if r.get(VALUE_TYPE) in MEDIA_TYPES else None
+            if ref is not None:
+                files.append((r.get(SEQ), r.get(NAME), ref.file, ref.mime, ref.size,
+                              _text(r.get(CTX, "")), ref.sha[:12]))
 
 
 def _text(value) -> str:
     return value if isinstance(value, str) else json.dumps(value)
-
-
-def _files(records: list[dict]) -> list[tuple]:
-    """The logged images and files (flor.Image, flor.File) among a run's records."""
-    from flor_cli.storage.media import MEDIA_TYPES, parse
-    from flor_cli.storage.notes import CTX, NAME, SEQ, VALUE, VALUE_TYPE
-
-    rows = []
-    for r in records:
-        ref = parse(r.get(VALUE)) if r.get(VALUE_TYPE) in MEDIA_TYPES else None
-        if ref is not None:
-            rows.append((r.get(SEQ), r.get(NAME), ref.file, ref.mime, ref.size,
-                         _text(r.get(CTX, "")), ref.sha[:12]))
-    return rows

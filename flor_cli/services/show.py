@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, Iterator
 
 from flor_cli.errors import UserError
 from flor_cli.storage import cache, notes
@@ -18,39 +19,64 @@ _TIMES = ("start", "end")  # header fields that are Unix times
 class Shown:
     """What ``flor show`` prints of one run."""
 
-    note: notes.RunNote
+    note: notes.RunNote  # header, replay headers, lifecycle; its records: see batches
     fields: list[tuple[str, Any]]  # the header, times as dates
     code: list[tuple[str, Any]]  # which code ran: shadow commit, the commit it was on
     args: list[tuple[str, Any]]
     summary: list[tuple] = field(default_factory=list)  # SUMMARY_COLUMNS, current values
+    batches: Callable[[], Iterator[list[dict]]] = lambda: iter(())  # the records in order
 
 
-def load(git: Git, run: str) -> notes.RunNote:
-    """The run's note; a running run's journal as it is so far."""
+@contextmanager
+def load(git: Git, run: str, records: bool = True
+         ) -> Iterator[tuple[notes.RunNote, Callable[[], Iterator[list[dict]]]]]:
+    """The run's note and its records in order, a batch at a time; a running run's
+    journal as it is so far.
+
+    A note longer than :data:`notes.STREAM_BYTES` is read through
+    :class:`notes.OrderedRecords`, in bounded memory: its note then holds only the args
+    among its records, and the others are only readable with ``records``. A shorter one
+    is decoded whole (faster), its records one batch.
+    """
     live = [note for note in cache.live_notes(git) if note.run == run]  # before the sync
     with cache.connection(git) as db:
         row = db.execute("SELECT commit_id FROM runs WHERE run=?", (run,)).fetchone()
     if row is None and live:
-        return live[0]
-    text = git.read_note(row[0]) if row else None
+        yield live[0], lambda: iter((live[0].records,))
+        return
+    key = git.note_key(row[0]) if row else None
+    if key and cache.note_bytes(git, key) > notes.STREAM_BYTES:
+        source = f"the note of commit {row[0][:12]}"
+        header, replays, events = notes.scan_headers(git.note_chunks(key), source)
+        if header is not None:
+            with notes.OrderedRecords(git.note_chunks(key), source, (notes.ARG,),
+                                      spill=records) as ordered:
+                yield notes.RunNote(row[0], header, ordered.kept, replays, events), \
+                    ordered.batches
+            return
+    text = git.read_note(row[0]) if key else None
     note = notes.parse(row[0], text) if text else None
     if note is None:
         raise UserError(f"run {run} has no note (was refs/notes/flor rewritten?)")
-    return note
+    yield note, lambda: iter((note.records,))
 
 
-def show(git: Git, run: str) -> Shown:
-    note = load(git, run)
-    header = note.header
-    fields = [(k, date(v) if k in _TIMES else v) for k, v in header.items()
-              if k not in ("t", "v", "tree", "supervisor")]
-    if isinstance(header.get("start"), (int, float)) and isinstance(header.get("end"), (int, float)):
-        fields.append(("duration", f"{header['end'] - header['start']:.1f} s"))
-    code = [("shadow commit", note.commit or "(not yet: the run is running)"),
-            ("on commit", header.get("head")), ("branch", header.get("branch")),
-            ("script", header.get("script"))]
-    args = [(r["n"], r.get("v")) for r in note.records if r.get("t") == "arg"]
-    return Shown(note, fields, code, args, summary(git, note.run))
+@contextmanager
+def show(git: Git, run: str, records: bool = True) -> Iterator[Shown]:
+    """``with show(git, run) as shown``: the run, its records readable inside the block
+    (unless ``records`` is false: see :func:`load`)."""
+    with load(git, run, records) as (note, batches):
+        header = note.header
+        fields = [(k, date(v) if k in _TIMES else v) for k, v in header.items()
+                  if k not in ("t", "v", "tree", "supervisor")]
+        if isinstance(header.get("start"), (int, float)) and \
+                isinstance(header.get("end"), (int, float)):
+            fields.append(("duration", f"{header['end'] - header['start']:.1f} s"))
+        code = [("shadow commit", note.commit or "(not yet: the run is running)"),
+                ("on commit", header.get("head")), ("branch", header.get("branch")),
+                ("script", header.get("script"))]
+        args = [(r["n"], r.get("v")) for r in note.records if r.get("t") == "arg"]
+        yield Shown(note, fields, code, args, summary(git, note.run), batches)
 
 
 def summary(git: Git, run: str) -> list[tuple]:
@@ -71,7 +97,8 @@ def date(value: Any) -> Any:
 def diff(git: Git, run_a: str, run_b: str) -> tuple[list[str], list[tuple], str | None, str | None]:
     """Two runs side by side: rows (what, A, B, changed) for fields, args and each logged
     name's summaries; and the two shadow commits (None for a run still running)."""
-    a, b = show(git, run_a), show(git, run_b)
+    with show(git, run_a, records=False) as a, show(git, run_b, records=False) as b:
+        pass  # what is compared is read: fields, args and summaries
     rows: list[tuple] = []
 
     def side_by_side(label: str, left: dict, right: dict) -> None:

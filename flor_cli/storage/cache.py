@@ -252,7 +252,7 @@ def _rebuild(git: Git, db: sqlite3.Connection, changes: list[tuple[str, str | No
     for index in LOG_INDEXES:
         db.execute(f"DROP INDEX IF EXISTS {index}")
     db.execute(f"PRAGMA cache_size=-{_REBUILD_CACHE_KIB}")
-    mean = sum(_note_bytes(git, key) for _, key in changes[:_SAMPLE]) / _SAMPLE
+    mean = sum(note_bytes(git, key) for _, key in changes[:_SAMPLE]) / _SAMPLE
     half = len(changes) // 2
     helper = (_Helper(git, changes[half:]) if half >= _SAMPLE and
               mean * len(changes) >= _PARALLEL_BYTES else None)
@@ -291,8 +291,8 @@ def _insert_notes(git: Git, db: sqlite3.Connection, changes: Iterable[tuple[str,
     the caller records (:func:`_record_availability`) once for all of them.
 
     Short notes are decoded whole and their rows inserted many runs at a time
-    (:class:`_Batch`). A note longer than :data:`_STREAM_BYTES` is read a batch of lines
-    at a time (:func:`_insert_streamed`), so a run of 10^7 values needs no more memory
+    (:class:`_Batch`). A note longer than :data:`notes.STREAM_BYTES` is read a batch of
+    lines at a time (:func:`_insert_streamed`), so a run of 10^7 values needs no more memory
     than one of 10^5. ``held``: the run ids (-> commit) that the notes being replaced
     held, which their commits keep (:func:`_claim`). Returns the runs inserted, with
     their values marked current (:func:`mark_current`).
@@ -302,7 +302,7 @@ def _insert_notes(git: Git, db: sqlite3.Connection, changes: Iterable[tuple[str,
     for annotated, key in changes:
         if key is None:
             continue
-        if _note_bytes(git, key) > _STREAM_BYTES:
+        if note_bytes(git, key) > notes.STREAM_BYTES:
             inserted += batch.flush()  # rows go in in the order of the notes
             first = _next_log_rowid(db)
             run = _insert_streamed(git, db, annotated, key, with_ckpts, batch.claimed)
@@ -387,10 +387,7 @@ def _next_log_rowid(db: sqlite3.Connection, schema: str = "main") -> int:
     return (db.execute(f"SELECT max(rowid) FROM {schema}.logs").fetchone()[0] or 0) + 1
 
 
-_STREAM_BYTES = 16 << 20  # ~200,000 records
-
-
-def _note_bytes(git: Git, key: str | None) -> int:
+def note_bytes(git: Git, key: str | None) -> int:
     """How long a note is, from its blobs' headers (nothing is read or inflated)."""
     return sum(git.blob_size(blob) for blob in git.note_blobs(key)) if key else 0
 
@@ -401,7 +398,8 @@ def _insert_streamed(git: Git, db: sqlite3.Connection, annotated: str, key: str,
     """A long note's rows, a batch of lines at a time: one part and one batch of records
     in memory. Rows go in in the note's line order; readers order by ``seq``. Its
     header, replay headers and lifecycle records are found first
-    (:func:`notes.scan_headers`). A removed run is listed in ``removed`` alone, as a short one is."""
+    (:func:`notes.scan_headers`). A removed run is listed in ``removed`` alone, as a
+    short one is."""
     source = f"the note of commit {annotated[:12]}"
     try:
         header, replays, events = notes.scan_headers(git.note_chunks(key), source)

@@ -449,6 +449,7 @@ _SEQ_TYPES = frozenset((int, type(None)))
 # -- long notes, a batch of lines at a time ---------------------------------------------
 
 BATCH_LINES = 50_000  # ~4 MB of text; ~50 MB decoded
+STREAM_BYTES = 8 << 20  # ~100,000 records: a longer note is read a batch at a time
 
 
 def scan_headers(parts: Iterable[bytes], source: str
@@ -506,6 +507,88 @@ def record_batches(parts: Iterable[bytes], source: str) -> Iterator[list[dict]]:
             batch = read_records(text, source)
             if batch:
                 yield batch
+
+
+class OrderedRecords:
+    """The records of a long note in :func:`parse`'s order (``(rp, s)``), a batch at a
+    time: the note decoded a batch of lines at a time (:func:`record_batches`) into a
+    temporary SQLite file, then read back in that order, a batch at a time. Memory: one
+    part, one batch, and SQLite's page cache, whatever the number of records.
+
+    Read back in line order when the lines were in order already (a note as its run's
+    fold wrote it), else sorted by SQLite, which sorts on disk (a note merged by
+    ``flor pull``). Header, replay and lifecycle lines are not records: see
+    :func:`scan_headers`. The records of the kinds in ``keep`` are also kept in
+    :attr:`kept`, in order: the few that a reader needs before the others (a run's args).
+    With ``spill=False`` only :attr:`kept` is read (no file is written). Use as a context
+    manager: the file is removed on exit.
+    """
+
+    def __init__(self, parts: Iterable[bytes], source: str, keep: Iterable[str] = (),
+                 spill: bool = True):
+        import pickle
+        import sqlite3
+        import tempfile
+
+        self._dir = tempfile.TemporaryDirectory(prefix="flor-records-")
+        self._db = sqlite3.connect(f"{self._dir.name}/records.db", isolation_level=None)
+        self.kept: list[dict] = []
+        try:
+            self._ordered = self._fill(parts, source, frozenset(keep),
+                                       pickle.dumps if spill else None)
+        except BaseException:
+            self.close()
+            raise
+
+    def _fill(self, parts: Iterable[bytes], source: str, keep: frozenset, dumps) -> bool:
+        """Every record into the file (none when ``dumps`` is None); whether they came in
+        order."""
+        db = self._db
+        db.execute("PRAGMA journal_mode=OFF")  # a scratch file: no journal, no fsync
+        db.execute("PRAGMA synchronous=OFF")
+        db.execute("CREATE TABLE r(rp TEXT, s INTEGER, rec BLOB)")
+        db.execute("BEGIN")
+        skipped = LIFECYCLE | {RUN, REPLAY}
+        ordered, last = True, ("", -1 << 63)
+        for batch in record_batches(parts, source):
+            rows = []
+            for rec in batch:
+                kind = rec[KIND]
+                if kind in skipped:
+                    continue
+                if kind in keep:
+                    self.kept.append(rec)
+                if dumps is None:
+                    continue
+                key = (rec.get(REPLAY_ID) or "", rec.get(SEQ, -1))
+                if ordered and key < last:
+                    ordered = False
+                last = key
+                rows.append((*key, dumps(rec, 5)))
+            db.executemany("INSERT INTO r VALUES (?,?,?)", rows)
+        db.execute("COMMIT")
+        self.kept.sort(key=lambda r: (r.get(REPLAY_ID) or "", r.get(SEQ, -1)))
+        return ordered
+
+    def batches(self) -> Iterator[list[dict]]:
+        """The records in order, :data:`BATCH_LINES` at a time."""
+        import pickle
+
+        loads = pickle.loads
+        cursor = self._db.execute("SELECT rec FROM r ORDER BY " +
+                                  ("rowid" if self._ordered else "rp, s, rowid"))
+        while rows := cursor.fetchmany(BATCH_LINES):
+            yield [loads(rec) for (rec,) in rows]
+
+    def close(self) -> None:
+        self._db.close()
+        self._dir.cleanup()
+
+    def __enter__(self) -> "OrderedRecords":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _decode_lines(text: str) -> list:
