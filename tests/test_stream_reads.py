@@ -77,6 +77,12 @@ def test_show_of_a_long_run_runs_in_bounded_memory(long_run: Path, fmt: str) -> 
     assert shown.returncode == 0, shown.stderr[-2000:]
 
 
+@pytest.mark.parametrize("args", [("--csv",), ("--limit", "1"), ("--where", "step > 10")])
+def test_the_pivot_of_a_long_run_runs_in_bounded_memory(long_run: Path, args) -> None:
+    pivoted = _under_limit(long_run, "log", "--pivot", *args)  # --where a loop: on rows
+    assert pivoted.returncode == 0, pivoted.stderr[-2000:]
+
+
 @pytest.mark.parametrize("fmt", ["csv", "tsv", "json", "nl", "table"])
 def test_a_table_longer_than_a_page_is_printed_a_page_at_a_time(monkeypatch, fmt) -> None:
     monkeypatch.setattr(output, "PAGE_ROWS", 3)

@@ -58,5 +58,8 @@ def command(pivot: bool, names: tuple[str, ...], where: str | None, sort: str | 
         from flor_cli.commands.watch import follow as follow_table
 
         follow_table(git, table, out, interval)
-        return
-    out.emit(*table())
+    elif pivot:  # rows printed as they are read: a pivot may have millions
+        with query.pivot_rows(git, wanted, where, sort, limit) as (columns, rows):
+            out.emit(columns, rows)
+    else:
+        out.emit(*query.runs(git, where, sort, limit, aggs))

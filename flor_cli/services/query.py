@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
-from contextlib import closing
-from typing import Any, Iterator, Sequence
+from contextlib import closing, contextmanager
+from typing import Any, Iterable, Iterator, Sequence
 
 from flor_cli.errors import UserError
 from flor_cli.storage import cache
@@ -54,7 +54,18 @@ def runs(git: Git, where: str | None = None, sort: str | None = None,
 
 def pivot(git: Git, names: Sequence[str], where: str | None = None, sort: str | None = None,
           limit: int | None = None) -> Table:
-    """FlorDB's pivot: a row per run x loop iteration, a column per loop, arg and name.
+    """:func:`pivot_rows`, its rows in a list (for a data frame, or a table refreshed)."""
+    with pivot_rows(git, names, where, sort, limit) as (columns, rows):
+        return columns, list(rows)
+
+
+@contextmanager
+def pivot_rows(git: Git, names: Sequence[str], where: str | None = None,
+               sort: str | None = None, limit: int | None = None
+               ) -> Iterator[tuple[list[str], Iterator[tuple]]]:
+    """FlorDB's pivot: a row per run x loop iteration, a column per loop, arg and name;
+    ``with pivot_rows(...) as (columns, rows)``: the rows are read as they are iterated,
+    in bounded memory whatever the number of records (see :func:`_pivot`).
 
     Run-level values (args, values logged outside any loop) repeat on every iteration row
     of their run; a run with only run-level values gets one row with empty loop columns.
@@ -62,23 +73,24 @@ def pivot(git: Git, names: Sequence[str], where: str | None = None, sort: str | 
 
     Without ``sort``, ``limit`` keeps the rows of the ``limit`` newest runs, and a
     ``where`` over run-level columns only (run, args, run-level names) selects runs in
-    SQL before any record is read; otherwise they apply to the built rows, as SQL would.
+    SQL before any record is read; otherwise they apply to the built rows, as SQL would,
+    in a temporary SQLite file (:func:`_filtered`).
     """
     with cache.connection(git, readonly=True) as db:
         names = list(names) or cache.logged_names(db)
         runs = _pivot_runs(db, where, None if sort else limit)
-        table = _pivot(db, names, runs)
-        newest = [r for (r,) in db.execute("SELECT run FROM runs ORDER BY start DESC, run DESC")
-                  ] if runs is None and sort is None and limit is not None else []
-    where = None if runs is not None else where  # else applied in SQL already
-    if where is None and sort is None:
-        return table
-    columns, rows = filter_rows(table, where, sort, limit if sort else None)
-    if sort is None and limit is not None:  # the newest runs among those left
-        left = {row[0] for row in rows}
-        kept = set([r for r in newest if r in left][:limit])
-        rows = [row for row in rows if row[0] in kept]
-    return columns, rows
+        columns, rows = _pivot(db, names, runs)
+        if runs is not None:
+            where = None  # applied in SQL already
+        if where is None and sort is None:
+            yield columns, rows
+            return
+        newest = None
+        if sort is None and limit is not None:  # the rows of the newest runs left
+            newest = [r for (r,) in db.execute(
+                "SELECT run FROM runs ORDER BY start DESC, run DESC")], limit
+        with _filtered(columns, rows, where, sort, limit if sort else None, newest) as table:
+            yield table
 
 
 def _pivot_runs(db: sqlite3.Connection, where: str | None, limit: int | None
@@ -106,82 +118,100 @@ def _pivot_runs(db: sqlite3.Connection, where: str | None, limit: int | None
     return [run for (run,) in _user_sql(db, text, "--where/--sort")[1]]
 
 
-def _pivot(db: sqlite3.Connection, names: list[str], runs: list[str] | None) -> Table:
+def _pivot(db: sqlite3.Connection, names: list[str], runs: list[str] | None
+           ) -> tuple[list[str], Iterator[tuple]]:
     """The pivot of ``names`` over ``runs`` (every run when None): the one place rows
-    are built."""
+    are built. Its rows are read as they are iterated: SQLite orders the current values
+    by run and loop iteration (sorting on disk what does not fit its cache), and a row
+    is made of each iteration's values as they pass. What is held: each pivoted run's
+    args, and one run's run-level values."""
     kinds = {n: {k for (k,) in db.execute("SELECT kind FROM names WHERE name=?", (n,))}
              for n in names}
     unknown = [n for n, k in kinds.items() if not k]
     if unknown:
         raise UserError(f"nothing logged under {', '.join(map(repr, unknown))}")
     logged = [n for n in names if kinds[n] & {"loop", "run"}]
-    iteration: dict[tuple[str, str], dict[str, Any]] = {}
-    run_level: dict[str, dict[str, Any]] = {}
-    for in_runs, chosen in _run_batches(runs):
-        for run, ctx, lvl, name, value in db.execute(
-                f"SELECT run, ctx, lvl, name, value FROM current_logs WHERE name IN "
-                f"({','.join('?' * len(logged))}){in_runs} ORDER BY name, run, seq",
-                (*logged, *chosen)):
-            target = (run_level.setdefault(run, {}) if lvl == 0 else
-                      iteration.setdefault((run, ctx), {}))
-            target[name] = value  # the last of a name in one loop iteration
-        if not logged:  # only args asked for (`--pivot lr`): a row per run that has them
-            for (run,) in db.execute(f"SELECT DISTINCT run FROM args WHERE name IN "
-                                     f"({','.join('?' * len(names))}){in_runs}",
-                                     (*names, *chosen)):
-                run_level.setdefault(run, {})
-    with_iterations = {run for run, _ in iteration}
-    included = set(run_level) | with_iterations
-    order = {run: i for i, (run,) in enumerate(db.execute("SELECT run FROM runs ORDER BY start, run"))}
+    in_runs = "" if runs is None else \
+        f" AND run IN ({','.join(map(cache.quote_literal, runs))})"  # any number of runs
+    wanted = logged or names  # only args asked for (`--pivot lr`): a row per run with them
+    included = {run for (run,) in db.execute(
+        f"SELECT DISTINCT run FROM {'summaries' if logged else 'args'} WHERE name IN "
+        f"({','.join('?' * len(wanted))}){in_runs}", wanted)}
     args: dict[str, dict[str, Any]] = {}
     arg_names: dict[str, None] = {}
     for run, name, value in db.execute("SELECT run, name, value FROM args ORDER BY rowid"):
         if run in included:
             args.setdefault(run, {})[name] = value
             arg_names[name] = None
-    # Per distinct context, not per row: a pivot can have a million rows and a few
-    # thousand contexts.
-    contexts = {ctx: json.loads(ctx) for ctx in {ctx for _, ctx in iteration}}
-    loop_names: dict[str, None] = {}
-    for parsed in contexts.values():
-        loop_names.update(dict.fromkeys(parsed))
-    loops = list(loop_names)
-    loop_values = {ctx: tuple(parsed.get(l) for l in loops) for ctx, parsed in contexts.items()}
-    loop_values[None] = (None,) * len(loops)
-    index_keys = {ctx: _index_key(parsed, loops) for ctx, parsed in contexts.items()}
-    index_keys[None] = _index_key(None, loops)
-    keyed = list(iteration.items())
-    keyed += [((run, None), {}) for run in run_level if run not in with_iterations]
-    unordered = len(order)
-    keyed.sort(key=lambda item: (order.get(item[0][0], unordered), item[0][0],
-                                 index_keys[item[0][1]]))
+    loops = _loops(db, logged, in_runs) if logged else []
     columns = ["run", *loops]
     columns += [a for a in arg_names if a not in columns]
     columns += [n for n in names if n not in columns]
     value_columns = columns[1 + len(loops):]
-    per_run = {run: {**args.get(run, {}), **run_level.get(run, {})} for run in included}
-    rows = []
-    for (run, ctx), values in keyed:
-        merged = {**per_run[run], **values}
-        rows.append((run, *loop_values[ctx], *map(merged.get, value_columns)))
-    return columns, rows
+    order = "(SELECT run, row_number() OVER (ORDER BY start, run) AS p FROM runs)"
+    if not logged:
+        rows = db.execute(f"SELECT run FROM {order} ORDER BY p")
+        nothing = (None,) * len(loops)
+        return columns, ((run, *nothing, *map(args[run].get, value_columns))
+                         for (run,) in rows if run in included)
+    keys = "".join(f", coalesce(json_extract(l.ctx, {cache.quote_literal(_json_path(loop))}), -1)"
+                   for loop in loops)
+    cursor = db.execute(
+        f"SELECT l.run, l.ctx, l.lvl, l.name, l.value FROM current_logs l "
+        f"LEFT JOIN {order} o ON o.run = l.run WHERE l.name IN "
+        f"({','.join('?' * len(logged))}){in_runs.replace('run IN', 'l.run IN')} "
+        f"ORDER BY o.p IS NULL, o.p, l.run, l.lvl > 0{keys}, l.ctx, l.seq", logged)
+    return columns, _pivoted(cursor, loops, value_columns, args)
 
 
-def _run_batches(runs: list[str] | None, size: int = 10_000
-                 ) -> Iterator[tuple[str, tuple[str, ...]]]:
-    """A SQL condition on ``run`` and its parameters, in batches under SQLite's limit on
-    parameters; one batch without a condition when every run is wanted."""
-    if runs is None:
-        yield "", ()
-        return
-    for at in range(0, len(runs), size):
-        batch = tuple(runs[at:at + size])
-        yield f" AND run IN ({','.join('?' * len(batch))})", batch
+def _pivoted(cursor: Iterable[tuple], loops: list[str], value_columns: list[str],
+             args: dict[str, dict[str, Any]]) -> Iterator[tuple]:
+    """The pivot's rows from (run, ctx, lvl, name, value) ordered by run, run-level
+    values first, then by loop iteration and ``seq``: the last value of a name in an
+    iteration (or at run level) is the one shown."""
+    nothing = (None,) * len(loops)
+    run, run_level, ctx, values, iterated = None, {}, None, None, False
+
+    def made() -> tuple:
+        merged = {**args.get(run, {}), **run_level, **(values or {})}
+        where = nothing if values is None else \
+            tuple(map(json.loads(ctx).get, loops))
+        return (run, *where, *map(merged.get, value_columns))
+
+    for row_run, row_ctx, lvl, name, value in cursor:
+        if row_run != run or (lvl and row_ctx != ctx):
+            if values is not None:
+                yield made()
+            elif run is not None and row_run != run and not iterated:
+                yield made()  # a run with only run-level values: one row
+            if row_run != run:
+                run, run_level, iterated = row_run, {}, False
+            ctx, values = row_ctx, None
+        if not lvl:
+            run_level[name] = value
+            continue
+        if values is None:
+            values, iterated = {}, True
+        values[name] = value
+    if values is not None or (run is not None and not iterated):
+        yield made()
 
 
-def _index_key(ctx: dict | None, loops: list[str]) -> tuple:
-    ctx = ctx or {}
-    return tuple(ctx.get(l, -1) for l in loops)
+def _json_path(key: str) -> str:
+    """The JSON path of an object's member ``key`` (``$."epoch"``)."""
+    return '$."' + key.replace('"', '\\"') + '"'
+
+
+def _loops(db: sqlite3.Connection, logged: list[str], in_runs: str) -> list[str]:
+    """The loops of the pivot: the keys of the logged values' loop contexts, outer loops
+    first (a context lists them from the outermost), in SQL."""
+    with cache.unguarded(db):  # json_each; no user text here
+        shapes = [json.loads(keys) for (keys,) in db.execute(
+            "SELECT DISTINCT (SELECT json_group_array(key) FROM json_each(ctx)) "
+            f"FROM current_logs WHERE lvl > 0 AND name IN ({','.join('?' * len(logged))})"
+            f"{in_runs}", logged).fetchall()]
+    shapes.sort(key=len, reverse=True)
+    return list(dict.fromkeys(key for shape in shapes for key in shape))
 
 
 def pivot_frame(git: Git, names: Sequence[str]):
@@ -210,15 +240,28 @@ def sql_frame(git: Git, text: str):
     return pd.DataFrame(rows, columns=columns)
 
 
-def filter_rows(table: Table, where: str | None, sort: str | None, limit: int | None) -> Table:
-    """Apply ``--where``/``--sort``/``--limit`` to computed rows with SQLite's own semantics."""
-    columns, rows = table
-    with closing(sqlite3.connect(":memory:")) as mem:
-        mem.execute(f"CREATE TABLE t ({', '.join(map(cache.quote_ident, columns))})")
-        mem.executemany(f"INSERT INTO t VALUES ({','.join('?' * len(columns))})", rows)
-        cache.guard(mem)
-        return _user_sql(mem, "SELECT * FROM t" + _clauses(where, sort, limit),
-                         *_options(where, sort))
+@contextmanager
+def _filtered(columns: list[str], rows: Iterable[tuple], where: str | None,
+              sort: str | None, limit: int | None,
+              newest: tuple[list[str], int] | None = None
+              ) -> Iterator[tuple[list[str], Iterator[tuple]]]:
+    """``--where``/``--sort``/``--limit`` applied to computed rows with SQLite's own
+    semantics, in a temporary SQLite file (on disk: the rows may be many); ``newest``:
+    (runs newest first, N) keeps only the rows of the N newest runs left."""
+    with closing(sqlite3.connect("")) as temp:
+        temp.execute(f"CREATE TABLE t ({', '.join(map(cache.quote_ident, columns))})")
+        temp.executemany(f"INSERT INTO t VALUES ({','.join('?' * len(columns))})", rows)
+        cache.guard(temp)
+        kept = None
+        if newest is not None:
+            left = {run for (run,) in _user_rows(
+                temp, f"SELECT DISTINCT {cache.quote_ident(columns[0])} FROM t" +
+                _clauses(where, None, None), *_options(where, sort))[1]}
+            runs, count = newest
+            kept = set([r for r in runs if r in left][:count])
+        found = _user_rows(temp, "SELECT * FROM t" + _clauses(where, sort, limit),
+                           *_options(where, sort))[1]
+        yield columns, (found if kept is None else (r for r in found if r[0] in kept))
 
 
 def _clauses(where: str | None, sort: str | None, limit: int | None) -> str:
@@ -236,11 +279,28 @@ def _options(where: str | None, sort: str | None) -> tuple[str, str]:
 
 def _user_sql(db: sqlite3.Connection, text: str, what: str, users: str | None = None) -> Table:
     """Run SQL built around the user's text ``users`` (all of ``text`` when None)."""
+    columns, rows = _user_rows(db, text, what, users)
+    return columns, list(rows)
+
+
+def _user_rows(db: sqlite3.Connection, text: str, what: str, users: str | None = None
+               ) -> tuple[list[str], Iterator[tuple]]:
+    """:func:`_user_sql`, its rows read as they are iterated."""
+    users = text if users is None else users
     try:
-        return cache.rows(db, text)
+        cursor = db.execute(text)
     except (sqlite3.Error, sqlite3.Warning) as e:  # Warning: e.g. two statements
-        raise UserError(f"{what}: {_sql_reason(str(e), text if users is None else users)}"
-                        ) from None
+        raise UserError(f"{what}: {_sql_reason(str(e), users)}") from None
+    return [d[0] for d in cursor.description or ()], _user_errors(cursor, what, users)
+
+
+def _user_errors(cursor: Iterable[tuple], what: str, users: str) -> Iterator[tuple]:
+    """The rows of ``cursor``; an error met while reading them (SQLite reports some only
+    then) as one line for the user."""
+    try:
+        yield from cursor
+    except (sqlite3.Error, sqlite3.Warning) as e:
+        raise UserError(f"{what}: {_sql_reason(str(e), users)}") from None
 
 
 def _sql_reason(message: str, users: str) -> str:

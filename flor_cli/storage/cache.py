@@ -921,6 +921,18 @@ def guard(db: sqlite3.Connection) -> None:
     db.set_authorizer(authorize)
 
 
+@contextmanager
+def unguarded(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """``db`` without :func:`guard`'s authorizer, for flor's own SQL that uses what the
+    authorizer refuses (a table-valued function: ``json_each``); guarded again after.
+    Never for SQL that holds the user's text."""
+    db.set_authorizer(None)
+    try:
+        yield db
+    finally:
+        guard(db)
+
+
 def names_of(db: sqlite3.Connection, kind: str) -> list[str]:
     return [n for (n,) in db.execute("SELECT name FROM names WHERE kind=? ORDER BY name", (kind,))]
 
@@ -982,7 +994,3 @@ def quote_ident(name: str) -> str:
 def quote_literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
-
-def rows(db: sqlite3.Connection, sql: str, params: Iterable = ()) -> tuple[list[str], list[tuple]]:
-    cur = db.execute(sql, tuple(params))
-    return [d[0] for d in cur.description or ()], cur.fetchall()
