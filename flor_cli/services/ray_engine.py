@@ -193,7 +193,8 @@ class RayReplay:
     A worker execute asks for that was not foreseen is a re-execution after a
     verification found a difference: the tasks still pending that restore checkpoints
     for that code are cancelled (their values would be discarded) and the worker is
-    submitted then."""
+    submitted then. Runs may be collected by several threads (``--jobs``): one lock
+    keeps the pending tasks whole."""
 
     ships_code = True
 
@@ -204,6 +205,7 @@ class RayReplay:
         self._objects: dict[str, Any] = {}
         self.pending: dict[tuple, Any] = {}
         self._code = {job.run: (job.script, job.source) for job in plan.runnable}
+        self._lock = threading.Lock()
         for job in sorted(plan.runnable, key=lambda j: j.check is None):  # stable
             ranges = worker_ranges(job.epochs, plan.workers) if job.mode == "nested" else [None]
             specs = [(job.mode, epochs) for epochs in ranges]
@@ -232,10 +234,11 @@ class RayReplay:
     def __call__(self, job, argv: list[str], cwd: Path, env: dict[str, str],
                  log_path: Path) -> "TaskProcess":
         config = protocol.ReplayConfig.from_json(env[protocol.REPLAY])
-        ref = self.pending.pop(_key(job.run, config), None)
-        if ref is None:
-            self._drop_restoring(self._code.get(job.run))
-            ref = self._submit(job, config)
+        with self._lock:
+            ref = self.pending.pop(_key(job.run, config), None)
+            if ref is None:
+                self._drop_restoring(self._code.get(job.run))
+                ref = self._submit(job, config)
         return TaskProcess(self.cluster, ref, Path(config.journal), log_path)
 
     def _drop_restoring(self, code: tuple | None) -> None:
@@ -245,9 +248,10 @@ class RayReplay:
 
     def cancel(self) -> None:
         """Stop what is still running (Ctrl-C, failures): the cluster may outlive us."""
-        for ref in self.pending.values():
-            self.cluster.ray.cancel(ref, force=True)
-        self.pending.clear()
+        with self._lock:
+            for ref in self.pending.values():
+                self.cluster.ray.cancel(ref, force=True)
+            self.pending.clear()
 
 
 def _key(run: str, config: "protocol.ReplayConfig") -> tuple:
