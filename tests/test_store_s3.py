@@ -119,6 +119,7 @@ def test_a_backend_whose_fsspec_package_is_missing_is_one_line(tmp_path: Path) -
     """docs/distributed.md: gs:// needs gcsfs, which flor does not depend on."""
     from importlib.util import find_spec
 
+    pytest.importorskip("fsspec")
     if find_spec("gcsfs") is not None:
         pytest.skip("gcsfs is installed")
     repo = make_repo(tmp_path / "repo", files={"train.py": (
