@@ -76,6 +76,7 @@ CREATE TABLE IF NOT EXISTS removed(run TEXT PRIMARY KEY, commit_id TEXT, at REAL
 CREATE TABLE IF NOT EXISTS tags(run TEXT, tag TEXT, PRIMARY KEY(run, tag));
 CREATE INDEX IF NOT EXISTS tags_tag ON tags(tag);
 CREATE INDEX IF NOT EXISTS runs_commit ON runs(commit_id);
+CREATE INDEX IF NOT EXISTS runs_start ON runs(start, run);
 CREATE TABLE IF NOT EXISTS args(run TEXT, name TEXT, value, PRIMARY KEY(run, name));
 CREATE TABLE IF NOT EXISTS logs(run TEXT, rp TEXT, seq INTEGER, name TEXT, value, type TEXT,
   ctx TEXT, lvl INTEGER, cur INTEGER);
@@ -956,7 +957,9 @@ def create_runs_view(db: sqlite3.Connection, aggs: dict[str, str] | None = None,
     A view per connection, because its columns depend on which names have been logged.
     Its rows come newest first (by start time, finer than the ``time`` column shows).
     The summaries are looked up by (run, name), so reading it costs a few index probes
-    per run, whatever the number of records.
+    per run, whatever the number of records; the rows come in the order of the
+    ``runs_start`` index, so ``LIMIT`` reads only the newest runs and no wide row is
+    sorted (half of ``flor log``'s time at 100,000 runs).
     """
     aggs = aggs or {}
     columns = list(RUNS_FIXED)
