@@ -207,7 +207,10 @@ def output_options(fn: Callable) -> Callable:
     """The output options of every table command, handed to it as one ``out: Output``."""
     options = [
         click.option("--format", "fmt_name", type=click.Choice(FORMATS), default=None,
-                     help="Output format (default: table)."),
+                     help="Output format (default: table). Rows are printed as they are "
+                          "read: csv, tsv, json and nl as one document however long; a "
+                          f"table or markdown longer than {PAGE_ROWS:,} rows as one table "
+                          f"per {PAGE_ROWS:,} rows, each sized to its own rows."),
         *(click.option(f"--{name}", f"as_{name}", is_flag=True,
                        help=f"Same as --format {name}.") for name in _SHORTHANDS),
         click.option("--fmt", "tablefmt", default="simple", show_default=True,

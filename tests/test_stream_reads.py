@@ -83,6 +83,27 @@ def test_the_pivot_of_a_long_run_runs_in_bounded_memory(long_run: Path, args) ->
     assert pivoted.returncode == 0, pivoted.stderr[-2000:]
 
 
+@pytest.fixture(scope="module")
+def many_files(tmp_path_factory) -> Path:
+    """A run that logged a file at each of its 60,000 steps, its cache built."""
+    repo = make_repo(tmp_path_factory.mktemp("files") / "r", files={"train.py": "print(1)\n"})
+    record_run(repo, epochs=1, steps=60_000, files=60_000)
+    cli(repo, "log")
+    return repo
+
+
+def test_export_of_many_files_runs_in_bounded_memory(many_files: Path, tmp_path: Path) -> None:
+    """What export holds per file, not the files: their bytes are not read or written
+    here (a second each ten thousand on a quiet disk), only their paths made."""
+    no_io = ("files.read = lambda *args: b'x'; files.write_whole = lambda target, data: None"
+             "\nmain.main(sys.argv[2:])")
+    script = UNDER_LIMIT.replace("main.main(sys.argv[2:])", no_io)
+    exported = subprocess.run([sys.executable, "-c", script, str(HEADROOM), "export", "sample",
+                               "-o", str(tmp_path / "out")], cwd=many_files,
+                              capture_output=True, text=True)
+    assert exported.returncode == 0, exported.stderr[-2000:]
+
+
 @pytest.mark.parametrize("fmt", ["csv", "tsv", "json", "nl", "table"])
 def test_a_table_longer_than_a_page_is_printed_a_page_at_a_time(monkeypatch, fmt) -> None:
     monkeypatch.setattr(output, "PAGE_ROWS", 3)

@@ -17,7 +17,8 @@ def command(names: tuple[str, ...], where: str | None, output: Path) -> None:
     """Write logged images and files (flor.log of a Figure, flor.Image, flor.File) out.
 
     One folder per run, one file per logged value, named by its loop context. NAMEs may
-    also be comma-separated.
+    also be comma-separated. Each file's path is printed once it is written, one at a
+    time: memory does not grow with the number of files.
     """
     from flor_cli.services.export import export
     from flor_cli.storage.git import Git
@@ -25,9 +26,9 @@ def command(names: tuple[str, ...], where: str | None, output: Path) -> None:
 
     git = Git.discover(".")
     fold_orphans(git)
-    result = export(git, names, output, where)
-    for path in result.written:
-        click.echo(str(path))
-    for what in result.missing:
-        click.echo(f"flor: not in any object store (pull it, or set flor.store): {what}",
-                   err=True)
+    for done in export(git, names, output, where):  # each file as it is written
+        if done.written is not None:
+            click.echo(str(done.written))
+        else:
+            click.echo(f"flor: not in any object store (pull it, or set flor.store): "
+                       f"{done.missing}", err=True)

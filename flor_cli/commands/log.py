@@ -35,7 +35,10 @@ def command(pivot: bool, names: tuple[str, ...], where: str | None, sort: str | 
 
     With --pivot, FlorDB's pivot of the logged NAMEs (all names when none are given):
     loop columns hold 0-based iteration indices; args and run-level values repeat on
-    their run's rows. NAMEs may also be comma-separated.
+    their run's rows. NAMEs may also be comma-separated. Its rows are made and printed
+    as they are read, in bounded memory however many values a run logged; --where over
+    run-level columns and -n choose the runs before any value is read, while --sort and
+    --where over loop columns go through a temporary file.
     """
     from flor_cli.services import query
     from flor_cli.storage.git import Git

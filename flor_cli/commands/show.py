@@ -24,7 +24,9 @@ def command(run: str, records: bool, out: Output) -> None:
 
     RUN is a run id, a unique prefix of one, a shadow commit prefix, a run's name or
     tag, or `latest`. --format json prints all of it as one object; csv, tsv and nl
-    print one table, the records.
+    print one table, the records. Records are read and printed a batch at a time (a
+    long note through a temporary file that orders them), so a run of millions of
+    values is shown in bounded memory.
     """
     from flor_cli.services import query, show
     from flor_cli.storage.git import Git

@@ -12,21 +12,28 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Iterator, Sequence
 
 from flor_cli.errors import UserError
 from flor_cli.services import files, query
 from flor_cli.storage.git import Git
 from flor_cli.storage.media import safe_file_name
+from flor_cli.storage.objects import stores
 
 
 @dataclass
 class Exported:
-    written: list[Path]
-    missing: list[str]  # "<run> <name>": neither store has the bytes (not pulled yet?)
+    """One logged value exported: the file written, or what is missing."""
+
+    written: Path | None
+    missing: str | None = None  # "<run> <name>": neither store has the bytes (not pulled?)
 
 
-def export(git: Git, names: Sequence[str], out: Path, where: str | None = None) -> Exported:
+def export(git: Git, names: Sequence[str], out: Path, where: str | None = None
+           ) -> Iterator[Exported]:
+    """Check the arguments (a :class:`UserError` before anything is written), then
+    write the files out as the iterator is read: one logged value at a time, whatever
+    the number logged."""
     names = [n for name in names for n in name.split(",") if n]
     logged_names = set(files.media_names(git))
     unknown = [n for n in names if n not in logged_names]
@@ -36,22 +43,27 @@ def export(git: Git, names: Sequence[str], out: Path, where: str | None = None) 
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"-o: not a directory: {out}")
-    result = Exported([], [])
-    taken: set[Path] = set()
-    for item in files.logged(git, names, runs):
-        data = files.read(git, item.ref)
+    return _written(git, files.logged(git, names, runs), out)
+
+
+def _written(git: Git, logged: Iterable[files.LoggedFile], out: Path) -> Iterator[Exported]:
+    held = stores(git)
+    run, taken = None, set()  # the files written for this run (runs come one after another)
+    for item in logged:
+        if item.run != run:
+            run, taken = item.run, set()
+        data = files.read(git, item.ref, held)
         if data is None:
-            result.missing.append(f"{item.run} {item.name}")
+            yield Exported(None, f"{item.run} {item.name}")
             continue
         stem, suffix = os.path.splitext(item.ref.file)
         where_in_loop = "".join(f".{loop}-{index}" for loop, index in item.ctx.items())
         stem = stem + where_in_loop + (".replayed" if item.replayed else "")
         target = out / safe_file_name(item.run, "") / safe_file_name(stem, suffix)
         copy = 1
-        while target in taken:  # the same name logged again in the same iteration
+        while target.name in taken:  # the same name logged again in the same iteration
             copy += 1
             target = target.with_name(safe_file_name(f"{stem}.{copy}", suffix))
-        taken.add(target)
+        taken.add(target.name)
         files.write_whole(target, data)
-        result.written.append(target)
-    return result
+        yield Exported(target)

@@ -13,12 +13,14 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 from flor_cli.services import query
+from flor_cli.storage import cache
 from flor_cli.storage.cache import quote_literal
 from flor_cli.storage.git import Git
 from flor_cli.storage.media import MEDIA_TYPES, MediaRef, parse
+from flor_cli.storage.objects import ObjectStore
 
 
 @dataclass(frozen=True)
@@ -42,32 +44,34 @@ def media_names(git: Git) -> list[str]:
 
 
 def logged(git: Git, names: Sequence[str] = (), runs: Sequence[str] | None = None
-           ) -> list[LoggedFile]:
-    """Every logged image/file (of ``names``, of ``runs``), in run and record order."""
+           ) -> Iterator[LoggedFile]:
+    """Every logged image/file (of ``names``, of ``runs``), in run and record order, read
+    as it is iterated (a run may have logged millions)."""
     where = [f"type IN ({_in(MEDIA_TYPES)})"]
     if names:
         where.append(f"name IN ({_in(names)})")
     if runs is not None:
         where.append(f"run IN ({_in(runs)})")
-    _, rows = query.sql(git, "SELECT l.run, name, value, ctx, rp FROM logs l JOIN runs r "
-                             f"USING (run) WHERE {' AND '.join(where)} "
-                             "ORDER BY r.start, l.run, l.rp IS NOT NULL, l.rp, l.seq")
-    found = []
-    for run, name, value, ctx, rp in rows:
-        ref = parse(value)
-        if ref is not None:
-            found.append(LoggedFile(run, name, json.loads(ctx or "{}"), rp is not None, ref))
-    return found
+    with cache.connection(git, readonly=True) as db:
+        for run, name, value, ctx, rp in db.execute(
+                "SELECT l.run, name, value, ctx, rp FROM logs l JOIN runs r "
+                f"USING (run) WHERE {' AND '.join(where)} "
+                "ORDER BY r.start, l.run, l.rp IS NOT NULL, l.rp, l.seq"):
+            ref = parse(value)
+            if ref is not None:
+                yield LoggedFile(run, name, json.loads(ctx or "{}"), rp is not None, ref)
 
 
-def read(git: Git, ref: MediaRef) -> bytes | None:
-    """The bytes of a logged file, or None when neither store has them."""
+def read(git: Git, ref: MediaRef, held: Sequence[ObjectStore | None] | None = None
+         ) -> bytes | None:
+    """The bytes of a logged file, or None when neither store has them; ``held``: the
+    stores to read (``stores(git)``, looked up once by a caller reading many files)."""
     from flor_cli.storage.objects import stores
 
     from flor_cli.storage.notes import warn
     from flor_cli.storage.objects import BadObject
 
-    for store in stores(git):
+    for store in held if held is not None else stores(git):
         if store is not None and store.has(ref.sha):
             try:
                 return store.get(ref.sha)
