@@ -57,21 +57,27 @@ main.main(sys.argv[2:])
 HEADROOM = 48 << 20
 
 
-def _under_limit(repo: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", UNDER_LIMIT, str(HEADROOM), *args], cwd=repo,
+def _under_limit(repo: Path, *args: str, script: str = UNDER_LIMIT
+                 ) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", script, str(HEADROOM), *args], cwd=repo,
                           capture_output=True, text=True)
 
 
-@pytest.fixture(scope="module")
-def long_run(tmp_path_factory) -> Path:
-    """A run of 80,000 logged values (~7 MB of note), its cache built."""
+def _recorded(tmp_path_factory, **run) -> Path:
+    """A repository with one synthetic run (``record_run``'s arguments), its cache built."""
     repo = make_repo(tmp_path_factory.mktemp("long") / "r", files={"train.py": "print(1)\n"})
-    record_run(repo, epochs=4, steps=20_000, files=200)
+    record_run(repo, **run)
     cli(repo, "log")
     return repo
 
 
-@pytest.mark.parametrize("fmt", ["table", "json", "csv"])
+@pytest.fixture(scope="module")
+def long_run(tmp_path_factory) -> Path:
+    """A run of 80,000 logged values (~7 MB of note)."""
+    return _recorded(tmp_path_factory, epochs=4, steps=20_000, files=200)
+
+
+@pytest.mark.parametrize("fmt", ["table", "json"])  # csv: as the pivot
 def test_show_of_a_long_run_runs_in_bounded_memory(long_run: Path, fmt: str) -> None:
     shown = _under_limit(long_run, "show", "latest", "--format", fmt)
     assert shown.returncode == 0, shown.stderr[-2000:]
@@ -83,24 +89,14 @@ def test_the_pivot_of_a_long_run_runs_in_bounded_memory(long_run: Path, args) ->
     assert pivoted.returncode == 0, pivoted.stderr[-2000:]
 
 
-@pytest.fixture(scope="module")
-def many_files(tmp_path_factory) -> Path:
-    """A run that logged a file at each of its 60,000 steps, its cache built."""
-    repo = make_repo(tmp_path_factory.mktemp("files") / "r", files={"train.py": "print(1)\n"})
-    record_run(repo, epochs=1, steps=60_000, files=60_000)
-    cli(repo, "log")
-    return repo
-
-
-def test_export_of_many_files_runs_in_bounded_memory(many_files: Path, tmp_path: Path) -> None:
+def test_export_of_many_files_runs_in_bounded_memory(tmp_path_factory, tmp_path: Path) -> None:
     """What export holds per file, not the files: their bytes are not read or written
-    here (a second each ten thousand on a quiet disk), only their paths made."""
+    here (a millisecond or more each), only their paths made."""
+    repo = _recorded(tmp_path_factory, epochs=1, steps=60_000, files=60_000)
     no_io = ("files.read = lambda *args: b'x'; files.write_whole = lambda target, data: None"
              "\nmain.main(sys.argv[2:])")
-    script = UNDER_LIMIT.replace("main.main(sys.argv[2:])", no_io)
-    exported = subprocess.run([sys.executable, "-c", script, str(HEADROOM), "export", "sample",
-                               "-o", str(tmp_path / "out")], cwd=many_files,
-                              capture_output=True, text=True)
+    exported = _under_limit(repo, "export", "sample", "-o", str(tmp_path / "out"),
+                            script=UNDER_LIMIT.replace("main.main(sys.argv[2:])", no_io))
     assert exported.returncode == 0, exported.stderr[-2000:]
 
 
