@@ -72,3 +72,32 @@ def test_the_runs_table_is_read_newest_first_from_an_index(repo: Path) -> None:
         plan = db.execute("EXPLAIN QUERY PLAN SELECT * FROM runs_wide LIMIT 10").fetchall()
     steps = " / ".join(row[-1] for row in plan)
     assert "runs_start" in steps and "TEMP B-TREE" not in steps, steps
+
+
+def test_a_run_id_claimed_in_both_halves_of_a_parallel_rebuild_is_told_apart(
+        repo: Path, monkeypatch) -> None:
+    """A rebuild builds half of the notes in a second process; two notes claiming one
+    run id, one in each half, are two runs (the second as ``<id>@<commit>``), as in a
+    rebuild in one process, never one run mixing both notes' values."""
+    from synthetic import record_run
+
+    from flor_cli.storage import notes
+
+    git = Git(repo)
+    mine = record_run(repo)
+    with cache.connection(git) as db:
+        (commit,) = db.execute("SELECT commit_id FROM runs").fetchone()
+    tree, other, n = git.tree_of(commit), commit, 0
+    while other <= commit:  # sorts after mine: in the second half
+        other, n = git.commit(git.tree_of(commit), [], f"elsewhere {n}"), n + 1
+    git.append_notes({other: notes.render(
+        {"run": mine, "script": "train.py", "start": 1.0},
+        [{"t": "log", "s": 0, "n": "loss", "v": 666, "c": {}}])}, "a pulled note")
+    cache.path_of(git).unlink()
+    monkeypatch.setattr(cache, "_SAMPLE", 1)  # a helper process for as few as 2 notes
+    monkeypatch.setattr(cache, "_PARALLEL_BYTES", 0)
+    with cache.connection(git) as db:
+        runs = dict(db.execute("SELECT run, commit_id FROM runs"))
+        assert runs == {mine: commit, f"{mine}@{other[:10]}": other}
+        values = [v for (v,) in db.execute("SELECT value FROM logs WHERE run=?", (mine,))]
+        assert values and 666 not in values

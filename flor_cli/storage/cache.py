@@ -468,12 +468,28 @@ class _Helper:
         if self.proc is None or self.proc.wait() != 0:
             return False
         db.execute("ATTACH DATABASE ? AS part", (str(self.path),))
+        self._tell_apart(db)
         for table in (*_PER_RUN_TABLES, "names"):
             verb = {"runs": "INSERT OR REPLACE", "args": "INSERT OR REPLACE",
                     "removed": "INSERT OR REPLACE", "tags": "INSERT OR IGNORE",
                     "names": "INSERT OR IGNORE"}.get(table, "INSERT")
             db.execute(f"{verb} INTO main.{table} SELECT * FROM part.{table}")
         return True
+
+    @staticmethod
+    def _tell_apart(db: sqlite3.Connection) -> None:
+        """A run id both halves hold for different commits goes to the first half's
+        run, as in a rebuild in one process (:func:`_claim`): the helper's is renamed."""
+        held = ("SELECT run, commit_id FROM {0}.runs "
+                "UNION ALL SELECT run, commit_id FROM {0}.removed")
+        clashes = db.execute(
+            f"SELECT p.run, p.commit_id, m.commit_id FROM ({held.format('part')}) p "
+            f"JOIN ({held.format('main')}) m ON m.run = p.run "
+            "WHERE m.commit_id IS NOT p.commit_id").fetchall()
+        for run, commit, holder in clashes:
+            alias = _alias(run, commit, holder)
+            for table in _PER_RUN_TABLES:
+                db.execute(f"UPDATE part.{table} SET run=? WHERE run=?", (alias, run))
 
     def discard(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -580,9 +596,14 @@ def _claim(db: sqlite3.Connection, note: notes.RunNote, schema: str = "main",
         f"SELECT commit_id FROM {schema}.runs WHERE run=?", (run,)).fetchone()
     if held is None or held[0] == note.commit:
         return run
-    alias = f"{run}@{note.commit[:10]}"
-    notes.warn(f"the note of commit {note.commit[:10]} claims run id {run}, which is "
-               f"the run of commit {held[0][:10]}: it is listed as {alias}")
+    return _alias(run, note.commit, held[0])
+
+
+def _alias(run: str, commit: str, holder: str) -> str:
+    """The id of commit ``commit``'s run, whose id ``run`` the run of ``holder`` has."""
+    alias = f"{run}@{commit[:10]}"
+    notes.warn(f"the note of commit {commit[:10]} claims run id {run}, which is "
+               f"the run of commit {holder[:10]}: it is listed as {alias}")
     return alias
 
 
@@ -636,7 +657,8 @@ class _Rows:
         db.executemany(f"INSERT INTO {schema}.timings VALUES (?,?,?,?,?)", self.timings)
         db.executemany(f"INSERT INTO {schema}.checkpoints VALUES (?,?,?,?,?,?)", self.ckpts)
         db.executemany(f"INSERT INTO {schema}.replays VALUES (?,?,?,?,?,?,?)", self.replays)
-        db.executemany(f"INSERT OR IGNORE INTO {schema}.names VALUES (?,?)", sorted(self.names))
+        db.executemany(f"INSERT OR IGNORE INTO {schema}.names VALUES (?,?)",
+                       sorted(self.names))
 
     def runs_inserted(self) -> list[str]:
         return [row[0] for row in self.runs] + [row[0] for row in self.removed]
