@@ -1,5 +1,5 @@
 """``flor replay NAME[,NAME...] [--where SQL] [--yes] [--dry-run] [--diff] [--workers N]
-[--gpus LIST] [--rev REV] [--no-verify]``: renders the plan, asks, and shows the outcome
+[--jobs N] [--no-fork] [--gpus LIST] [--rev REV] [--no-verify]``: renders the plan, asks, and shows the outcome
 of the replay library (services/replay/api.py)."""
 
 from __future__ import annotations
@@ -22,6 +22,13 @@ from flor_cli.ray_options import ray_options
               help="Show the transplanted code, once per distinct version.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Processes per run for nested-loop statements (epochs split among them).")
+@click.option("--jobs", "-j", type=click.IntRange(min=1), default=None,
+              help="Runs replayed at once. Default: the cores this process may use divided "
+                   "by --workers (jobs x workers processes, no more than the cores).")
+@click.option("--no-fork", "no_fork", is_flag=True,
+              help="Start every worker in a fresh interpreter. Default: each job slot "
+                   "imports flor and the script's top-level installed packages once, "
+                   "then forks a worker per run (Linux; the plan's start column).")
 @click.option("--gpus", help="Comma-separated GPU ids, given to workers round-robin.")
 @click.option("--rev", help="Take today's statements from this commit, not the worktree.")
 @click.option("--no-verify", "no_verify", is_flag=True,
@@ -29,8 +36,9 @@ from flor_cli.ray_options import ray_options
 @ray_options
 @output_options
 def command(names: tuple[str, ...], where: str | None, yes: bool, dry_run: bool,
-            show_diff: bool, workers: int, gpus: str | None, rev: str | None, no_verify: bool,
-            ray: str | bool | None, gpus_per_job: float, out: Output) -> None:
+            show_diff: bool, workers: int, jobs: int | None, no_fork: bool, gpus: str | None,
+            rev: str | None, no_verify: bool, ray: str | bool | None, gpus_per_job: float,
+            out: Output) -> None:
     """Backfill the flor.log statements for NAMEs into past runs by replaying them.
 
     Each selected run's code is checked out into a temporary worktree, today's
@@ -41,8 +49,11 @@ def command(names: tuple[str, ...], where: str | None, yes: bool, dry_run: bool,
     the checkpoints do not hold re-executes its run's nested loops instead (the plan's
     note says which name). Unless --no-verify, the first run of each version of the
     code also re-executes one epoch and compares; a difference turns skipping off for
-    that version. The new values are appended to each run's note; your worktree, index
-    and branch are never touched. With nothing to replay, it says so and exits 0.
+    that version. --jobs runs replay at once (a version's verifying run first, then
+    its other runs); each job slot's workers are forked from one process that has
+    imported the script's packages. The new values are appended to the runs' notes, a
+    batch of runs per commit; your worktree, index and branch are never touched.
+    With nothing to replay, it says so and exits 0.
     """
     from flor_cli.errors import UserError
     from flor_cli.prompt import confirmed
@@ -53,7 +64,8 @@ def command(names: tuple[str, ...], where: str | None, yes: bool, dry_run: bool,
     wanted = [n for name in names for n in name.split(",") if n]
     git = Git.discover(".")
     fold_orphans(git)
-    plan = api.plan(git, wanted, where=where, workers=workers, rev=rev, verify=not no_verify)
+    plan = api.plan(git, wanted, where=where, workers=workers, rev=rev, verify=not no_verify,
+                    jobs=jobs, fork=not no_fork)
     if plan.nothing:
         click.echo(f"nothing to do: {plan.nothing}", err=True)
         return

@@ -175,6 +175,13 @@ def _after_fork_in_child() -> None:
     _session, _disabled = None, True
 
 
+def start_afresh() -> None:
+    """In a replay fork server's worker (runtime/replay_fork.py): this forked process is
+    a new script, not a copy of one (the server never starts a run), so it may record."""
+    global _session, _disabled
+    _session, _disabled = None, False
+
+
 if hasattr(os, "register_at_fork"):  # not on Windows, where nothing forks
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
@@ -309,7 +316,7 @@ def replay(names: str | Sequence[str] = (), where: str | None = None, yes: bool 
 
     Shows the plan and asks first (``yes=True`` to skip the question; where there is no
     terminal, a piped answer is read). ``options``: those of ``services.replay.api.plan``
-    (``workers``, ``rev``, ``verify``) and ``gpus``. Runs whose replay failed are listed,
+    (``workers``, ``jobs``, ``fork``, ``rev``, ``verify``) and ``gpus``. Runs whose replay failed are listed,
     with the reason, in the frame's ``attrs["failed"]``. ``apply_vars`` and
     ``where_clause`` are FlorDB's names for ``names`` and ``where``.
     """

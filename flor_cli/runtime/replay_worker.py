@@ -30,9 +30,14 @@ import time
 from flor_cli.runtime.protocol import REPLAY, ReplayConfig
 
 
-def main(script: str, args: list[str]) -> None:
-    job = os.environ.get(REPLAY)
-    _die_with((ReplayConfig.from_json(job).parent if job else None) or os.getppid())
+def main(script: str, args: list[str], parent: int | None = None) -> None:
+    """Run ``script`` and end the process; ``parent``: the process whose end ends this
+    one (default: the ``flor replay`` of the job, else whoever started this process; a
+    worker forked by :mod:`flor_cli.runtime.replay_fork`: that server)."""
+    if parent is None:
+        job = os.environ.get(REPLAY)
+        parent = (ReplayConfig.from_json(job).parent if job else None) or os.getppid()
+    die_with(parent)
     sys.argv = [script, *args]
     sys.path[0] = os.path.dirname(os.path.abspath(script))
     try:
@@ -49,7 +54,7 @@ def main(script: str, args: list[str]) -> None:
     os._exit(code)
 
 
-def _die_with(parent: int) -> None:
+def die_with(parent: int) -> None:
     """End this process when ``parent`` does: its replay has nobody to hand records to."""
     import signal
 

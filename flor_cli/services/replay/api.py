@@ -17,10 +17,14 @@ from flor_cli.storage.git import Git
 
 
 def plan(git: Git, names: Sequence[str], *, where: str | None = None, workers: int = 1,
-         rev: str | None = None, verify: bool = True) -> Plan:
+         rev: str | None = None, verify: bool = True, jobs: int | None = None,
+         fork: bool = True) -> Plan:
     """Which runs, in which mode, at what estimated cost; nothing runs or is written.
-    ``plan.nothing`` says why there is nothing to do; a skipped run's note says why."""
-    return make_plan(git, names, where=where, workers=workers, rev=rev, verify=verify)
+    ``plan.nothing`` says why there is nothing to do; a skipped run's note says why.
+    ``jobs`` runs are replayed at once (None: the cores // ``workers``); ``fork=False``
+    starts every worker in a fresh interpreter."""
+    return make_plan(git, names, where=where, workers=workers, rev=rev, verify=verify,
+                     jobs=jobs, fork=fork)
 
 
 def execute(git: Git, plan: Plan, *, gpus: str | Sequence[str] | None = None,

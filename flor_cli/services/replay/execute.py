@@ -15,21 +15,31 @@ others restore. Its values are compared with the restoring workers' for that epo
 difference turns skipping off for that code: the run and the later runs of that code are
 re-executed, and the outcome says which name diverged where.
 
-A run's new records reach its note in one append, and only once all its workers have
-succeeded: a replay that fails or is interrupted half-way has appended the runs that
-finished and nothing else, so running it again picks up exactly the runs still lacking.
-Worktrees are removed whatever happens (failure, Ctrl-C).
+Runs replay ``plan.parallel`` at a time (``--jobs``), each in a slot's thread that
+waits on its worker processes; a code's verifying run ends before the code's other runs
+start (other code's runs go on meanwhile). A slot's workers are forked from a fork
+server that imported the script's packages once (services/replay/forks.py), unless
+``launch`` says how to start them.
+
+A run's new records reach its note only once all its workers have succeeded, in a
+notes commit with other finished runs (:class:`NotesBatch`): a replay that fails or is
+interrupted half-way has appended the runs that finished and nothing else, so running
+it again picks up exactly the runs still lacking. Worktrees are removed whatever happens
+(failure, Ctrl-C: every slot's workers are killed first).
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
+import queue
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -46,6 +56,8 @@ from flor_cli.storage.notes import (CKPT_LOAD, CTX, KIND, LOG, NAME, OUTER, REPL
                                     SEQ, TIME, TIMING, VALUE)
 
 POLL_SECONDS = 0.2
+BATCH_RUNS = 64  # finished runs per notes commit, at most
+BATCH_SECONDS = 10.0  # and at most this long between a run's end and its commit
 
 
 @dataclass
@@ -74,57 +86,52 @@ class Failed(Exception):
     """A worker of a run exited non-zero; the run's note is left as it was."""
 
 
+class Interrupted(Exception):
+    """The replay stopped (Ctrl-C, another run's fatal error) while this run ran."""
+
+
 def execute(git: Git, plan: Plan, gpus: Sequence[str] = (),
             launch: "Launch | None" = None) -> Outcome:
-    """Replay the plan's runs one after another; a failed run is reported, not fatal.
+    """Replay the plan's runs, ``plan.parallel`` at a time; a failed run is reported,
+    not fatal.
 
     Scratch files (workers' journals and output) live in ``.git/flor/replays/<id>/``,
     away from the run journals that every flor command folds; a failed run's output is
     kept there for its error message to point to. ``launch`` starts each worker (default:
-    a local process; ``flor replay --ray``: a Ray task, services/ray_engine.RayReplay).
+    a local process, forked from a slot's fork server when ``plan.fork``; ``flor replay
+    --ray``: a Ray task, services/ray_engine.RayReplay).
+
+    Runs go to slots in the plan's order, except that a run whose code has a verifying
+    run waits until that run has ended (it decides how the code's runs replay); runs of
+    other code go on meanwhile. A finished run's records wait in a :class:`NotesBatch`
+    for one notes commit with others.
     """
     outcome = Outcome(new_id())
     prune_stale_worktrees(git)
     scratch = git.flor_dir / "replays" / outcome.replay_id
-    progress = Progress(plan.runnable, sys.stderr)
     extra = _untracked_paths(git)
-    checked: dict[tuple[str, str], Verification] = {}  # per distinct transplanted code
+    batch = NotesBatch(git, outcome, plan.names)
+    slots = [Slot(k, _slot_launcher(git, plan, scratch, k, launch))
+             for k in range(max(1, min(plan.parallel, len(plan.runnable))))]
+    scheduler = Scheduler(git, plan, outcome, Progress(plan.runnable, sys.stderr), batch)
+    context = RunContext(git, plan, gpus, scratch, extra, outcome.replay_id,
+                         scheduler.progress, threading.Event())
     try:
-        for job in plan.runnable:
-            big, warnings = bigfiles.recorded(git, job.big)  # left out of its tree
-            for line in warnings:
-                print(line, file=sys.stderr)
-            progress.start(job)
-            started = time.time()
-            code = (job.script, job.source)
-            earlier = checked.get(code)
-            if earlier is not None and earlier.diverged and job.mode == "skip":
-                job.mode, job.why = "nested", f"verification failed on run {earlier.run}"
-            check = job.check if job.mode == "skip" else None
-            try:
-                with _worktree(git, f"{outcome.replay_id}-{job.run}", job.commit, extra + big,
-                               launch) as tree:
-                    journals, verification, busy = _replay(tree, job, plan, gpus, scratch,
-                                                           progress, check, launch or _launch)
-                if verification is not None:
-                    checked[code] = verification
-                    outcome.verified.append(verification)
-                text = replay_note(outcome.replay_id, plan, job, journals, started, time.time(),
-                                   verification, busy)
-                git.append_notes({job.commit: text}, f"flor: replay {outcome.replay_id} "
-                                 f"({', '.join(plan.names)}) into run {job.run}")
-                outcome.done.append(job.run)
-                for path in scratch.glob(f"{job.run}-*"):
-                    path.unlink()
-                progress.finish(job, None, time.time() - started)
-            except Failed as e:
-                outcome.failed[job.run] = str(e)
-                for path in scratch.glob(f"{job.run}-*.jsonl"):
-                    path.unlink()  # keep only the output the reason points to
-                progress.finish(job, str(e), time.time() - started)
+        for slot in slots:
+            slot.begin(context, scheduler.finished)
+        scheduler.run(slots)
     except BaseException:
+        context.stop.set()  # running workers are killed, their worktrees removed
+        for slot in slots:
+            slot.end()
+        scheduler.drain()  # runs that finished meanwhile still reach their notes
+        with contextlib.suppress(Exception):  # the error to report is the first one
+            batch.flush()
         shutil.rmtree(scratch, ignore_errors=True)
         raise
+    for slot in slots:
+        slot.end()
+    batch.flush()
     if not outcome.failed:
         shutil.rmtree(scratch, ignore_errors=True)
     return outcome
@@ -140,14 +147,185 @@ def _worktree(git: Git, name: str, commit: str, extra: list[str], launch: "Launc
     return Sandbox(git, git.flor_dir / "worktrees" / name, commit, extra)
 
 
-def _replay(tree: Path | None, job: Job, plan: Plan, gpus: Sequence[str], scratch: Path,
-            progress: "Progress", check: list[int | None] | None, launch: "Launch"
-            ) -> tuple[list[Path], Verification | None, float]:
-    """The job's journals, its verification when ``check`` asks for one, and the
-    seconds its workers ran; a run whose restored values differ from re-executed ones
-    is replayed again, re-executing."""
+def _slot_launcher(git: Git, plan: Plan, scratch: Path, slot: int,
+                   launch: "Launch | None") -> "Launch":
+    if launch is not None:
+        return launch
+    if not plan.fork:
+        return _launch
+    from flor_cli.services.replay.forks import ForkLauncher
+
+    return ForkLauncher(_launch, scratch, slot, [git.root, git.flor_dir / "worktrees"])
+
+
+@dataclass
+class RunContext:
+    """What every run of one replay shares."""
+
+    git: Git
+    plan: Plan
+    gpus: Sequence[str]
+    scratch: Path
+    extra: list[str]  # untracked paths linked into each worktree
+    replay_id: str
+    progress: "Progress"
+    stop: threading.Event  # set on Ctrl-C or a fatal error: workers are killed
+
+
+@dataclass
+class Finished:
+    """What a slot hands back for one run."""
+
+    job: Job
+    text: str | None = None  # the note's addition (None: the run failed)
+    error: str | None = None
+    fatal: BaseException | None = None  # not the run's failure: the replay's (a bug, Ctrl-C)
+    verification: Verification | None = None
+    seconds: float = 0.0
+
+
+class Slot:
+    """One of ``--jobs`` places: a thread that replays the runs given to it, one at a
+    time, with its own launcher (a fork server lives as long as the slot; PDEATHSIG ties
+    it to the thread that started it, so it is always this one)."""
+
+    def __init__(self, index: int, launch: "Launch"):
+        self.index, self.launch = index, launch
+        self.inbox: queue.Queue[tuple[Job, list[str]] | None] = queue.Queue()
+        self.job: Job | None = None
+        self.thread: threading.Thread | None = None
+
+    def begin(self, context: RunContext, finished: "queue.Queue[Finished]") -> None:
+        self.thread = threading.Thread(target=self._serve, args=(context, finished),
+                                       name=f"flor-replay-slot-{self.index}", daemon=True)
+        self.thread.start()
+
+    def give(self, job: Job, big: list[str]) -> None:
+        self.job = job
+        self.inbox.put((job, big))
+
+    def _serve(self, context: RunContext, finished: "queue.Queue[Finished]") -> None:
+        try:
+            while (item := self.inbox.get()) is not None:
+                finished.put(_replay_run(context, self, *item))
+        finally:
+            close = getattr(self.launch, "close", None)
+            if close is not None:
+                close()
+
+    def end(self) -> None:
+        self.inbox.put(None)
+        if self.thread is not None:
+            self.thread.join()
+
+
+class Scheduler:
+    """Gives runs to free slots in the plan's order, verifying runs first, and takes
+    back what they finished."""
+
+    def __init__(self, git: Git, plan: Plan, outcome: Outcome, progress: "Progress",
+                 batch: "NotesBatch"):
+        self.git, self.plan, self.outcome, self.progress = git, plan, outcome, progress
+        self.batch = batch
+        self.finished: queue.Queue[Finished] = queue.Queue()
+        self.pending = list(plan.runnable)
+        # per distinct transplanted code: the run verifying it, until it has ended
+        self.verifying = {_code(j): j for j in self.pending if j.check is not None}
+        self.checked: dict[tuple[str, str], Verification] = {}
+
+    def run(self, slots: list[Slot]) -> None:
+        busy: dict[str, Slot] = {}
+        while self.pending or busy:
+            for slot in slots:
+                if slot not in busy.values() and (job := self._next()) is not None:
+                    self._give(slot, job)
+                    busy[job.run] = slot
+            try:
+                done = self.finished.get(timeout=1.0)
+            except queue.Empty:
+                self.batch.flush_if_due()
+                continue
+            busy.pop(done.job.run, None)
+            self._take(done)
+
+    def _next(self) -> Job | None:
+        for job in self.pending:
+            if self.verifying.get(_code(job), job) is job:
+                self.pending.remove(job)
+                return job
+        return None
+
+    def _give(self, slot: Slot, job: Job) -> None:
+        earlier = self.checked.get(_code(job))
+        if earlier is not None and earlier.diverged and job.mode == "skip":
+            job.mode, job.why = "nested", f"verification failed on run {earlier.run}"
+        big, warnings = bigfiles.recorded(self.git, job.big)  # left out of its tree
+        for line in warnings:
+            print(line, file=sys.stderr)
+        self.progress.start(job)
+        slot.give(job, big)
+
+    def _take(self, done: Finished) -> None:
+        job = done.job
+        if self.verifying.get(_code(job)) is job:
+            del self.verifying[_code(job)]
+        if done.fatal is not None:
+            raise done.fatal
+        if done.verification is not None:
+            self.checked[_code(job)] = done.verification
+            self.outcome.verified.append(done.verification)
+        if done.text is not None:
+            self.batch.add(job, done.text)
+        else:
+            self.outcome.failed[job.run] = done.error or "failed"
+        self.progress.finish(job, done.error, done.seconds)
+        self.batch.flush_if_due()
+
+    def drain(self) -> None:
+        """Take what slots finished but nobody took (after a Ctrl-C or a fatal error)."""
+        while True:
+            try:
+                done = self.finished.get_nowait()
+            except queue.Empty:
+                return
+            if done.text is not None and done.fatal is None:
+                self.batch.add(done.job, done.text)
+
+
+def _code(job: Job) -> tuple[str, str]:
+    return job.script, job.source
+
+
+def _replay_run(context: RunContext, slot: Slot, job: Job, big: list[str]) -> Finished:
+    """One run, in a slot's thread: its worktree, its workers, the note's addition."""
+    started = time.time()
+    check = job.check if job.mode == "skip" else None
+    scratch = context.scratch
+    try:
+        with _worktree(context.git, f"{context.replay_id}-{job.run}", job.commit,
+                       context.extra + big, slot.launch) as tree:
+            journals, verification, busy, start = _replay(tree, job, context, slot, check)
+        text = replay_note(context.replay_id, context.plan, job, journals, started,
+                           time.time(), verification, busy, start)
+        for path in scratch.glob(f"{job.run}-*"):
+            path.unlink()
+        return Finished(job, text, verification=verification, seconds=time.time() - started)
+    except Failed as e:
+        for path in scratch.glob(f"{job.run}-*.jsonl"):
+            path.unlink()  # keep only the output the reason points to
+        return Finished(job, error=str(e), seconds=time.time() - started)
+    except BaseException as e:  # noqa: BLE001  handed to the main thread, which raises it
+        return Finished(job, fatal=e)
+
+
+def _replay(tree: Path | None, job: Job, context: RunContext, slot: Slot,
+            check: list[int | None] | None
+            ) -> tuple[list[Path], Verification | None, float, dict]:
+    """The job's journals, its verification when ``check`` asks for one, the seconds
+    its workers ran and how they started; a run whose restored values differ from
+    re-executed ones is replayed again, re-executing."""
     started = time.perf_counter()
-    journals = _run(tree, job, plan, gpus, scratch, progress, check, launch)
+    journals, start = _run(tree, job, context, slot, check)
     verification = None
     if check is not None:
         *journals, checker = journals
@@ -155,8 +333,8 @@ def _replay(tree: Path | None, job: Job, plan: Plan, gpus: Sequence[str], scratc
                                     _diverged(_logs(journals), _logs([checker])))
         if verification.diverged:
             job.mode, job.why = "nested", f"verification: {verification.diverged}"
-            journals = _run(tree, job, plan, gpus, scratch, progress, None, launch)
-    return journals, verification, time.perf_counter() - started
+            journals, start = _run(tree, job, context, slot, None)
+    return journals, verification, time.perf_counter() - started, start
 
 
 def write_script(tree: Path, script: str, source: str) -> None:
@@ -171,11 +349,13 @@ def write_script(tree: Path, script: str, source: str) -> None:
     path.write_bytes(source.encode())
 
 
-def _run(tree: Path | None, job: Job, plan: Plan, gpus: Sequence[str], scratch: Path,
-         progress: "Progress", check: list[int | None] | None, launch: "Launch") -> list[Path]:
+def _run(tree: Path | None, job: Job, context: RunContext, slot: Slot,
+         check: list[int | None] | None) -> tuple[list[Path], dict]:
     """Run the job's workers to the end; their journals (the checking worker's last,
-    when ``check`` asks for one to re-execute that epoch range), or Failed. Without a
-    worktree (``tree`` None), ``cwd`` is relative to the repository root."""
+    when ``check`` asks for one to re-execute that epoch range) and how they started
+    (:func:`_start_record`), or Failed. Without a worktree (``tree`` None), ``cwd`` is
+    relative to the repository root."""
+    plan, scratch, gpus = context.plan, context.scratch, context.gpus
     if tree is not None:
         write_script(tree, job.script, job.source)
     cwd = (tree or Path()) / job.cwd
@@ -187,7 +367,7 @@ def _run(tree: Path | None, job: Job, plan: Plan, gpus: Sequence[str], scratch: 
     scratch.mkdir(parents=True, exist_ok=True)
     # no __pycache__ written: the user's may be linked into the worktree
     base = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
-    workers: list[tuple[subprocess.Popen, Path, int]] = []
+    workers: list[tuple[Any, Path, int]] = []
     try:
         for k, (mode, epochs) in enumerate(specs):
             journal = scratch / f"{job.run}-{job.mode}-{k}.jsonl"
@@ -198,17 +378,33 @@ def _run(tree: Path | None, job: Job, plan: Plan, gpus: Sequence[str], scratch: 
                                   store=str(plan.store.root), parent=os.getpid(),
                                   remote=plan.store.remote)
             env = replay_env(config, base)
-            if gpus:
-                env["CUDA_VISIBLE_DEVICES"] = gpus[k % len(gpus)]
-            proc = launch(job, [script, *job.argv], cwd, env, journal.with_suffix(".log"))
+            if gpus:  # round-robin over every worker of every slot
+                env["CUDA_VISIBLE_DEVICES"] = gpus[(slot.index * len(specs) + k) % len(gpus)]
+            proc = slot.launch(job, [script, *job.argv], cwd, env, journal.with_suffix(".log"))
             workers.append((proc, journal, epochs[0] if epochs else 0))
-        _wait(job, workers, progress, len(ranges))
+        _wait(job, workers, context, len(ranges))
     finally:
         for proc, _, _ in workers:
             if proc.poll() is None:
                 proc.kill()
             proc.wait()
-    return [journal for _, journal, _ in workers]
+    return [journal for _, journal, _ in workers], _start_record(slot.launch, workers)
+
+
+def _start_record(launch: "Launch", workers: list[tuple[Any, Path, int]]) -> dict:
+    """How a run's workers started, for its replay header: ``fork`` (from a fork server
+    that paid the interpreter start and ``imports_s`` of imports once for its slot) or
+    ``fresh`` (each its own interpreter; ``why`` not forked), or ``how`` the launcher
+    says (a Ray task)."""
+    hows = {getattr(proc, "start", "fresh" if isinstance(proc, subprocess.Popen) else "task")
+            for proc, _, _ in workers}
+    how = "fork" if hows == {"fork"} else "fresh" if "fresh" in hows else hows.pop()
+    record: dict[str, Any] = {"how": how}
+    if how == "fork":
+        record["imports_s"] = round(getattr(launch, "imports_seconds", 0.0), 3)
+    elif how == "fresh" and getattr(launch, "why", None):
+        record["why"] = launch.why  # type: ignore[attr-defined]
+    return record
 
 
 # How a worker starts: (job, argv, cwd, env with FLOR_REPLAY, log path) -> an object
@@ -260,14 +456,17 @@ def _diverged(restored: list[dict], reexecuted: list[dict]) -> str | None:
     return None
 
 
-def _wait(job: Job, workers: list[tuple[subprocess.Popen, Path, int]],
-          progress: "Progress", counted: int) -> None:
-    """Until every worker has ended well (Failed otherwise); progress from the first
-    ``counted`` (a verifying worker's epochs are not the run's)."""
+def _wait(job: Job, workers: list[tuple[Any, Path, int]], context: RunContext,
+          counted: int) -> None:
+    """Until every worker has ended well (Failed otherwise, Interrupted when the replay
+    stops); progress from the first ``counted`` (a verifying worker's epochs are not the
+    run's)."""
     counters = [EpochCounter(journal, lo) for _, journal, lo in workers[:counted]]
     while True:
+        if context.stop.is_set():
+            raise Interrupted(job.run)
         codes = [proc.poll() for proc, _, _ in workers]
-        progress.epochs(job, sum(c.read() for c in counters))
+        context.progress.epochs(job, sum(c.read() for c in counters))
         for k, code in enumerate(codes):
             if code not in (None, 0):
                 log = workers[k][1].with_suffix(".log")
@@ -298,14 +497,15 @@ def _logs(journals: list[Path]) -> list[dict]:
 
 def replay_note(replay_id: str, plan: Plan, job: Job, journals: list[Path], start: float,
                 end: float, verification: Verification | None = None,
-                busy: float | None = None) -> str:
+                busy: float | None = None, started: dict | None = None) -> str:
     """The text appended to the run's note: a replay header, then the new log records.
 
     Workers' records are concatenated in epoch order (worker 0 first, each in its own
     sequence) and renumbered, so ``(rp, s)`` orders them as one run would have. The
     header counts the checkpoints restored: the nested loops the replay did not re-run,
     says why the mode is slower than needed (``why``) and how verification went, and
-    what the run cost besides its workers (``fixed``: the next plan's estimate uses it).
+    what the run cost besides its workers (``fixed``: the next plan's estimate uses it)
+    and how its workers started (``startup``: forked or fresh interpreters).
     """
     logs = _logs(journals)
     restored = sum(1 for journal in journals for r in _records(journal)
@@ -315,11 +515,46 @@ def replay_note(replay_id: str, plan: Plan, job: Job, journals: list[Path], star
               "start": start, "end": end, "status": "ok",
               **({"fixed": round(max(0.0, end - start - busy), 3)} if busy is not None else {}),
               **({"why": job.why} if job.why else {}),
+              **({"startup": started} if started else {}),
               **({"verify": verification.record()} if verification else {})}
     records = [{KIND: LOG, REPLAY_ID: replay_id, SEQ: seq,
                 **{k: v for k, v in rec.items() if k not in (KIND, SEQ, REPLAY_ID)}}
                for seq, rec in enumerate(logs)]
     return "\n".join(json.dumps(r, separators=(",", ":")) for r in [header, *records]) + "\n"
+
+
+class NotesBatch:
+    """Finished runs' records, appended to their notes a batch at a time: one notes
+    commit per :data:`BATCH_RUNS` runs or :data:`BATCH_SECONDS`, and one at the end
+    (whether the replay ended well, failed or was interrupted), so a replay of 100 runs
+    adds a handful of commits to the notes history, not 100. A run is in
+    ``outcome.done`` once its records are in a commit."""
+
+    def __init__(self, git: Git, outcome: Outcome, names: list[str]):
+        self.git, self.outcome, self.names = git, outcome, names
+        self.texts: dict[str, str] = {}  # shadow commit -> its note's addition
+        self.runs: list[str] = []
+        self.since = 0.0
+
+    def add(self, job: Job, text: str) -> None:
+        if not self.runs:
+            self.since = time.monotonic()  # the oldest waiting run's end
+        self.texts[job.commit] = self.texts.get(job.commit, "") + text
+        self.runs.append(job.run)
+        if len(self.runs) >= BATCH_RUNS:
+            self.flush()
+
+    def flush_if_due(self) -> None:
+        if self.runs and time.monotonic() - self.since >= BATCH_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.runs:
+            self.git.append_notes(self.texts, f"flor: replay {self.outcome.replay_id} "
+                                  f"({', '.join(self.names)}) into {len(self.runs)} "
+                                  f"run(s): {' '.join(self.runs)}")
+            self.outcome.done.extend(self.runs)
+            self.texts, self.runs = {}, []
 
 
 class Sandbox:
@@ -445,42 +680,53 @@ class EpochCounter:
 class Progress:
     """One line per run on stderr when it is not a terminal; on a terminal, a tqdm bar
     over the plan's own estimate (seconds per run, credited epoch by epoch), so its ETA
-    starts from replay's estimate and corrects it by the speed seen so far."""
+    starts from replay's estimate and corrects it by the speed seen so far. Runs of
+    several slots report at once (a lock keeps the bar whole)."""
 
     def __init__(self, jobs: Sequence[Job], stream: IO[str]):
-        self.total, self.stream, self.index = len(jobs), stream, 0
+        self.total, self.stream, self.started, self.ended = len(jobs), stream, 0, 0
         self.tty = stream.isatty()
         self.bar = (progress_bars.bar(round(sum(job.est for job in jobs), 1) or len(jobs),
                                  "replaying", unit="s",
                                  bar_format="{desc}: {percentage:3.0f}%|{bar}| "
                                             "{n:.0f}/{total:.0f} est. s [{elapsed}<{remaining}]")
                     if self.tty else None)
-        self.credited = 0.0  # of the current run's estimate
+        self.index: dict[str, int] = {}  # run -> its place in the order runs started
+        self.credited: dict[str, float] = {}  # of each running run's estimate
+        self.lock = threading.Lock()
 
     def start(self, job: Job) -> None:
-        self.index += 1
-        self.credited = 0.0
-        if self.bar is None:
-            self._line(f"replaying {job.run} ({self.index}/{self.total}, {job.mode}, "
-                       f"{job.epochs} epochs)")
-        else:
-            self.bar.set_description_str(f"flor: replaying {self.index}/{self.total} {job.run}")
+        with self.lock:
+            self.started += 1
+            self.index[job.run], self.credited[job.run] = self.started, 0.0
+            if self.bar is None:
+                self._line(f"replaying {job.run} ({self.started}/{self.total}, {job.mode}, "
+                           f"{job.epochs} epochs)")
+            else:
+                self.bar.set_description_str(
+                    f"flor: replaying {self.started}/{self.total} {job.run}")
 
     def epochs(self, job: Job, done: int) -> None:
         if self.bar is not None and job.epochs:
-            self._credit(job.est * min(done, job.epochs) / job.epochs)
+            with self.lock:
+                self._credit(job, job.est * min(done, job.epochs) / job.epochs)
 
     def finish(self, job: Job, error: str | None, seconds: float) -> None:
         status = f"failed: {error}" if error else f"ok in {seconds:.1f} s"
-        self._credit(job.est)
-        self._line(f"replayed {job.run} ({self.index}/{self.total}): {status}")
-        if self.bar is not None and self.index == self.total:
-            self.bar.close()
+        with self.lock:
+            self.ended += 1
+            self._credit(job, job.est)
+            self._line(f"replayed {job.run} ({self.index.get(job.run, self.ended)}/"
+                       f"{self.total}): {status}")
+            self.credited.pop(job.run, None)
+            if self.bar is not None and self.ended == self.total:
+                self.bar.close()
 
-    def _credit(self, estimate: float) -> None:
-        if self.bar is not None and estimate > self.credited:
-            self.bar.update(estimate - self.credited)
-            self.credited = estimate
+    def _credit(self, job: Job, estimate: float) -> None:
+        credited = self.credited.get(job.run, 0.0)
+        if self.bar is not None and estimate > credited:
+            self.bar.update(estimate - credited)
+            self.credited[job.run] = estimate
 
     def _line(self, text: str) -> None:
         if self.bar is not None:

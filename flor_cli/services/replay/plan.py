@@ -16,6 +16,8 @@ and the plan's note says which name forced it.
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -25,7 +27,7 @@ from flor_cli.storage import cache, notes
 from flor_cli.storage.git import NOTES_REF, Git
 from flor_cli.storage.notes import (ARG, BLOCK, CKPT, CTX, KIND, NAME, NESTED, OBJECTS, OUTER, PREFIX,
                                     SECONDS, SUFFIX, TIME, TIMING, VALUE)
-from flor_cli.storage.objects import ObjectStore, configured_store
+from flor_cli.storage.objects import ObjectStore, configured_store, is_digest
 
 # Seconds a replayed run costs besides its workers: worktree checkout and links, the
 # note append, cleanup (1.1 s measured on the 2-core dev VM under load); a repository's
@@ -34,7 +36,7 @@ FIXED_SECONDS = 1.0
 MODE_OF_LEVEL = {"prefix": "prefix", "outer_before": "skip", "outer_after": "skip",
                  "suffix": "skip", "nested": "nested"}
 DEMAND = ("prefix", "skip", "nested")  # least to most re-execution
-COLUMNS = ["run", "by", "commit", "version", "mode", "epochs", "est_s", "note"]
+COLUMNS = ["run", "by", "commit", "version", "mode", "epochs", "start", "est_s", "note"]
 
 
 @dataclass
@@ -64,6 +66,8 @@ class Job:
     check: list[int | None] | None = None  # epochs a verifying worker re-executes
     skip: str | None = None
     why: str = ""  # why the mode is slower than the statements' levels need
+    start: str = "fresh"  # its workers: forked from a slot's fork server, or fresh
+    # interpreters (each paying the interpreter start and the script's imports)
 
     @property
     def checkpointing(self) -> bool:
@@ -79,6 +83,8 @@ class Plan:
     jobs: list[Job]
     verify: bool = True  # replay one epoch both ways for each distinct code (execute.py)
     nothing: str | None = None  # why there is nothing to do (every run has the names)
+    parallel: int = 1  # runs replayed at once (--jobs)
+    fork: bool = False  # workers forked from fork servers (services/replay/forks.py)
 
     @property
     def runnable(self) -> list[Job]:
@@ -91,17 +97,27 @@ class Plan:
     def table(self) -> tuple[list[str], list[tuple]]:
         return COLUMNS, [
             (j.run, j.by, j.commit[:10], j.version[:7], j.mode or "-", j.epochs,
-             round(j.est, 1) if j.skip is None else None, j.skip or _note(j))
+             j.start if j.skip is None else None, round(j.est, 1) if j.skip is None else None, j.skip or _note(j))
             for j in self.jobs]
 
 
 def make_plan(git: Git, names: Sequence[str], where: str | None = None, workers: int = 1,
-              rev: str | None = None, verify: bool = True) -> Plan:
+              rev: str | None = None, verify: bool = True, jobs: int | None = None,
+              fork: bool = True) -> Plan:
+    """``jobs``: runs replayed at once (None: :func:`default_jobs`); ``fork``: start
+    workers from fork servers where this platform can (else fresh interpreters)."""
     names = list(dict.fromkeys(names))
     if not names:
         raise UserError("name at least one logged value to replay")
     if workers < 1:
         raise UserError(f"--workers {workers}: must be at least 1")
+    if jobs is not None and jobs < 1:
+        raise UserError(f"--jobs {jobs}: must be at least 1")
+    parallel = jobs if jobs is not None else default_jobs(workers)
+    if fork:
+        from flor_cli.services.replay.forks import can_fork
+
+        fork = can_fork() is None
     rev_commit = None
     if rev is not None:
         rev_commit = git.ref(rev)
@@ -112,12 +128,13 @@ def make_plan(git: Git, names: Sequence[str], where: str | None = None, workers:
     if not selected:
         return Plan(names, workers, store, [], verify,
                     nothing=f"every run already has {', '.join(names)} "
-                            "(use --where to replay some again)")
+                            "(use --where to replay some again)", parallel=parallel, fork=fork)
     tip = git.ref(NOTES_REF)  # read every note from one notes commit
-    jobs = [_job(git, store, tip, run, commit) for run, commit in selected]
-    _attach_code(git, jobs, names, rev_commit)
+    complete = _complete_runs(git, [run for run, _ in selected])
+    runs = [_job(git, store, tip, run, commit, run in complete) for run, commit in selected]
+    _attach_code(git, runs, names, rev_commit)
     verifying: set[tuple[str, str]] = set()
-    for job in jobs:
+    for job in runs:
         if job.skip is None:
             code = (job.script, job.source)
             if verify and job.mode == "skip" and code not in verifying:
@@ -125,7 +142,43 @@ def make_plan(git: Git, names: Sequence[str], where: str | None = None, workers:
                 if job.check is not None:
                     verifying.add(code)
             job.est = estimate(job, workers)
-    return Plan(names, workers, store, jobs, verify)
+            job.start = "fork" if fork else "fresh"
+    return Plan(names, workers, store, runs, verify, parallel=parallel, fork=fork)
+
+
+def default_jobs(workers: int) -> int:
+    """Runs at once when ``--jobs`` is not given: the cores this process may use, each
+    run taking ``workers`` of them (a verifying run one more, for one epoch), so that
+    jobs x workers processes do not oversubscribe the machine; at least 1."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return max(1, cores // workers)
+
+
+def _held(store: ObjectStore, sha: object, complete: bool) -> bool:
+    """Whether a worker can read object ``sha``: a stat of the local store (as cheap as
+    the cache, and right even when a file was deleted by hand), and where it is not
+    there, a remote store's answer from the cache (``complete``: the cache's
+    availability counts none of the run's objects missing), asking the remote only for
+    a run the cache has no such answer for."""
+    if not isinstance(sha, str) or not is_digest(sha):
+        return False
+    if store.path(sha).exists():
+        return True
+    return store.remote is not None and (complete or store.has(sha))
+
+
+def _complete_runs(git: Git, runs: list[str]) -> set[str]:
+    """The runs whose checkpoint objects are all in a store this clone reads, by the
+    cache's ``availability`` (kept up to date when objects are written, pulled or
+    collected, one listing of a remote store for all): a remote store is not asked
+    about them again, object by object."""
+    with cache.connection(git) as db:
+        return {run for (run,) in db.execute(
+            "SELECT run FROM availability WHERE missing = 0 AND run IN "
+            "(SELECT value FROM json_each(?))", (json.dumps(runs),))}
 
 
 def _select(git: Git, names: list[str], where: str | None) -> list[tuple[str, str]]:
@@ -148,7 +201,9 @@ def _select(git: Git, names: list[str], where: str | None) -> list[tuple[str, st
     return [(r, commits[r]) for r in runs]
 
 
-def _job(git: Git, store: ObjectStore, tip: str | None, run: str, commit: str) -> Job:
+def _job(git: Git, store: ObjectStore, tip: str | None, run: str, commit: str,
+         complete: bool = False) -> Job:
+    """The run's job; ``complete``: the cache knows all its checkpoint objects are held."""
     job = Job(run, commit)
     text = git.read_note(commit, tip)
     note = notes.parse(commit, text) if text else None
@@ -174,7 +229,8 @@ def _job(git: Git, store: ObjectStore, tip: str | None, run: str, commit: str) -
                          + [r.get(BLOCK, -1) for r in note.records
                             if r[KIND] == TIME and r.get(TIMING) == OUTER], default=-1)
     job.ckpts = [c for c in ckpts
-                 if all(store.has(o["sha"]) for o in (c.get(OBJECTS) or {}).values())]
+                 if all(_held(store, o.get("sha"), complete)
+                        for o in (c.get(OBJECTS) or {}).values())]
     job.missing_ckpts = len(ckpts) - len(job.ckpts)
     if header.get("status") != "ok":
         job.skip = f"the run did not finish (status {header.get('status')})"

@@ -1,0 +1,227 @@
+"""``flor replay --jobs N``: runs replayed at once, workers forked from a fork server,
+notes appended a batch of runs per commit.
+
+A small pure-Python script whose outer loop naps ``SLOW x nap`` seconds per epoch (``nap``
+a recorded arg, ``SLOW`` the replay's environment): recording is fast, and a replay can be
+made slow for some runs only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import FLOR, flor, flor_json, git, make_repo
+from test_replay import assert_clean, refs, show, values
+
+SCRIPT = '''import os
+import random
+import time
+
+import numpy
+
+import flor
+
+random.seed(flor.arg("seed", 0))
+nap = flor.arg("nap", 0.0)
+state = {"w": 0.0}
+with flor.checkpointing(state=state):
+    for epoch in flor.loop("epoch", range(3)):
+        for step in flor.loop("step", range(3)):
+            state["w"] += random.random()
+        time.sleep(float(os.environ.get("SLOW", 0)) * nap)
+        flor.log("w", state["w"])
+'''
+
+
+def today(script: str) -> str:
+    """``script`` with a hindsight statement in its outer loop."""
+    return script.replace('flor.log("w", state["w"])',
+                          'flor.log("w", state["w"])\n        flor.log("w2", state["w"] * 2)')
+
+
+def record(path: Path, naps: list[str]) -> Path:
+    """Runs of SCRIPT, one per nap (seeds 0, 1, ...), and today's script in the worktree."""
+    repo = make_repo(path, files={"train.py": SCRIPT})
+    for k, nap in enumerate(naps):
+        flor(repo, "run", "train.py", "--kwargs", f"nap={nap}", f"seed={k}")
+    (repo / "train.py").write_text(today(SCRIPT))
+    return repo
+
+
+def notes_commits(repo: Path) -> int:
+    return int(git(repo, "rev-list", "--count", "refs/notes/flor"))
+
+
+def replayed(repo: Path) -> dict[str, tuple[dict, list]]:
+    """Each run's replay header and the values it logged (what --jobs must not change)."""
+    found = {}
+    for row in flor_json(repo, "log"):
+        note = show(repo, row["run"])
+        (rp,) = note["replays"]
+        found[row["run"]] = (rp, values(note, ["w2"], rp["rp"]))
+    return found
+
+
+@pytest.fixture(scope="module")
+def four_runs(tmp_path_factory) -> Path:
+    return record(tmp_path_factory.mktemp("jobs") / "repo", ["0", "0", "0", "0"])
+
+
+def test_jobs_2_forked_equal_jobs_1_fresh_in_one_notes_commit(four_runs: Path,
+                                                              tmp_path: Path) -> None:
+    serial = shutil.copytree(four_runs, tmp_path / "serial", symlinks=True)
+    parallel = shutil.copytree(four_runs, tmp_path / "parallel", symlinks=True)
+    plans = {}
+    for repo, args in ((serial, ["--jobs", "1", "--no-fork"]), (parallel, ["--jobs", "2"])):
+        plans[repo] = json.loads(flor(repo, "replay", "w2", "--dry-run", "--format", "json",
+                                      *args).stdout)
+        before = notes_commits(repo)
+        flor(repo, "replay", "w2", "--yes", *args)
+        assert notes_commits(repo) == before + 1  # four runs, one batch
+        assert_clean(repo)
+    assert {row["start"] for row in plans[serial]} == {"fresh"}
+    assert {row["start"] for row in plans[parallel]} == {"fork"}
+    one, two = replayed(serial), replayed(parallel)
+    assert one.keys() == two.keys() and len(one) == 4
+    for run in one:
+        assert two[run][1] == one[run][1] and len(one[run][1]) == 3
+        assert one[run][0]["startup"] == {"how": "fresh"}
+        assert two[run][0]["startup"]["how"] == "fork"
+        same = ("names", "mode", "src", "workers", "restored", "status")
+        assert {k: two[run][0][k] for k in same} == {k: one[run][0][k] for k in same}
+    # the seeds differ, so the values do: each run replayed its own args
+    assert len({tuple(v for *_, v in got) for _, got in one.values()}) == 4
+
+
+def test_a_code_s_verifying_run_ends_before_its_other_runs_start(tmp_path: Path) -> None:
+    v2 = SCRIPT.replace("state = {", "w0 = 0.0  # v2\nstate = {")
+    repo = make_repo(tmp_path / "repo", files={"train.py": SCRIPT})
+    for k in range(4):
+        if k == 2:
+            (repo / "train.py").write_text(v2)
+            git(repo, "commit", "-qam", "v2")
+        flor(repo, "run", "train.py", "--kwargs", f"seed={k}")
+    (repo / "train.py").write_text(today(v2))
+    plan = json.loads(flor(repo, "replay", "w2", "--dry-run", "--format", "json").stdout)
+    version = {row["run"]: row["version"] for row in plan}
+    flor(repo, "replay", "w2", "--yes", "--jobs", "2")
+    by_version: dict[str, list[dict]] = {}
+    for run, (rp, _) in replayed(repo).items():
+        by_version.setdefault(version[run], []).append(rp)
+    assert len(by_version) == 2
+    verifiers = []
+    for rps in by_version.values():
+        (checker,) = [rp for rp in rps if "verify" in rp]
+        verifiers.append(checker)
+        assert checker["verify"]["ok"]
+        (other,) = [rp for rp in rps if rp is not checker]
+        assert other["start"] >= checker["end"]
+    first, second = sorted(verifiers, key=lambda rp: rp["start"])
+    assert second["start"] < first["end"]  # the two codes' verifying runs ran at once
+
+
+def test_ctrl_c_with_jobs_appends_the_finished_runs_kills_the_rest(tmp_path: Path) -> None:
+    repo = record(tmp_path / "repo", ["0", "1", "0"])
+    runs = [row["run"] for row in sorted(flor_json(repo, "log"), key=lambda r: r["seed"])]
+    before, commits = refs(repo), notes_commits(repo)
+    proc = subprocess.Popen([*FLOR, "replay", "w2", "--yes", "--jobs", "2"], cwd=repo,
+                            text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "SLOW": "5"})
+    assert proc.stderr is not None
+    ok = []
+    deadline = time.time() + 60
+    while len(ok) < 2 and time.time() < deadline:
+        line = proc.stderr.readline()
+        if line.startswith("replayed") and ": ok in" in line:
+            ok.append(line.split()[1])
+    assert sorted(ok) == sorted([runs[0], runs[2]])  # the slow one is still running
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    assert refs(repo) != before and notes_commits(repo) == commits + 1
+    assert [len(show(repo, run)["replays"]) for run in runs] == [1, 0, 1]
+    assert_clean(repo)
+    assert not list((repo / ".git" / "flor" / "replays").glob("*"))
+    time.sleep(0.5)
+    assert not [p for p in Path("/proc").glob("[0-9]*/cwd")
+                if str(repo) in os.path.realpath(p)], "a worker outlived the replay"
+
+
+def test_notes_commits_come_a_batch_of_runs_at_a_time(four_runs: Path, tmp_path: Path,
+                                                      monkeypatch) -> None:
+    from flor_cli.services.replay import api, execute
+    from flor_cli.storage.git import Git
+
+    repo = shutil.copytree(four_runs, tmp_path / "repo", symlinks=True)
+    monkeypatch.setattr(execute, "BATCH_RUNS", 3)
+    monkeypatch.chdir(repo)
+    g = Git(repo)
+    before = notes_commits(repo)
+    outcome = api.execute(g, api.plan(g, ["w2"], jobs=2))
+    assert len(outcome.done) == 4 and not outcome.failed
+    assert notes_commits(repo) == before + 2  # 3 runs, then the last one at the end
+    messages = git(repo, "log", "--format=%s", "-2", "refs/notes/flor").splitlines()
+    assert sorted(len(m.rsplit(": ", 1)[1].split()) for m in messages) == [1, 3]
+
+
+def test_the_plan_asks_a_remote_store_only_about_runs_the_cache_lacks(
+        four_runs: Path, tmp_path: Path, monkeypatch) -> None:
+    """Objects in a remote store only (a fresh clone): the cache's availability, made
+    with one listing, answers the plan; the remote is asked only about a run the cache
+    counts objects missing for."""
+    from flor_cli.services.replay import api
+    from flor_cli.storage import cache
+    from flor_cli.storage.git import Git
+    from flor_cli.storage.objects import Remote, configured_store
+
+    repo = shutil.copytree(four_runs, tmp_path / "repo", symlinks=True)
+    git(repo, "config", "flor.store", f"memory://flor-test-{os.getpid()}")
+    g = Git(repo)
+    store = configured_store(g)
+    local = repo / ".git" / "flor" / "objects"
+    sent, bad = store.upload(p.parent.name + p.name for p in local.glob("*/*"))
+    assert sent and not bad
+    shutil.rmtree(local)
+    with cache.connection(g) as db:  # the stores changed: every run checked again
+        assert db.execute("SELECT sum(missing) FROM availability").fetchone() == (0,)
+    asked: list[str] = []
+    real_has = Remote.has
+    monkeypatch.setattr(Remote, "has", lambda self, sha: asked.append(sha) or real_has(self, sha))
+    plan = api.plan(g, ["w2"])
+    assert asked == [] and all(job.ckpts and not job.missing_ckpts for job in plan.runnable)
+    with cache.connection(g) as db:
+        (run,) = db.execute("SELECT run FROM availability LIMIT 1").fetchone()
+        db.execute("UPDATE availability SET missing = 1 WHERE run = ?", (run,))
+        db.commit()
+    plan = api.plan(g, ["w2"])
+    (job,) = [j for j in plan.runnable if j.run == run]
+    assert len(asked) == sum(len(c["objs"]) for c in job.ckpts) > 0
+
+
+def test_default_jobs_fill_the_cores_without_oversubscribing(monkeypatch) -> None:
+    from flor_cli.services.replay.plan import default_jobs
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
+    assert [default_jobs(w) for w in (1, 2, 3, 8, 16)] == [8, 4, 2, 1, 1]
+
+
+def test_preimports_take_installed_packages_never_the_user_s_modules(tmp_path: Path) -> None:
+    from flor_cli.services.replay.forks import preimports
+
+    (tmp_path / "helper.py").write_text("print('side effect')\n")
+    (tmp_path / "json").mkdir()  # shadows the standard library's json here
+    source = ("import os, numpy as np\nimport helper\nimport json\nfrom email import utils\n"
+              "from . import sibling\nimport flor\nif True:\n    import csv\n"
+              "def f():\n    import shutil\nimport not_installed_anywhere\n")
+    assert preimports(source, tmp_path, [tmp_path]) == ["os", "numpy", "email"]
+    import email
+
+    assert preimports("import email\n", tmp_path, [Path(email.__file__).parent]) == []
