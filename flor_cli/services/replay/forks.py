@@ -179,10 +179,11 @@ class Forked:
     def kill(self) -> None:
         """End the worker and what it started (its group: it called setsid)."""
         if self.returncode is None:
-            try:
-                os.killpg(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            for kill in (os.killpg, os.kill):  # no group yet: just forked, kill it alone
+                try:
+                    return kill(self.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
 
 
 # (job, argv, cwd, env, log path) -> a process handle: execute.Launch
