@@ -225,3 +225,32 @@ def test_preimports_take_installed_packages_never_the_user_s_modules(tmp_path: P
     import email
 
     assert preimports("import email\n", tmp_path, [Path(email.__file__).parent]) == []
+
+
+LAZY = '''import sys
+
+import flor
+
+state = {"w": 0.0}
+with flor.checkpointing(state=state):
+    for epoch in flor.loop("epoch", range(2)):
+        for step in flor.loop("step", range(2)):
+            state["w"] += 1
+        import colorsys  # imported lazily: not a top-level import the server can see
+        flor.log("w", state["w"])
+'''
+
+
+def test_a_slot_s_server_imports_what_its_workers_imported_lazily(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo", files={"train.py": LAZY})
+    for _ in range(3):
+        flor(repo, "run", "train.py")
+    (repo / "train.py").write_text(LAZY.replace(
+        "        import colorsys", '        flor.log("warm", "colorsys" in sys.modules)\n'
+                                  "        import colorsys"))
+    flor(repo, "replay", "warm", "--yes", "--jobs", "1")
+    warm = []
+    for row in flor_json(repo, "log"):
+        note = show(repo, row["run"])
+        warm.append([v for *_, v in values(note, ["warm"], note["replays"][0]["rp"])])
+    assert sorted(warm) == [[False, True], [True, True], [True, True]]  # the first taught it

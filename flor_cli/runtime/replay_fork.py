@@ -15,16 +15,23 @@ exits; the caller then starts fresh interpreters instead. Native thread pools th
 imports start (numpy's OpenBLAS starts one) are idle, and shut down and restart around
 a ``fork()`` (``pthread_atfork``); forking happens in no parallel region.
 
+Each worker lists, as it exits, the installed modules it imported that the server had
+not (torch imports ``torch._dynamo`` lazily, when an optimizer is made: a second or more
+per run); the server imports them before forking the next one, so a slot pays even
+lazy imports once.
+
 Protocol: one JSON line per message. The server writes ``{"ready": true, "seconds": S,
 "imported": [...]}`` (or ``{"ready": false, "why": ...}``) once, then reads requests
 ``{"argv": [...], "cwd": ..., "env": {...}, "log": ...}`` from stdin, answering each
-with ``{"pid": P}``, and writes ``{"pid": P, "exit": CODE}`` when a worker ends (CODE as
+with ``{"pid": P}`` (``{"pid": null, "why": ...}`` once forking has become unsafe), and
+writes ``{"pid": P, "exit": CODE}`` when a worker ends (CODE as
 ``Popen.returncode``: negative for a signal). It ends at the end of its stdin; its
 workers and itself end when their parent does (``PR_SET_PDEATHSIG``).
 """
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import json
 import os
@@ -69,11 +76,15 @@ def _serve() -> None:
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)  # only to wake select
     pending = b""
+    reports: dict[int, str] = {}  # worker pid -> where it lists the modules it imported
+    unsafe: str | None = None
     while True:
         ready, _, _ = select.select([0, wake_r], [], [])
         if wake_r in ready:
             os.read(wake_r, 4096)
-        _reap()
+        learned = _reap(reports)
+        if learned and unsafe is None:
+            unsafe = _learn(learned)
         if 0 not in ready:
             continue
         data = os.read(0, 65536)
@@ -81,19 +92,73 @@ def _serve() -> None:
             return
         *lines, pending = (pending + data).split(b"\n")
         for line in lines:
-            if line.strip():
-                _send({"pid": _fork(json.loads(line), (wake_r, wake_w))})
+            if not line.strip():
+                continue
+            if unsafe is not None:  # workers still running keep this server alive
+                _send({"pid": None, "why": unsafe})
+                continue
+            request = json.loads(line)
+            pid = _fork(request, (wake_r, wake_w))
+            reports[pid] = request["log"] + ".modules"
+            _send({"pid": pid})
 
 
-def _reap() -> None:
+def _reap(reports: dict[int, str]) -> list[str]:
+    """Report the workers that ended; the modules they imported that this server lacks."""
+    learned: list[str] = []
     while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
-            return
+            return learned
         if pid == 0:
-            return
+            return learned
+        report = reports.pop(pid, None)
+        if report is not None:  # read before saying it ended: then flor removes it
+            try:
+                with open(report) as f:
+                    learned += [n for n in f.read().split() if n not in sys.modules]
+                os.unlink(report)
+            except OSError:
+                pass
         _send({"pid": pid, "exit": os.waitstatus_to_exitcode(status)})
+
+
+def _learn(names: list[str]) -> str | None:
+    """Import what a worker imported lazily, after its script's top-level imports (torch
+    imports ``torch._dynamo`` when an optimizer is made: a second or more), so that the
+    next workers find it imported; why forking is unsafe from now on, or None."""
+    for name in dict.fromkeys(names):
+        try:
+            importlib.import_module(name)
+        except BaseException:  # noqa: BLE001  a worker imports it itself
+            pass
+    threads = [t.name for t in threading.enumerate() if t is not threading.current_thread()]
+    return f"importing what a worker imported started thread(s) {', '.join(threads)}" \
+        if threads else None
+
+
+def _report_modules(path: str, before: set[str]) -> None:
+    """At a worker's exit: list the installed modules (the standard library's and
+    site-packages', never under its working directory or script's) it imported that
+    the server had not, for the server to import before the next worker."""
+    import sysconfig
+    from pathlib import Path
+
+    places = {Path(sysconfig.get_paths()[k]).resolve()
+              for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+    private = {Path.cwd().resolve(), Path(sys.path[0] or ".").resolve()}
+    names = []
+    for name, module in list(sys.modules.items()):
+        where = getattr(module, "__file__", None)
+        if name in before or name == "__main__" or not isinstance(where, str):
+            continue
+        found = Path(where).resolve()
+        if any(found.is_relative_to(p) for p in places) and \
+                not any(found.is_relative_to(p) for p in private):
+            names.append(name)
+    with open(path, "w") as f:
+        f.write("\n".join(names))
 
 
 def _fork(request: dict, fds: tuple[int, int]) -> int:
@@ -121,12 +186,14 @@ def _fork(request: dict, fds: tuple[int, int]) -> int:
         os.environ.update(request["env"])
         _reseed()
         api.start_afresh()
+        atexit.register(_report_modules, request["log"] + ".modules", set(sys.modules))
         script, *args = request["argv"]
         replay_worker.main(script, args, parent=server)
-    except BaseException:  # noqa: BLE001  before the script ran: say what, in its output
+    except BaseException:  # noqa: BLE001  as python does: traceback, then atexit
         import traceback
 
         traceback.print_exc()
+        atexit._run_exitfuncs()
         sys.stderr.flush()
     finally:
         os._exit(1)  # main ends the process itself; this is for what went wrong before it

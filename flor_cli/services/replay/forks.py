@@ -105,6 +105,8 @@ class ForkServer:
         answer = self._read_until(lambda m: "exit" not in m and "pid" in m, READY_SECONDS)
         if answer is None:
             raise OSError("the fork server did not answer")
+        if answer["pid"] is None:
+            raise OSError(answer.get("why", "the fork server refused"))
         child = Forked(self, int(answer["pid"]))
         self.children[child.pid] = child
         return child
@@ -211,10 +213,8 @@ class ForkLauncher:
         if server is not None:
             try:
                 return server.fork(argv, cwd, env, log)
-            except OSError as e:
+            except OSError as e:  # the server lives on while its workers run
                 self.refused[modules] = f"the fork server failed: {e}"
-                server.close()
-                self.server = None
         self.why = self.refused.get(modules)
         return self.fresh(job, argv, cwd, env, log)
 
