@@ -231,13 +231,13 @@ LAZY = '''import sys
 
 import flor
 
-state = {"w": 0.0}
-with flor.checkpointing(state=state):
+total = {"n": 0.0}
+with flor.checkpointing(total=total):
     for epoch in flor.loop("epoch", range(2)):
-        for step in flor.loop("step", range(2)):
-            state["w"] += 1
+        flor.log("n", total["n"])
         import colorsys  # imported lazily: not a top-level import the server can see
-        flor.log("w", state["w"])
+        for step in flor.loop("step", range(2)):
+            total["n"] += colorsys.rgb_to_hsv(0.2, 0.4, 0.4)[0]
 '''
 
 
