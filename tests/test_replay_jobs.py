@@ -254,3 +254,11 @@ def test_a_slot_s_server_imports_what_its_workers_imported_lazily(tmp_path: Path
         note = show(repo, row["run"])
         warm.append([v for *_, v in values(note, ["warm"], note["replays"][0]["rp"])])
     assert sorted(warm) == [[False, True], [True, True], [True, True]]  # the first taught it
+
+
+def test_the_plan_s_time_is_its_runs_shared_among_the_slots() -> None:
+    from flor_cli.services.replay.plan import Job, Plan
+
+    runs = [Job(f"r{k}", "c", est=10.0) for k in range(3)]
+    assert Plan(["x"], 1, None, runs, parallel=2).seconds == 15.0  # type: ignore[arg-type]
+    assert Plan(["x"], 1, None, runs[:1], parallel=2).seconds == 10.0  # type: ignore[arg-type]

@@ -92,7 +92,10 @@ class Plan:
 
     @property
     def seconds(self) -> float:
-        return sum(j.est for j in self.runnable)
+        """Estimated wall time: the runs' estimates shared among the ``parallel`` slots
+        (a code's verifying run goes first, so this is the least it can take)."""
+        runs = self.runnable
+        return sum(j.est for j in runs) / max(1, min(self.parallel, len(runs)))
 
     def table(self) -> tuple[list[str], list[tuple]]:
         return COLUMNS, [
