@@ -262,3 +262,23 @@ def test_the_plan_s_time_is_its_runs_shared_among_the_slots() -> None:
     runs = [Job(f"r{k}", "c", est=10.0) for k in range(3)]
     assert Plan(["x"], 1, None, runs, parallel=2).seconds == 15.0  # type: ignore[arg-type]
     assert Plan(["x"], 1, None, runs[:1], parallel=2).seconds == 10.0  # type: ignore[arg-type]
+
+
+def test_an_import_that_starts_a_thread_means_fresh_interpreters(tmp_path: Path) -> None:
+    site = tmp_path / "site"  # an installed package whose import starts a thread
+    site.mkdir()
+    (site / "busy.py").write_text("import threading, time\n"
+                                  "threading.Thread(target=time.sleep, args=(30,), daemon=True,"
+                                  " name='busy-pool').start()\n")
+    script = "import busy\n\n" + LAZY
+    repo = make_repo(tmp_path / "repo", files={"train.py": script})
+    env = {"PYTHONPATH": str(site)}
+    flor(repo, "run", "train.py", env=env)
+    (repo / "train.py").write_text(script.replace('flor.log("n", total["n"])',
+                                                  'flor.log("n", total["n"])\n'
+                                                  '        flor.log("n2", total["n"] * 2)'))
+    flor(repo, "replay", "n2", "--yes", env=env)
+    ((row,),) = [flor_json(repo, "log")]
+    (rp,) = show(repo, row["run"])["replays"]
+    assert rp["startup"]["how"] == "fresh" and "busy-pool" in rp["startup"]["why"]
+    assert len(values(show(repo, row["run"]), ["n2"], rp["rp"])) == 2

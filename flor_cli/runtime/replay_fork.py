@@ -9,9 +9,10 @@ that has already imported them, and runs the script exactly as
 The modules are the installed packages the script imports at its top level, chosen by
 ``services/replay/forks.py`` (never the user's own modules).
 
-Forking is only safe where no thread holds a lock the worker will need: after the
-imports the server looks for Python threads and, if an import started one, says so and
-exits; the caller then starts fresh interpreters instead. Native thread pools that
+Forking is only safe where no thread holds a lock the worker will need and CUDA is not
+initialized: after the imports the server looks for Python threads and the CUDA driver
+and, if an import started either, says so and exits; the caller then starts fresh
+interpreters instead. Native thread pools that
 imports start (numpy's OpenBLAS starts one) are idle, and shut down and restart around
 a ``fork()`` (``pthread_atfork``); forking happens in no parallel region.
 
@@ -47,6 +48,9 @@ from flor_cli.runtime import api, replay_worker
 def main(parent: int, modules: list[str]) -> None:
     replay_worker.die_with(parent)
     started = time.perf_counter()
+    # torch.cuda.is_available() in an import then asks NVML, leaving CUDA uninitialized;
+    # workers get their own environment
+    os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "1"
     import flor  # noqa: F401  what every replayed script imports
 
     imported = []
@@ -56,10 +60,9 @@ def main(parent: int, modules: list[str]) -> None:
             imported.append(name)
         except BaseException:  # noqa: BLE001  the worker will import it (and fail) itself
             pass
-    threads = [t.name for t in threading.enumerate() if t is not threading.current_thread()]
-    if threads:
-        _send({"ready": False, "why": f"importing {', '.join(imported)} started "
-                                      f"thread(s) {', '.join(threads)}: not safe to fork"})
+    why = _unsafe()
+    if why is not None:
+        _send({"ready": False, "why": f"importing {', '.join(imported)} {why}"})
         return
     _send({"ready": True, "seconds": round(time.perf_counter() - started, 3),
            "imported": imported})
@@ -133,9 +136,23 @@ def _learn(names: list[str]) -> str | None:
             importlib.import_module(name)
         except BaseException:  # noqa: BLE001  a worker imports it itself
             pass
+    why = _unsafe()
+    return f"importing what a worker imported {why}" if why is not None else None
+
+
+def _unsafe() -> str | None:
+    """Why a worker forked now could misbehave: a Python thread (it may hold a lock the
+    worker needs), or the CUDA driver initialized (CUDA fails in a forked child)."""
     threads = [t.name for t in threading.enumerate() if t is not threading.current_thread()]
-    return f"importing what a worker imported started thread(s) {', '.join(threads)}" \
-        if threads else None
+    if threads:
+        return f"started thread(s) {', '.join(threads)}: not safe to fork"
+    try:
+        with open("/proc/self/maps") as f:
+            if "libcuda.so" in f.read():
+                return "initialized CUDA: not safe to fork"
+    except OSError:
+        pass
+    return None
 
 
 def _report_modules(path: str, before: set[str]) -> None:
