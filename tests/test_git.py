@@ -58,3 +58,25 @@ def test_no_module_but_storage_git_runs_git() -> None:
                  if p.name != "git.py" and any(s in p.read_text() for s in
                                                ('["git"', "'git',", '"git",', ".cli("))]
     assert offenders == []
+
+
+def test_worktrees_of_one_name_added_and_removed_at_once_do_not_collide(repo: Path,
+                                                                         tmp_path: Path) -> None:
+    """serve's workers and replay's --jobs slots check out worktrees at the same moment,
+    all named after the repository; git names each one's admin directory after that
+    name, and two `git worktree add` racing for it failed ("failed to read commondir")."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    git = Git(repo)
+    commit = git.head().commit
+
+    def checkout(i: int) -> None:
+        path = tmp_path / f"job-{i}" / repo.name
+        for _ in range(3):
+            git.add_worktree(path, commit)
+            assert (path / "train.py").exists()
+            git.remove_worktree(path)
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(checkout, range(8)))
+    assert len(git.cli("worktree", "list").splitlines()) == 1

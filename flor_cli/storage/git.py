@@ -29,6 +29,7 @@ import os
 import shutil
 import subprocess
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, NamedTuple
 
@@ -610,13 +611,31 @@ class Git:
 
     def add_worktree(self, path: Path, commit: str) -> None:
         # no hooks: the user's post-checkout must not run for flor's private checkouts
-        self.cli("-c", "core.hooksPath=/dev/null", "worktree", "add", "--detach", "--force",
-                 str(path), commit)
+        with self._worktrees_locked():
+            self.cli("-c", "core.hooksPath=/dev/null", "worktree", "add", "--detach",
+                     "--force", str(path), commit)
 
     def remove_worktree(self, path: Path) -> None:
-        self.cli("worktree", "remove", "--force", str(path), check=False)
-        shutil.rmtree(path, ignore_errors=True)
-        self.cli("worktree", "prune", check=False)
+        with self._worktrees_locked():
+            self.cli("worktree", "remove", "--force", str(path), check=False)
+            shutil.rmtree(path, ignore_errors=True)
+            self.cli("worktree", "prune", check=False)
+
+    @contextmanager
+    def _worktrees_locked(self) -> Iterator[None]:
+        """One ``git worktree`` change at a time, across threads and processes: git names
+        a worktree's admin directory after the checkout's last path component (the
+        repository's name, for every one flor makes), and two adds racing for a name,
+        or a prune meeting a half-made add, fail."""
+        import fcntl
+
+        self.flor_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.flor_dir / "worktrees.lock", os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
 
 
 def _last_line(text: str) -> str:
