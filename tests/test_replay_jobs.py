@@ -94,10 +94,13 @@ def test_jobs_2_forked_equal_jobs_1_fresh_in_one_notes_commit(four_runs: Path,
     assert one.keys() == two.keys() and len(one) == 4
     for run in one:
         assert two[run][1] == one[run][1] and len(one[run][1]) == 3
-        assert one[run][0]["startup"] == {"how": "fresh"}
-        assert two[run][0]["startup"]["how"] == "fork"
+        assert one[run][0]["startup"]["how"] == "fresh"
+        assert two[run][0]["startup"]["how"] == "fork" and two[run][0]["startup"]["imports_s"]
         same = ("names", "mode", "src", "workers", "restored", "status")
         assert {k: two[run][0][k] for k in same} == {k: one[run][0][k] for k in same}
+    # what each run's workers paid before their first flor call: interpreter and imports
+    assert sum(rp["startup"]["sec"] for rp, _ in two.values()) < \
+        sum(rp["startup"]["sec"] for rp, _ in one.values())
     # the seeds differ, so the values do: each run replayed its own args
     assert len({tuple(v for *_, v in got) for _, got in one.values()}) == 4
 

@@ -97,7 +97,7 @@ def _start() -> Session | None:
         from flor_cli.storage.git import Git
         from flor_cli.storage.objects import configured_store
 
-        t0 = _process_start()
+        t0 = process_start()
         try:
             git = Git.discover(Path.cwd())
         except NotARepo as e:
@@ -113,7 +113,7 @@ def _start() -> Session | None:
     return session
 
 
-def _process_start() -> float:
+def process_start() -> float:
     """When this process started (Linux), so that a plain ``python train.py`` run's
     prefix timing includes interpreter start and imports, as under ``flor run`` (whose
     supervisor passes its own start); replay's estimate counts on it. Elsewhere: now."""

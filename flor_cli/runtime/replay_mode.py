@@ -27,8 +27,8 @@ from flor_cli.runtime.args import resolve, revive
 from flor_cli.runtime.checkpoint import restore
 from flor_cli.runtime.protocol import ReplayConfig
 from flor_cli.runtime.session import Ctx, Session, ctx_dict
-from flor_cli.storage.notes import (CKPT_LOAD, CTX, KIND, ORDINAL, SECONDS, TIME, TIMING,
-                                    loop_key, loop_key_of)
+from flor_cli.storage.notes import (CKPT_LOAD, CTX, KIND, ORDINAL, SECONDS, STARTUP, TIME,
+                                    TIMING, loop_key, loop_key_of)
 from flor_cli.storage.objects import ObjectStore
 
 
@@ -54,6 +54,11 @@ class ReplaySession(Session):
         self.lo, self.hi = config.range or (0, None)
         self.ckpts = _unambiguous(config.ckpts)
         self.active = self.lo == 0
+        from flor_cli.runtime.api import process_start
+
+        # what this worker paid before replaying: interpreter start and imports, or
+        # (forked from a fork server that paid those) the fork
+        self.emit({KIND: TIME, TIMING: STARTUP, SECONDS: round(time.time() - process_start(), 6)})
 
     def log(self, name: str, value: Any) -> None:
         if self.active and name in self.names:

@@ -113,6 +113,7 @@ OUTER = "outer"  # one epoch of the main loop
 NESTED = "nested"  # one nested loop
 SUFFIX = "suffix"  # from the end of the main loop to the end of the script
 CKPT_LOAD = "ckpt_load"  # replay: restoring a checkpoint instead of running a nested loop
+STARTUP = "startup"  # replay worker: from its process's start (or fork) to its first flor call
 
 
 class NewerFormat(ValueError):

@@ -53,7 +53,7 @@ from flor_cli.storage import bigfiles, notes
 from flor_cli.storage.git import Git
 from flor_cli.storage.journal import new_id
 from flor_cli.storage.notes import (CKPT_LOAD, CTX, KIND, LOG, NAME, OUTER, REPLAY, REPLAY_ID,
-                                    SEQ, TIME, TIMING, VALUE)
+                                    SECONDS, SEQ, STARTUP, TIME, TIMING, VALUE)
 
 POLL_SECONDS = 0.2
 BATCH_RUNS = 64  # finished runs per notes commit, at most
@@ -388,18 +388,25 @@ def _run(tree: Path | None, job: Job, context: RunContext, slot: Slot,
             if proc.poll() is None:
                 proc.kill()
             proc.wait()
-    return [journal for _, journal, _ in workers], _start_record(slot.launch, workers)
+    journals = [journal for _, journal, _ in workers]
+    return journals, _start_record(slot.launch, workers, journals)
 
 
-def _start_record(launch: "Launch", workers: list[tuple[Any, Path, int]]) -> dict:
+def _start_record(launch: "Launch", workers: list[tuple[Any, Path, int]],
+                  journals: list[Path]) -> dict:
     """How a run's workers started, for its replay header: ``fork`` (from a fork server
     that paid the interpreter start and ``imports_s`` of imports once for its slot) or
     ``fresh`` (each its own interpreter; ``why`` not forked), or ``how`` the launcher
-    says (a Ray task)."""
+    says (a Ray task); and ``sec``, the start-up its slowest worker paid before its
+    first flor call (process start or fork, and the imports it did itself)."""
     hows = {getattr(proc, "start", "fresh" if isinstance(proc, subprocess.Popen) else "task")
             for proc, _, _ in workers}
     how = "fork" if hows == {"fork"} else "fresh" if "fresh" in hows else hows.pop()
     record: dict[str, Any] = {"how": how}
+    paid = [r.get(SECONDS, 0) for journal in journals for r in _records(journal)
+            if r[KIND] == TIME and r.get(TIMING) == STARTUP]
+    if paid:
+        record["sec"] = round(max(paid), 3)
     if how == "fork":
         record["imports_s"] = round(getattr(launch, "imports_seconds", 0.0), 3)
     elif how == "fresh" and getattr(launch, "why", None):
