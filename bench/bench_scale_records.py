@@ -87,20 +87,27 @@ def _figures(report: Report, tmp: Path, records: int) -> None:
     hash_s = _timed(["git", "hash-object", "-w", str(path)], repo)
     label = f"{records:,} values"
     wall, peak = _step(repo, path, "journal.fold(git, path, {'status': 'ok', 'exit': 0})")
-    report.figure(f"{label}: fold", f"{fmt_seconds(wall)}, peak {peak:.0f} MB",
+    report.figure(f"{label}: fold", f"{fmt_seconds(wall)}, peak {peak:.0f} MB{_load()}",
                   peak <= PEAK_TARGET_MB, f"peak <= {PEAK_TARGET_MB} MB",
                   f"git hash-object -w {fmt_seconds(hash_s)} (ratio {wall / hash_s:.1f}); "
                   f"zlib {size / zlib_s / 1e6:.0f} MB/s vs fold {size / wall / 1e6:.0f} MB/s")
     wall, peak = _step(repo, path, "cache.connect(git).close()")
     insert_s = _raw_insert_seconds(tmp, records)
-    report.figure(f"{label}: cold cache sync", f"{fmt_seconds(wall)}, peak {peak:.0f} MB",
+    report.figure(f"{label}: cold cache sync", f"{fmt_seconds(wall)}, peak {peak:.0f} MB"
+                  f"{_load()}",
                   peak <= PEAK_TARGET_MB, f"peak <= {PEAK_TARGET_MB} MB",
                   f"raw SQLite executemany {fmt_seconds(insert_s)} (ratio {wall / insert_s:.1f})")
     for args, what in ((["log", "--pivot", "loss", "--limit", "10"], "pivot --limit 10"),
                        (["show", "latest", "--format", "json"], "show --format json")):
         wall, peak = _cli(repo, args)
-        report.figure(f"{label}: flor {what}", f"{fmt_seconds(wall)}, peak {peak:.0f} MB",
-                      peak <= PEAK_TARGET_MB, f"peak <= {PEAK_TARGET_MB} MB")
+        report.figure(f"{label}: flor {what}", f"{fmt_seconds(wall)}, peak {peak:.0f} MB"
+                      f"{_load()}", peak <= PEAK_TARGET_MB, f"peak <= {PEAK_TARGET_MB} MB")
+
+
+def _load() -> str:
+    """The load average when a step ended: times are only comparable at the same load
+    (peak memory does not depend on it)."""
+    return f", load {os.getloadavg()[0]:.1f}"
 
 
 def _write_journal(repo: Path, records: int) -> tuple[Path, int]:

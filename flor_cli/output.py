@@ -20,6 +20,7 @@ import os
 import re
 import sys
 import tempfile
+from contextlib import nullcontext
 from dataclasses import dataclass
 from itertools import islice
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -108,9 +109,9 @@ class Output:
             yield self.render(columns, first)
             return
         pages = _paged(first, following, rows)
-        with tempfile.TemporaryFile() as spill:
+        with tempfile.TemporaryFile() if self.only_changed else nullcontext() as spill:
             changed = None
-            if self.only_changed:
+            if spill is not None:
                 changed, pages = _spilled(pages, len(columns), spill)
             chosen = self._chosen(columns, changed)
             names = [columns[i] for i in chosen]

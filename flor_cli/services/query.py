@@ -174,9 +174,8 @@ def _pivoted(cursor: Iterable[tuple], loops: list[str], value_columns: list[str]
 
     def made() -> tuple:
         merged = {**args.get(run, {}), **run_level, **(values or {})}
-        where = nothing if values is None else \
-            tuple(map(json.loads(ctx).get, loops))
-        return (run, *where, *map(merged.get, value_columns))
+        at = nothing if values is None else tuple(map(json.loads(ctx).get, loops))
+        return (run, *at, *map(merged.get, value_columns))
 
     for row_run, row_ctx, lvl, name, value in cursor:
         if row_run != run or (lvl and row_ctx != ctx):
