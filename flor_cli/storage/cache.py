@@ -241,7 +241,7 @@ def _rebuild(git: Git, db: sqlite3.Connection, changes: list[tuple[str, str | No
 
     A million records: the ``logs`` indexes are built once at the end (several times
     faster than maintaining them across the inserts), the page cache is
-    large enough to hold the tables, and the cyclic garbage collector, which would
+    large (bounded: :data:`_REBUILD_CACHE_KIB`), and the cyclic garbage collector, which would
     traverse the decoded records again and again, is paused. When there is enough to
     do, a :class:`_Helper` process builds the second half of the notes on the other
     core. Returns whether the helper's file is attached (detach it after the commit).
@@ -273,13 +273,18 @@ def _rebuild(git: Git, db: sqlite3.Connection, changes: list[tuple[str, str | No
         finally:
             if helper is not None:
                 helper.discard()
+    db.execute(f"PRAGMA cache_size=-{_INDEX_CACHE_KIB}")  # see _INDEX_CACHE_KIB
     _create_log_indexes(db)
     summarize(db)
     db.execute("PRAGMA cache_size=-2000")  # SQLite's default, for the rest of the connection
     return attached
 
 
-_REBUILD_CACHE_KIB = 256 * 1024
+# The page cache of a rebuild's inserts, and of its index builds: SQLite's sorter may
+# hold as much memory as the page cache may, so a 10^7-record rebuild with 256 MiB for
+# both peaked at 616 MB (page cache, sorter, and a batch of decoded records).
+_REBUILD_CACHE_KIB = 128 * 1024
+_INDEX_CACHE_KIB = 64 * 1024
 _SAMPLE = 8  # notes read before deciding whether a helper process pays off
 _PARALLEL_BYTES = 16 << 20  # ~150,000 records: a second or two of work on one core
 
