@@ -125,7 +125,9 @@ def test_show_reads_a_long_note_in_the_order_a_whole_read_gives(tmp_path: Path,
     monkeypatch.setattr(notes, "BATCH_LINES", 7)
     repo = make_repo(tmp_path / "r", files={"train.py": "print(1)\n"})
     run = record_run(repo, epochs=3, steps=10, files=3)
-    (commit, _), = Git(repo).iter_notes()
+    other = record_run(repo, epochs=2, steps=10, lr=0.2)
+    commit = next(c for c, _ in Git(repo).iter_notes()
+                  if run in Git(repo).read_note(c).splitlines()[0])
     read_back: list[bool] = []  # whether each streamed read found its lines in order
     batches = notes.OrderedRecords.batches
     monkeypatch.setattr(notes.OrderedRecords, "batches",
@@ -134,9 +136,11 @@ def test_show_reads_a_long_note_in_the_order_a_whole_read_gives(tmp_path: Path,
         if shuffled:  # lines out of (rp, s) order, as a merge leaves them
             Git(repo).append_notes({commit: "\n".join(json.dumps(
                 {"t": "log", "s": -i, "n": "late", "v": i, "c": {}}) for i in range(5))}, "t")
-        whole = [cli(repo, "show", run, *f).stdout for f in ((), ("--json",), ("--csv",))]
+        reads = [("show", run), ("show", run, "--json"), ("show", run, "--csv"),
+                 ("diff", run, other)]
+        whole = [cli(repo, *args).stdout for args in reads]
         monkeypatch.setattr(notes, "STREAM_BYTES", 100)
-        streamed = [cli(repo, "show", run, *f).stdout for f in ((), ("--json",), ("--csv",))]
+        streamed = [cli(repo, *args).stdout for args in reads]
         monkeypatch.setattr(notes, "STREAM_BYTES", 8 << 20)
         assert streamed == whole
         assert ("sample.txt" in whole[0]) and (",late," in whole[2]) == shuffled
