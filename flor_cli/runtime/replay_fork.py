@@ -12,9 +12,9 @@ The modules are the installed packages the script imports at its top level, chos
 Forking is only safe where no thread holds a lock the worker will need and CUDA is not
 initialized: after the imports the server looks for Python threads and the CUDA driver
 and, if an import started either, says so and exits; the caller then starts fresh
-interpreters instead. Native thread pools that
-imports start (numpy's OpenBLAS starts one) are idle, and shut down and restart around
-a ``fork()`` (``pthread_atfork``); forking happens in no parallel region.
+interpreters instead. Native thread pools that imports start (numpy's OpenBLAS starts
+one) are idle, and shut down and restart around a ``fork()`` (``pthread_atfork``);
+forking happens in no parallel region.
 
 Each worker lists, as it exits, the installed modules it imported that the server had
 not (torch imports ``torch._dynamo`` lazily, when an optimizer is made: a second or more
