@@ -206,12 +206,23 @@ class Slot:
 
     def _serve(self, context: RunContext, finished: "queue.Queue[Finished]") -> None:
         try:
+            self._warm(context)
             while (item := self.inbox.get()) is not None:
                 finished.put(_replay_run(context, self, *item))
         finally:
             close = getattr(self.launch, "close", None)
             if close is not None:
                 close()
+
+    def _warm(self, context: RunContext) -> None:
+        """Have the launcher ready for the plan's first run (a fork server importing)."""
+        warm = getattr(self.launch, "warm", None)
+        if warm is not None and context.plan.runnable:
+            first = context.plan.runnable[0]
+            try:
+                warm(first, context.git.root / os.path.dirname(first.script), _worker_env())
+            except Exception:  # noqa: BLE001  the first run starts it, or starts fresh
+                pass
 
     def end(self) -> None:
         self.inbox.put(None)
@@ -365,8 +376,7 @@ def _run(tree: Path | None, job: Job, context: RunContext, slot: Slot,
     if check is not None:
         specs.append(("nested", check))
     scratch.mkdir(parents=True, exist_ok=True)
-    # no __pycache__ written: the user's may be linked into the worktree
-    base = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    base = _worker_env()
     workers: list[tuple[Any, Path, int]] = []
     try:
         for k, (mode, epochs) in enumerate(specs):
@@ -390,6 +400,12 @@ def _run(tree: Path | None, job: Job, context: RunContext, slot: Slot,
             proc.wait()
     journals = [journal for _, journal, _ in workers]
     return journals, _start_record(slot.launch, workers, journals)
+
+
+def _worker_env() -> dict[str, str]:
+    """The environment workers start from (their job's FLOR_REPLAY is added)."""
+    # no __pycache__ written: the user's may be linked into the worktree
+    return {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
 
 
 def _start_record(launch: "Launch", workers: list[tuple[Any, Path, int]],

@@ -218,6 +218,11 @@ class ForkLauncher:
         self.why = self.refused.get(modules)
         return self.fresh(job, argv, cwd, env, log)
 
+    def warm(self, job: Any, script_dir: Path, env: dict[str, str]) -> None:
+        """Start the server for ``job``'s imports now, before the slot's first run (a
+        slot that waits for a verifying run meanwhile then waits with it ready)."""
+        self._server(tuple(preimports(job.source, script_dir, self.private)), env)
+
     @property
     def imports_seconds(self) -> float:
         """What the current server paid once for interpreter start and imports."""
