@@ -291,3 +291,18 @@ def test_an_import_that_starts_a_thread_means_fresh_interpreters(tmp_path: Path)
     (rp,) = show(repo, row["run"])["replays"]
     assert rp["startup"]["how"] == "fresh" and "busy-pool" in rp["startup"]["why"]
     assert len(values(show(repo, row["run"]), ["n2"], rp["rp"])) == 2
+
+
+def test_on_ray_the_plan_says_its_workers_are_ray_tasks(four_runs: Path) -> None:
+    """With `git config flor.ray` set, the workers will be Ray tasks, not forks (and no
+    fork server is started); --no-ray plans local workers again. A dry run connects to
+    nothing, so no Ray is needed here."""
+    def starts(*args: str) -> set[str]:
+        plan = flor(four_runs, "replay", "w2", "--dry-run", "--format", "json", *args).stdout
+        return {row["start"] for row in json.loads(plan)}
+
+    git(four_runs, "config", "flor.ray", "127.0.0.1:1")
+    try:
+        assert starts() == {"ray"} and starts("--no-ray") == {"fork"}
+    finally:
+        git(four_runs, "config", "--unset", "flor.ray")

@@ -65,7 +65,7 @@ def command(names: tuple[str, ...], where: str | None, yes: bool, dry_run: bool,
     git = Git.discover(".")
     fold_orphans(git)
     plan = api.plan(git, wanted, where=where, workers=workers, rev=rev, verify=not no_verify,
-                    jobs=jobs, fork=not no_fork)
+                    jobs=jobs, fork=not no_fork, ray=ray)
     if plan.nothing:
         click.echo(f"nothing to do: {plan.nothing}", err=True)
         return

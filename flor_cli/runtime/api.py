@@ -316,9 +316,9 @@ def replay(names: str | Sequence[str] = (), where: str | None = None, yes: bool 
 
     Shows the plan and asks first (``yes=True`` to skip the question; where there is no
     terminal, a piped answer is read). ``options``: those of ``services.replay.api.plan``
-    (``workers``, ``jobs``, ``fork``, ``rev``, ``verify``) and ``gpus``. Runs whose replay failed are listed,
-    with the reason, in the frame's ``attrs["failed"]``. ``apply_vars`` and
-    ``where_clause`` are FlorDB's names for ``names`` and ``where``.
+    (``workers``, ``jobs``, ``fork``, ``rev``, ``verify``, ``ray``) and ``gpus``. Runs
+    whose replay failed are listed, with the reason, in the frame's ``attrs["failed"]``.
+    ``apply_vars`` and ``where_clause`` are FlorDB's names for ``names`` and ``where``.
     """
     names = names or apply_vars
     where = where if where is not None else where_clause
@@ -329,9 +329,9 @@ def replay(names: str | Sequence[str] = (), where: str | None = None, yes: bool 
 
     if isinstance(names, str):
         names = [n for n in names.split(",") if n]
-    gpus = options.pop("gpus", None)
+    gpus, ray = options.pop("gpus", None), options.pop("ray", None)
     git = _repository_to_read()
-    plan = service.plan(git, list(names), where=where, **options)
+    plan = service.plan(git, list(names), where=where, ray=ray, **options)
     if plan.nothing:
         print(f"nothing to do: {plan.nothing}")
         return pd.DataFrame(columns=["run", *plan.names])
@@ -341,7 +341,7 @@ def replay(names: str | Sequence[str] = (), where: str | None = None, yes: bool 
         raise UserError("none of the selected runs can be replayed (see the plan's notes)")
     if not yes and not confirmed(f"Replay {service.summary(plan)}?", skip_hint="yes=True"):
         raise UserError("replay not confirmed")
-    outcome = service.execute(git, plan, gpus=gpus)
+    outcome = service.execute(git, plan, gpus=gpus, ray=ray)
     for check in outcome.verified:
         if check.diverged:
             print(f"verification of run {check.run}: {check.diverged}; re-executed instead",

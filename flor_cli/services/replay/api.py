@@ -18,13 +18,16 @@ from flor_cli.storage.git import Git
 
 def plan(git: Git, names: Sequence[str], *, where: str | None = None, workers: int = 1,
          rev: str | None = None, verify: bool = True, jobs: int | None = None,
-         fork: bool = True) -> Plan:
+         fork: bool = True, ray: str | bool | None = None) -> Plan:
     """Which runs, in which mode, at what estimated cost; nothing runs or is written.
     ``plan.nothing`` says why there is nothing to do; a skipped run's note says why.
     ``jobs`` runs are replayed at once (None: the cores // ``workers``); ``fork=False``
-    starts every worker in a fresh interpreter."""
+    starts every worker in a fresh interpreter; ``ray`` as :func:`execute` takes it (on
+    Ray, every worker is a Ray task: no fork servers)."""
+    from flor_cli.services import ray_engine
+
     return make_plan(git, names, where=where, workers=workers, rev=rev, verify=verify,
-                     jobs=jobs, fork=fork)
+                     jobs=jobs, fork=fork, on_ray=ray_engine.address(git, ray) is not None)
 
 
 def execute(git: Git, plan: Plan, *, gpus: str | Sequence[str] | None = None,

@@ -66,7 +66,7 @@ class Job:
     check: list[int | None] | None = None  # epochs a verifying worker re-executes
     skip: str | None = None
     why: str = ""  # why the mode is slower than the statements' levels need
-    start: str = "fresh"  # its workers: forked from a slot's fork server, or fresh
+    start: str = "fresh"  # its workers: forked from a slot's fork server, fresh, or ray
     # interpreters (each paying the interpreter start and the script's imports)
 
     @property
@@ -106,9 +106,10 @@ class Plan:
 
 def make_plan(git: Git, names: Sequence[str], where: str | None = None, workers: int = 1,
               rev: str | None = None, verify: bool = True, jobs: int | None = None,
-              fork: bool = True) -> Plan:
+              fork: bool = True, on_ray: bool = False) -> Plan:
     """``jobs``: runs replayed at once (None: :func:`default_jobs`); ``fork``: start
-    workers from fork servers where this platform can (else fresh interpreters)."""
+    workers from fork servers where this platform can (else fresh interpreters);
+    ``on_ray``: every worker is a Ray task."""
     names = list(dict.fromkeys(names))
     if not names:
         raise UserError("name at least one logged value to replay")
@@ -117,6 +118,7 @@ def make_plan(git: Git, names: Sequence[str], where: str | None = None, workers:
     if jobs is not None and jobs < 1:
         raise UserError(f"--jobs {jobs}: must be at least 1")
     parallel = jobs if jobs is not None else default_jobs(workers)
+    fork = fork and not on_ray
     if fork:
         from flor_cli.services.replay.forks import can_fork
 
@@ -145,7 +147,7 @@ def make_plan(git: Git, names: Sequence[str], where: str | None = None, workers:
                 if job.check is not None:
                     verifying.add(code)
             job.est = estimate(job, workers)
-            job.start = "fork" if fork else "fresh"
+            job.start = "ray" if on_ray else "fork" if fork else "fresh"
     return Plan(names, workers, store, runs, verify, parallel=parallel, fork=fork)
 
 
