@@ -314,6 +314,16 @@ class Git:
         """The text of a note key (or of one blob): every part, joined."""
         return _text(b"".join(self.note_chunks(key)))
 
+    def short_note_text(self, key: str, limit: int) -> str | None:
+        """The text of a note of at most ``limit`` bytes (one part), else None: read
+        once, where asking the length first would read each blob's header too (a tenth
+        of a cache rebuild of many small notes)."""
+        blobs = self.note_blobs(key)
+        if len(blobs) > 1:  # a second part begins only when the first is full
+            return None
+        data = self.repo[blobs[0]].data
+        return _text(data) if len(data) <= limit else None
+
     def note_chunks(self, key: str) -> Iterator[bytes]:
         """A note's parts, in order, one blob in memory at a time."""
         for blob in self.note_blobs(key):
