@@ -361,7 +361,7 @@ class _Batch:
             rows.write(db)
             runs = rows.runs_inserted()
             _mark_replayed(db, first)
-            self._digests(rows)
+            add_digests(self.with_ckpts, rows.ckpts)
         except (OverflowError, UnicodeError, TypeError, ValueError,
                 sqlite3.InterfaceError, sqlite3.ProgrammingError):
             db.execute("ROLLBACK TO batch")
@@ -375,9 +375,6 @@ class _Batch:
         self.mine.clear()
         return runs
 
-    def _digests(self, rows: "_Rows") -> None:
-        for run, _, _, objs, _, _ in rows.ckpts:
-            self.with_ckpts.setdefault(run, []).extend(digests(objs))
 
 
 def _mark_replayed(db: sqlite3.Connection, first: int, schema: str = "main") -> None:
@@ -558,9 +555,7 @@ def _insert(db: sqlite3.Connection, note: notes.RunNote, with_ckpts: dict[str, l
         rows.add(note, run, _bindable_rows, lambda ctx: ctx_text(ctx).encode())
         rows.write(db, schema)
     db.execute("RELEASE run")
-    if rows.ckpts:  # extended: a long note comes a batch at a time
-        with_ckpts.setdefault(run, []).extend(sha for row in rows.ckpts
-                                              for sha in digests(row[3]))
+    add_digests(with_ckpts, rows.ckpts)  # extended: a long note comes a batch at a time
     return run
 
 
@@ -746,7 +741,8 @@ def mark_current(db: sqlite3.Connection, run: str, first: int, schema: str = "ma
     are current, by :func:`current_sources`: only a run with replayed values has any to
     mark. NOT INDEXED: SQLite would read the ``logs`` indexes (every row of a name, at
     100,000 runs 0.05 s a name and run) where the rowid range holds a run's rows."""
-    span, bounds = ("rowid >= ? AND rowid < ?", (first, end)) if end else ("rowid >= ?", (first,))
+    span, bounds = (("rowid >= ? AND rowid < ?", (first, end)) if end
+                    else ("rowid >= ?", (first,)))
     written = set(db.execute(f"SELECT DISTINCT name, rp FROM {schema}.logs NOT INDEXED "
                              f"WHERE {span} AND rp IS NOT NULL", bounds))
     if not written:
@@ -787,6 +783,11 @@ def summarize(db: sqlite3.Connection, runs: Iterable[str] | None = None,
               FROM {schema}.current_logs {where} GROUP BY name, run) g""", params)
 
 
+def add_digests(with_ckpts: dict[str, list[str]], checkpoints: Iterable[tuple]) -> None:
+    """Add the object digests of ``checkpoints`` rows (run, ctx, ordinal, objs, ...) to
+    ``with_ckpts`` under their runs."""
+    for run, _, _, objs, *_ in checkpoints:
+        with_ckpts.setdefault(run, []).extend(digests(objs))
 
 
 def digests(objs: str | None) -> list[str]:
@@ -842,10 +843,9 @@ def refresh_availability(git: Git, db: sqlite3.Connection, which: str = "all") -
 
 def _recheck(git: Git, db: sqlite3.Connection, condition: str) -> None:
     with_ckpts: dict[str, list[str]] = {}
-    for run, objs in db.execute(
-            "SELECT run, objs FROM checkpoints WHERE run IN "
-            f"(SELECT run FROM availability WHERE {condition})"):
-        with_ckpts.setdefault(run, []).extend(digests(objs))
+    add_digests(with_ckpts, db.execute(
+        "SELECT run, ctx, ordinal, objs FROM checkpoints WHERE run IN "
+        f"(SELECT run FROM availability WHERE {condition})"))
     _record_availability(git, db, with_ckpts)
 
 
