@@ -403,3 +403,21 @@ def test_the_machine_s_troubles_are_one_clear_line(
         expected = 'flor: git add: error: open("secret.txt"): Permission denied\n'
     done = cli(repo, "run", "t.py", check=False)  # fails before the script would start
     assert (done.returncode, done.stderr) == (2, expected)
+
+
+def test_a_short_write_to_the_journal_loses_no_line(tmp_path: Path, monkeypatch) -> None:
+    """os.write may write less than it was given (a nearly full disk, a signal): the
+    journal writer must write the rest, not report the batch written with its tail
+    missing (the writer process acknowledges what write() returned from)."""
+    path = tmp_path / "journal.jsonl"
+    writer = journal.JournalWriter(path)
+    real_write = os.write
+
+    def short_write(fd: int, data: bytes) -> int:
+        return real_write(fd, data[:max(1, len(data) // 3)])  # a third at a time
+
+    monkeypatch.setattr(journal.os, "write", short_write)
+    lines = [json.dumps({"t": "log", "s": i, "n": "x", "v": i}) for i in range(50)]
+    writer.write(lines)
+    writer.close()
+    assert path.read_text().splitlines() == lines

@@ -64,9 +64,12 @@ class JournalWriter:
             self.write([json.dumps(header)])
 
     def write(self, lines: Iterable[str]) -> None:
-        data = "".join(line + "\n" for line in lines).encode()
-        if data:
-            os.write(self.fd, data)
+        """Append ``lines`` whole: os.write may write less than it is given (a nearly
+        full disk), and what it left out is written next, or fails with OSError (the
+        session's fallback takes that batch), never returns as if written."""
+        data = memoryview("".join(line + "\n" for line in lines).encode())
+        while data:
+            data = data[os.write(self.fd, data):]
 
     def close(self) -> None:
         if self.fd >= 0:
