@@ -306,3 +306,21 @@ def test_on_ray_the_plan_says_its_workers_are_ray_tasks(four_runs: Path) -> None
         assert starts() == {"ray"} and starts("--no-ray") == {"fork"}
     finally:
         git(four_runs, "config", "--unset", "flor.ray")
+
+
+def test_when_a_code_s_verifying_run_fails_the_next_run_of_that_code_verifies(
+        tmp_path: Path) -> None:
+    """The verification is the one check that skipping nested loops gives a full
+    re-run's values; a verifying run that fails must not leave its code's other runs
+    to skip unchecked."""
+    repo = record(tmp_path / "repo", ["0", "0", "0"])
+    plan = json.loads(flor(repo, "replay", "w2", "--dry-run", "--format", "json").stdout)
+    seeds = {row["run"]: row["seed"] for row in flor_json(repo, "log")}
+    verifier = seeds[plan[0]["run"]]  # the first run of the code verifies it
+    (repo / "train.py").write_text(today(SCRIPT).replace(
+        'state["w"] * 2)', f'state["w"] * 2 / (flor.arg("seed", 0) - {verifier}))'))
+    proc = flor(repo, "replay", "w2", "--yes", "--jobs", "1", check=False)
+    assert proc.returncode == 1 and "ZeroDivisionError" in proc.stderr, proc.stderr
+    headers = [show(repo, run)["replays"] for run in seeds if seeds[run] != verifier]
+    verified = [rps[0]["verify"] for rps in headers if rps and "verify" in rps[0]]
+    assert len(verified) == 1 and verified[0]["ok"], headers

@@ -48,7 +48,7 @@ from typing import IO, Any, Callable, Sequence
 
 from flor_cli import progress as progress_bars
 from flor_cli.runtime.protocol import ReplayConfig, replay_env
-from flor_cli.services.replay.plan import Job, Plan, worker_ranges
+from flor_cli.services.replay.plan import Job, Plan, check_range, worker_ranges
 from flor_cli.storage import bigfiles, notes
 from flor_cli.storage.git import Git
 from flor_cli.storage.journal import new_id
@@ -280,6 +280,8 @@ class Scheduler:
         job = done.job
         if self.verifying.get(_code(job)) is job:
             del self.verifying[_code(job)]
+            if done.verification is None:  # it failed before verifying
+                self._verify_next(job)
         if done.fatal is not None:
             raise done.fatal
         if done.verification is not None:
@@ -291,6 +293,16 @@ class Scheduler:
             self.outcome.failed[job.run] = done.error or "failed"
         self.progress.finish(job, done.error, done.seconds)
         self.batch.flush_if_due()
+
+    def _verify_next(self, failed: Job) -> None:
+        """The next run of ``failed``'s code verifies it instead: without a verification
+        its other runs would skip nested loops unchecked."""
+        for job in self.pending:
+            if _code(job) == _code(failed) and job.mode == "skip":
+                job.check = check_range(job)
+                if job.check is not None:
+                    self.verifying[_code(job)] = job
+                return
 
     def drain(self) -> None:
         """Take what slots finished but nobody took (after a Ctrl-C or a fatal error)."""
