@@ -529,7 +529,7 @@ class OrderedRecords:
 
     def __init__(self, parts: Iterable[bytes], source: str, keep: Iterable[str] = (),
                  spill: bool = True):
-        import pickle
+        import marshal
         import sqlite3
         import tempfile
 
@@ -538,7 +538,7 @@ class OrderedRecords:
         self.kept: list[dict] = []
         try:
             self._ordered = self._fill(parts, source, frozenset(keep),
-                                       pickle.dumps if spill else None)
+                                       marshal.dumps if spill else None)
         except BaseException:
             self.close()
             raise
@@ -567,7 +567,7 @@ class OrderedRecords:
                 if ordered and key < last:
                     ordered = False
                 last = key
-                rows.append((*key, dumps(rec, 5)))
+                rows.append((*key, dumps(rec)))
             db.executemany("INSERT INTO r VALUES (?,?,?)", rows)
         db.execute("COMMIT")
         self.kept.sort(key=lambda r: (r.get(REPLAY_ID) or "", r.get(SEQ, -1)))
@@ -575,9 +575,9 @@ class OrderedRecords:
 
     def batches(self) -> Iterator[list[dict]]:
         """The records in order, :data:`BATCH_LINES` at a time."""
-        import pickle
+        import marshal  # JSON values only: never pickle, even of what a note held
 
-        loads = pickle.loads
+        loads = marshal.loads
         cursor = self._db.execute("SELECT rec FROM r ORDER BY " +
                                   ("rowid" if self._ordered else "rp, s, rowid"))
         while rows := cursor.fetchmany(BATCH_LINES):
