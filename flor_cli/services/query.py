@@ -139,7 +139,8 @@ def _pivot(db: sqlite3.Connection, names: list[str], runs: list[str] | None
         f"({','.join('?' * len(wanted))}){in_runs}", wanted)}
     args: dict[str, dict[str, Any]] = {}
     arg_names: dict[str, None] = {}
-    for run, name, value in db.execute("SELECT run, name, value FROM args ORDER BY rowid"):
+    for run, name, value in db.execute(
+            f"SELECT run, name, value FROM args WHERE 1{in_runs} ORDER BY rowid"):
         if run in included:
             args.setdefault(run, {})[name] = value
             arg_names[name] = None
