@@ -253,6 +253,8 @@ def output_options(fn: Callable) -> Callable:
 
 
 def _check_tablefmt(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    if value == "simple":  # the default: no need to import tabulate to know it
+        return value
     from tabulate import tabulate_formats
 
     if value not in tabulate_formats:
@@ -303,11 +305,6 @@ def on_terminal() -> bool:
 def colour_wanted() -> bool:
     """Colour only on a terminal, and never with NO_COLOR (https://no-color.org)."""
     return on_terminal() and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
-
-
-def show(text: str, colour: bool = True, pager: bool = True) -> None:
-    """Print ``text``; on a terminal through ``$PAGER`` (see :func:`_print`)."""
-    _print((text,), colour, pager)
 
 
 def _print(chunks: Iterable[str], colour: bool = True, pager: bool = True) -> None:
