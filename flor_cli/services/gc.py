@@ -24,7 +24,6 @@ still running (or than the start of gc) are kept: their run may not have noted t
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,16 +70,14 @@ def referenced(git: Git, keep_last: int | None) -> set[str]:
         media = [parse(value) for (value,) in db.execute(
             f"SELECT value FROM logs WHERE type IN ({','.join('?' * len(MEDIA_TYPES))})",
             MEDIA_TYPES)]
-    digests = {ref.sha for ref in media if ref is not None}
+    needed = {ref.sha for ref in media if ref is not None}
     for records in by_run.values():
         if keep_last is not None:
             contexts = list(dict.fromkeys(ctx for ctx, _ in reversed(records)))[:keep_last]
             records = [(ctx, objs) for ctx, objs in records if ctx in contexts]
         for _, objs in records:
-            for obj in (json.loads(objs) or {}).values() if objs else ():
-                if isinstance(obj, dict) and isinstance(obj.get("sha"), str):
-                    digests.add(obj["sha"])
-    return digests
+            needed.update(cache.digests(objs))
+    return needed
 
 
 def collect_objects(git: Git, options: Options) -> Done:
