@@ -98,3 +98,18 @@ def test_a_checkpoint_of_every_serializer_the_runtime_writes_is_read(capsys) -> 
     note = notes.parse("ab" * 20, lines(HEADER, ckpt))
     assert note is not None and note.records == [ckpt]
     assert capsys.readouterr().err == ""
+
+
+def test_a_checkpoint_whose_loop_context_holds_a_list_is_skipped(capsys) -> None:
+    """A checkpoint's context values are the epochs replay plans with (a set of them):
+    a list there, from another clone's note, crashed `flor replay` (exit 3)."""
+    from flor_cli.services.replay.plan import Job, check_range
+
+    ckpt = {"t": "ckpt", "s": 3, "c": {"epoch": [1]}, "objs": {}}
+    assert notes.problem(ckpt) == "a loop context, block, ordinal or duration of the wrong type"
+    assert notes.problem({**ckpt, "c": {"epoch": 1}}) is None
+    good = notes.read_records(json.dumps({**ckpt, "c": {"epoch": 0}}) + "\n"
+                              + json.dumps(ckpt) + "\n", "a note")
+    assert len(good) == 1 and "line 2" in capsys.readouterr().err
+    job = Job(run="r", commit="c" * 40, epochs=2, ckpts=good)
+    assert check_range(job) == [1, None]

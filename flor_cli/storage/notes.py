@@ -369,6 +369,12 @@ def _is_ctx(ctx: object) -> bool:
     return ctx is None or type(ctx) is dict
 
 
+def _is_flat_ctx(ctx: object) -> bool:
+    """A checkpoint's or timing's context: loop name -> iteration, which replay plans
+    with as numbers (sets of epochs), so no list or object among its values."""
+    return _is_ctx(ctx) and all(type(v) not in (list, dict) for v in (ctx or {}).values())
+
+
 def _is_int(value: object) -> bool:
     return type(value) is int
 
@@ -411,7 +417,7 @@ def problem(rec: dict) -> str | None:
         if not _is_number(rec.get("start", 0)):
             return "its start is not a number"
     elif kind in (CKPT, TIME) and not (
-            _is_ctx(rec.get(CTX)) and _is_int(rec.get(BLOCK, 0))
+            _is_flat_ctx(rec.get(CTX)) and _is_int(rec.get(BLOCK, 0))
             and _is_int(rec.get(ORDINAL, 0)) and _is_number(rec.get(SECONDS, 0))):
         return "a loop context, block, ordinal or duration of the wrong type"
     if kind == CKPT:
