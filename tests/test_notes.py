@@ -113,3 +113,46 @@ def test_a_checkpoint_whose_loop_context_holds_a_list_is_skipped(capsys) -> None
     assert len(good) == 1 and "line 2" in capsys.readouterr().err
     job = Job(run="r", commit="c" * 40, epochs=2, ckpts=good)
     assert check_range(job) == [1, None]
+
+
+@pytest.mark.parametrize("field", [
+    {"cwd": "/etc"}, {"cwd": "../x"}, {"cwd": "a/../../x"}, {"cwd": "a\0b"}, {"cwd": None},
+    {"cwd": ["."]}, {"script": ["train.py"]}, {"script": 3}, {"script": "train\0.py"},
+    {"big": "data.bin"}, {"big": [3]}, {"big": [{"path": "../../etc/passwd"}]},
+    {"big": [{"path": "/etc/passwd"}]}, {"big": [{"path": ""}]}, {"big": [{"size": 1}]},
+    {"big": [{"path": "data\\..\\..\\x"}]}, {"name": ["best"]}])
+def test_a_header_whose_paths_or_names_are_unsafe_is_skipped_where_it_is_decoded(
+        field: dict, capsys) -> None:
+    """A header's working directory and big files become paths in a replay's worktree:
+    the decoder rejects one that is not a plain relative path (it was only checked by
+    replay, and a big file's path by bigfiles, each with its own rule)."""
+    header = {**HEADER, "script": "train.py", "cwd": "sub", **field}
+    assert notes.problem(header) is not None
+    assert notes.parse("ab" * 20, lines(header, LOG)) is None
+    assert "line 1" in capsys.readouterr().err
+
+
+def test_a_header_with_plain_paths_is_read(capsys) -> None:
+    """An absolute script is what ``flor run /tmp/x.py`` records (a script outside the
+    repository): the run is listed, and replay says it cannot replay it."""
+    for field in ({"script": "/tmp/x.py", "cwd": "."}, {"script": "../x.py", "cwd": "a/b"},
+                  {"big": [{"path": "data/big.bin", "size": 9, "hash": None}]}, {}):
+        header = {**HEADER, **field}
+        assert notes.problem(header) is None, field
+        assert notes.parse("ab" * 20, lines(header, LOG)) is not None
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("event", [
+    {"t": "tag", "at": 1.0, "n": ["x"]}, {"t": "tag", "at": 1.0, "n": ""},
+    {"t": "untag", "at": 1.0}, {"t": "note", "at": 1.0, "m": 5}, {"t": "rm", "at": "x"},
+    {"t": "rm", "at": True}, {"t": "restore"}])
+def test_a_bad_lifecycle_record_is_skipped_with_a_warning_by_the_decoder(
+        event: dict, capsys) -> None:
+    """Lifecycle records were checked apart from every other record (and dropped without
+    a word); now :func:`notes.problem` checks them, wherever a note is decoded."""
+    assert notes.problem(event) is not None
+    assert notes.read_records(lines(HEADER, event), "a note") == [HEADER]
+    note = notes.parse("ab" * 20, lines(HEADER, LOG, event, {"t": "tag", "at": 2, "n": "ok"}))
+    assert [e["n"] for e in note.events] == ["ok"]
+    assert "line 2" in capsys.readouterr().err

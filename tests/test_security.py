@@ -127,6 +127,9 @@ def test_hostile_notes_pulled_from_a_remote_touch_nothing_and_unpickle_nothing(
             _line(log)]),
         "script outside": _line({**header, "run": "20260101-000000-bbbbbb",
                                  "script": "../../precious/keep.txt"}),
+        "cwd outside": _line({**header, "run": "20260101-000000-eeeeee", "cwd": "../.."}),
+        "big outside": _line({**header, "run": "20260101-000000-ffffff",
+                              "big": [{"path": "../../precious", "size": 1}]}),
         "tampered object": b"\n".join([
             _line({**header, "run": "20260101-000000-cccccc"}),
             _line({**ckpt, "objs": {"state": {"kind": "pickle", "sha": honest}}}),
@@ -164,6 +167,8 @@ def test_hostile_notes_pulled_from_a_remote_touch_nothing_and_unpickle_nothing(
     mine_values = flor_json(victim, "query", f"SELECT value FROM logs WHERE run='{mine['run']}'")
     assert mine_values == [{"value": 4}]
     assert "20260101-000000-dddddd" in runs  # its good lines are kept
+    # a header naming paths outside the repository is skipped where the note is decoded
+    assert not {"20260101-000000-eeeeee", "20260101-000000-ffffff"} & set(runs)
     bad = cli(victim, "query", "SELECT name FROM logs WHERE run='20260101-000000-dddddd'",
                "--format", "json").stdout
     assert json.loads(bad) == [{"name": "ok"}]

@@ -132,22 +132,16 @@ def changed(git: Git, entries: list[dict]) -> list[str]:
             if today.get(e["path"]) is None or today[e["path"]] != e.get("hash")]
 
 
-def recorded(git: Git, big: object) -> tuple[list[str], list[str]]:
+def recorded(git: Git, big: list[dict] | None) -> tuple[list[str], list[str]]:
     """For replaying a run: the big files its header lists (``big``, paths to link into
     the worktree) and a warning line for each that is missing or changed today.
-    The header comes from a note, which may have been pulled from anyone: only plain
-    relative paths inside the repository are taken."""
-    entries = [e for e in big if isinstance(e, dict) and _plain_path(e.get("path"))] \
-        if isinstance(big, list) else []
+    The header comes from a note, which may have been pulled from anyone: its decoder
+    (``notes.problem``) took only plain relative paths inside the repository."""
+    entries = big or []
     paths = list(dict.fromkeys(e["path"] for e in entries))
     warnings = [f"flor: warning: {path} changed since the run was recorded (or is gone); "
                 f"the replay reads it as it is now" for path in changed(git, entries)]
     return paths, warnings
-
-
-def _plain_path(path: object) -> bool:
-    return (isinstance(path, str) and bool(path) and not Path(path).is_absolute()
-            and ".." not in Path(path).parts and "\0" not in path)
 
 
 def human(size: int) -> str:

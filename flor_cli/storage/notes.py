@@ -154,7 +154,7 @@ def lifecycle(note: RunNote) -> Lifecycle:
     """The run's tags (``flor run --name`` first), annotation and removal state."""
     state = Lifecycle()
     name = note.header.get(RUN_NAME)
-    tags: dict[str, None] = {name: None} if isinstance(name, str) and name else {}
+    tags: dict[str, None] = {name: None} if name else {}  # a name: see problem()
     for event in note.events:
         kind = event[KIND]
         if kind == TAG:
@@ -208,8 +208,7 @@ def parse(commit: str, text: str) -> RunNote | None:
             elif kind == REPLAY:
                 replays.append(rec)
             elif kind in LIFECYCLE:
-                if _valid_event(rec):
-                    events.append(rec)
+                events.append(rec)
             else:
                 records.append(rec)
     if header is None:
@@ -218,16 +217,6 @@ def parse(commit: str, text: str) -> RunNote | None:
     replays.sort(key=lambda r: r.get("start", 0))
     events.sort(key=lambda r: (r[AT], r[KIND], r.get(NAME) or ""))
     return RunNote(commit, header, records, replays, events)
-
-
-def _valid_event(rec: dict) -> bool:
-    """A lifecycle record from a pull is someone else's: a time, and text where text goes."""
-    at = rec.get(AT)
-    if not isinstance(at, (int, float)) or isinstance(at, bool):
-        return False
-    if rec[KIND] in (TAG, UNTAG):
-        return isinstance(rec.get(NAME), str) and bool(rec[NAME])
-    return rec[KIND] != ANNOTATE or isinstance(rec.get(MESSAGE), str)
 
 
 _REPLAY_KEY_TEXT = json.dumps(REPLAY_ID)
@@ -355,10 +344,17 @@ def is_id(text: object) -> bool:
 
 
 def inside(path: object) -> bool:
-    """Whether ``path`` is relative and stays inside the directory it is joined to (a
-    run's script and working directory, before replay writes or runs there)."""
+    """Whether ``path`` is relative and stays inside the directory it is joined to: THE
+    path rule for what a note names in a checkout (a run's working directory, its big
+    files, before replay runs or links there; its script, before replay runs it)."""
     return (type(path) is str and "\0" not in path and not path.startswith(("/", "\\"))
             and ".." not in path.replace("\\", "/").split("/"))
+
+
+def _is_big(big: object) -> bool:
+    """A header's big files (``storage/bigfiles.py``): each a non-empty path inside."""
+    return type(big) is list and all(
+        type(e) is dict and e.get("path") and inside(e["path"]) for e in big)
 
 
 def _is_name(name: object) -> bool:
@@ -408,6 +404,16 @@ def problem(rec: dict) -> str | None:
             return "its argv is not a list of strings"
         if type(rec.get("kwargs", {})) is not dict:
             return "its kwargs are not an object"
+        # a script outside the repository (``flor run /tmp/x.py``) is recorded as given:
+        # listed, and not replayed (``services/replay/plan.py``)
+        if "script" in rec and not _is_name(rec["script"]):
+            return "its script is not a path"
+        if "cwd" in rec and not inside(rec["cwd"]):
+            return "its working directory is not a relative path inside the repository"
+        if "big" in rec and not _is_big(rec["big"]):
+            return "its big files are not relative paths inside the repository"
+        if RUN_NAME in rec and not _is_name(rec[RUN_NAME]):
+            return "its name is not a name"
     elif kind == REPLAY:
         if not is_id(rec.get(REPLAY_ID)):
             return "not a replay id"
@@ -416,6 +422,13 @@ def problem(rec: dict) -> str | None:
             return "its names are not a list of names"
         if not _is_number(rec.get("start", 0)):
             return "its start is not a number"
+    elif kind in LIFECYCLE:  # who tagged, noted or removed what, and when
+        if not _is_number(rec.get(AT)):
+            return "its time is not a number"
+        if kind in (TAG, UNTAG) and not _is_name(rec.get(NAME)):
+            return "its tag is not a name"
+        if kind == ANNOTATE and type(rec.get(MESSAGE)) is not str:
+            return "its annotation is not text"
     elif kind in (CKPT, TIME) and not (
             _is_flat_ctx(rec.get(CTX)) and _is_int(rec.get(BLOCK, 0))
             and _is_int(rec.get(ORDINAL, 0)) and _is_number(rec.get(SECONDS, 0))):
@@ -476,7 +489,7 @@ def scan_headers(parts: Iterable[bytes], source: str
             header = rec if header is None else {**header, **rec}
         elif rec[KIND] == REPLAY:
             replays.append(rec)
-        elif rec[KIND] in LIFECYCLE and _valid_event(rec):
+        elif rec[KIND] in LIFECYCLE:
             events.append(rec)
     replays.sort(key=lambda r: r.get("start", 0))
     events.sort(key=lambda r: (r[AT], r[KIND], r.get(NAME) or ""))

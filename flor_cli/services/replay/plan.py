@@ -49,7 +49,7 @@ class Job:
     script: str = ""  # path relative to the repository root, as recorded
     cwd: str = "."  # the run's working directory, relative to the repository root
     argv: list[str] = field(default_factory=list)
-    big: object = None  # the header's untracked big files left out of the tree (bigfiles)
+    big: list[dict] | None = None  # the header's untracked big files left out of the tree (bigfiles)
     args: dict = field(default_factory=dict)  # what flor.arg resolved in the run
     epochs: int = 0
     version: str = ""  # blob id of the run's script: one per distinct code version
@@ -239,8 +239,8 @@ def _job(git: Git, store: ObjectStore, tip: str | None, run: str, commit: str,
     job.missing_ckpts = len(ckpts) - len(job.ckpts)
     if header.get("status") != "ok":
         job.skip = f"the run did not finish (status {header.get('status')})"
-    elif not (notes.inside(job.script) and notes.inside(job.cwd)):
-        job.skip = "its script or working directory is outside the repository"
+    elif not notes.inside(job.script):  # as recorded: its working directory and big
+        job.skip = "its script is outside the repository"  # files are checked on decode
     elif commit not in git.repo:
         job.skip = f"its shadow commit {commit[:10]} is missing (fetch flor.shadow)"
     else:
