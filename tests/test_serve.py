@@ -148,6 +148,29 @@ def test_interrupted_or_killed_server_loses_no_job_and_runs_none_twice(repo: Pat
     assert sorted(r["status"] for r in runs if r["status"] != "ok") == ["interrupted", "killed"]
 
 
+def test_the_worktree_of_a_killed_server_is_pruned_by_the_next_one(repo: Path) -> None:
+    """A SIGKILL'd server cannot remove its job's worktree; the next flor serve (or
+    replay) prunes it, as replay's own, by the same rule: no live process holds its lock.
+    The pruner looked only in .git/flor/worktrees: serve's stayed, listed by git."""
+    flor(repo, "sweep", "train.py", "--grid", "hidden=1")
+    (repo / "data" / "block").write_text("")
+    serve_dir = repo / ".git" / "flor" / "serve"
+    server = start_serve(repo)
+    wait_for(lambda: running(repo), "the job to start")
+    script_pids = _script_pids(repo)
+    homes = [p for p in serve_dir.glob("job-*") if p.is_dir()]
+    assert homes and "flor/serve/job-" in git(repo, "worktree", "list")
+    server.kill()
+    server.wait()
+    wait_for(lambda: not any(_alive(p) for p in script_pids), "the job's script to die")
+    assert all(h.exists() for h in homes)
+    (repo / "data" / "block").unlink()
+    assert "1 done, 0 failed" in flor(repo, "serve").stdout
+    assert not [p for p in serve_dir.glob("job-*") if p.is_dir()]
+    assert "flor/serve" not in git(repo, "worktree", "list")
+    assert (serve_dir / "logs").is_dir()  # not a worktree: kept
+
+
 def _script_pids(repo: Path) -> list[int]:
     out = subprocess.run(["pgrep", "-f", str(repo / ".git" / "flor" / "serve")],
                          capture_output=True, text=True).stdout

@@ -11,7 +11,7 @@ Stopping: Ctrl-C or SIGTERM stops the scripts, folds their runs (status
 ``interrupted``), gives their jobs back to the queue and exits 130. A SIGKILL'd server
 cannot: its scripts die with it (``PR_SET_PDEATHSIG``), their journals are folded by the
 next flor command as killed runs, and the next server hands the jobs back first
-(:func:`flor_cli.services.queue.recover`). A ``done`` job is never run again.
+(:func:`flor_cli.services.queue.recover`) and removes their worktrees. A ``done`` job is never run again.
 
 The execution engine is pluggable (:class:`LocalEngine` here; ``flor serve --ray`` uses
 :mod:`flor_cli.services.ray_engine`): an engine runs one job given its journal header
@@ -86,6 +86,9 @@ def serve(git: Git, workers: int | None = None, gpus: Sequence[str] = (), wait: 
 
 def _serve(git: Git, engine: Engine, workers: int, wait: bool,
            say: Callable[[str], None]) -> ServeResult:
+    from flor_cli.services.replay.execute import prune_stale_worktrees
+
+    prune_stale_worktrees(git)  # of a server (or a replay) that was killed
     db = queue.connect(git)
     recovered = queue.recover(db)
     db.close()
@@ -245,7 +248,7 @@ class LocalEngine:
             stop: threading.Event) -> int:
         from flor_cli.services.replay.execute import Sandbox
 
-        home = self.git.flor_dir / "serve" / f"job-{job.id}-{journal_path.stem}"
+        home = self.git.flor_dir / "serve" / f"job-{job.id}-{journal_path.stem}"  # SANDBOX_HOMES
         big = [e["path"] for e in job.big]  # left out of its tree, linked in as flor run saw them
         with Sandbox(self.git, home, job.commit, self.extra + big) as tree:
             cwd = tree / job.cwd

@@ -657,11 +657,18 @@ def _remove_home(git: Git, home: Path) -> None:
     shutil.rmtree(home, ignore_errors=True)
 
 
+# Where sandboxes are made: replay's runs, and flor serve's jobs (services/serve.py),
+# as (directory under .git/flor, pattern of a sandbox's name there).
+SANDBOX_HOMES = (("worktrees", "*"), ("serve", "job-*"))
+
+
 def prune_stale_worktrees(git: Git) -> list[Path]:
-    """Remove the sandboxes of replays that died without removing them (kill -9)."""
-    parent = git.flor_dir / "worktrees"
+    """Remove the sandboxes (:data:`SANDBOX_HOMES`) that no live process holds the lock
+    of: left by a replay or a server that died without removing them (kill -9)."""
     pruned = []
-    for home in sorted(parent.iterdir()) if parent.is_dir() else ():
+    homes = sorted(home for parent, pattern in SANDBOX_HOMES
+                   for home in (git.flor_dir / parent).glob(pattern))
+    for home in homes:
         if not home.is_dir() or home.is_symlink():
             continue
         try:
