@@ -23,11 +23,9 @@ def command(expr: str, run: str, aggs: tuple[str, ...]) -> None:
     prints the values of the columns EXPR names; a bad expression exits 2.
     """
     from flor_cli.services.check import check, describe
-    from flor_cli.storage.git import Git
-    from flor_cli.storage.journal import fold_orphans
+    from flor_cli.storage.journal import repository_to_read
 
-    git = Git.discover(".")
-    fold_orphans(git)
+    git = repository_to_read()
     outcome = check(git, expr, run, aggs)
     if outcome.passed:
         click.echo(f"ok: {outcome.run}: {outcome.expr}")

@@ -21,11 +21,9 @@ def command(run_a: str, run_b: str, code: bool, out: Output) -> None:
     RUN_A and RUN_B are run ids, unique prefixes, names or tags, or `latest`.
     """
     from flor_cli.services import query, show
-    from flor_cli.storage.git import Git
-    from flor_cli.storage.journal import fold_orphans
+    from flor_cli.storage.journal import repository_to_read
 
-    git = Git.discover(".")
-    fold_orphans(git)
+    git = repository_to_read()
     columns, rows, commit_a, commit_b = show.diff(
         git, query.resolve_run(git, run_a), query.resolve_run(git, run_b))
     text = out.render(columns, rows)

@@ -21,11 +21,9 @@ def command(names: tuple[str, ...], where: str | None, output: Path) -> None:
     time: memory does not grow with the number of files.
     """
     from flor_cli.services.export import export
-    from flor_cli.storage.git import Git
-    from flor_cli.storage.journal import fold_orphans
+    from flor_cli.storage.journal import repository_to_read
 
-    git = Git.discover(".")
-    fold_orphans(git)
+    git = repository_to_read()
     for done in export(git, names, output, where):  # each file as it is written
         if done.written is not None:
             click.echo(str(done.written))

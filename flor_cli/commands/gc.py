@@ -25,10 +25,8 @@ def command(keep_last: int | None, keep_history: bool, dry_run: bool) -> None:
     packed.
     """
     from flor_cli.services import gc
-    from flor_cli.storage.git import Git
-    from flor_cli.storage.journal import fold_orphans
+    from flor_cli.storage.journal import repository_to_read
 
-    git = Git.discover(".")
-    fold_orphans(git)  # a crashed run's checkpoints are referenced once it is a note
+    git = repository_to_read()  # a crashed run's checkpoints are referenced once it is a note
     for done in gc.gc(git, gc.Options(keep_last, dry_run, keep_history)):
         click.echo(f"flor gc: {done.line}")

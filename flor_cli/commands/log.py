@@ -41,11 +41,9 @@ def command(pivot: bool, names: tuple[str, ...], where: str | None, sort: str | 
     --where over loop columns go through a temporary file.
     """
     from flor_cli.services import query
-    from flor_cli.storage.git import Git
-    from flor_cli.storage.journal import fold_orphans
+    from flor_cli.storage.journal import repository_to_read
 
-    git = Git.discover(".")
-    fold_orphans(git)  # runs that crashed are shown too
+    git = repository_to_read()  # runs that crashed are shown too
     wanted = [n for name in names for n in name.split(",") if n]
     if wanted and not pivot:
         raise click.UsageError("NAMEs go with --pivot")

@@ -28,11 +28,9 @@ def command(names: tuple[str, ...], where: str | None, x: str | None, by: tuple[
     comma-separated.
     """
     from flor_cli.services import plot
-    from flor_cli.storage.git import Git
-    from flor_cli.storage.journal import fold_orphans
+    from flor_cli.storage.journal import repository_to_read
 
-    git = Git.discover(".")
-    fold_orphans(git)
+    git = repository_to_read()
     panels = plot.panels(git, names, where, x, list(by))
     if output:
         plot.save(panels, output)

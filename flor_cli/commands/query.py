@@ -19,9 +19,7 @@ def command(sql: str, out: Output) -> None:
     refused.
     """
     from flor_cli.services import query
-    from flor_cli.storage.git import Git
-    from flor_cli.storage.journal import fold_orphans
+    from flor_cli.storage.journal import repository_to_read
 
-    git = Git.discover(".")
-    fold_orphans(git)
+    git = repository_to_read()
     out.emit(*query.sql(git, sql))

@@ -58,12 +58,10 @@ def command(names: tuple[str, ...], where: str | None, yes: bool, dry_run: bool,
     from flor_cli.errors import UserError
     from flor_cli.prompt import confirmed
     from flor_cli.services.replay import api
-    from flor_cli.storage.git import Git
-    from flor_cli.storage.journal import fold_orphans
+    from flor_cli.storage.journal import repository_to_read
 
     wanted = [n for name in names for n in name.split(",") if n]
-    git = Git.discover(".")
-    fold_orphans(git)
+    git = repository_to_read()
     plan = api.plan(git, wanted, where=where, workers=workers, rev=rev, verify=not no_verify,
                     jobs=jobs, fork=not no_fork, ray=ray)
     if plan.nothing:

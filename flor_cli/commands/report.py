@@ -25,9 +25,7 @@ def command(where: str | None, output: Path) -> None:
     write the report outside the repository, or list it in .gitignore.
     """
     from flor_cli.services import report
-    from flor_cli.storage.git import Git
-    from flor_cli.storage.journal import fold_orphans
+    from flor_cli.storage.journal import repository_to_read
 
-    git = Git.discover(".")
-    fold_orphans(git)
+    git = repository_to_read()
     click.echo(str(report.write(git, output, where)))

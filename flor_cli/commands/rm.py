@@ -21,11 +21,9 @@ def command(runs: tuple[str, ...], undo: bool, listing: bool, out: Output) -> No
     cannot be restored.
     """
     from flor_cli.services import lifecycle
-    from flor_cli.storage.git import Git
-    from flor_cli.storage.journal import fold_orphans
+    from flor_cli.storage.journal import repository_to_read
 
-    git = Git.discover(".")
-    fold_orphans(git)
+    git = repository_to_read()
     if listing:
         out.emit(["run", "removed", "collected"], lifecycle.removed(git))
         return

@@ -29,11 +29,9 @@ def command(run: str, records: bool, out: Output) -> None:
     values is shown in bounded memory.
     """
     from flor_cli.services import query, show
-    from flor_cli.storage.git import Git
-    from flor_cli.storage.journal import fold_orphans
+    from flor_cli.storage.journal import repository_to_read
 
-    git = Git.discover(".")
-    fold_orphans(git)
+    git = repository_to_read()
     with show.show(git, query.resolve_run(git, run)) as shown:
         out.print(_document(shown, out, records))
 

@@ -23,11 +23,9 @@ def command(run: str | None, names: tuple[str, ...], delete: tuple[str, ...],
     and in the `tags` table (`--where "tags LIKE '%best%'"`). Tags travel with push/pull.
     """
     from flor_cli.services import lifecycle
-    from flor_cli.storage.git import Git
-    from flor_cli.storage.journal import fold_orphans
+    from flor_cli.storage.journal import repository_to_read
 
-    git = Git.discover(".")
-    fold_orphans(git)
+    git = repository_to_read()
     if run is None:
         if names or delete or message is not None:
             raise click.UsageError("give the RUN to tag")

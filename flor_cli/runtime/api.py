@@ -32,6 +32,7 @@ from flor_cli.runtime import protocol
 from flor_cli.runtime.args import MISSING, split_kwargs
 from flor_cli.runtime.values import PLAIN_TYPES as _PLAIN
 from flor_cli.runtime.session import Session
+from flor_cli.storage.journal import repository_to_read
 
 _session: Session | None = None
 _disabled = False
@@ -277,7 +278,7 @@ def dataframe(*names: str):
     only such names has no rows)."""
     from flor_cli.services import files, query
 
-    git = _repository_to_read()
+    git = repository_to_read()
     try:
         frame = query.pivot_frame(git, list(names))
     except UserError:  # a name nothing logged
@@ -298,7 +299,7 @@ def plot(*names: str, where: str | None = None, x: str | None = None,
     """``flor plot`` in a notebook: a matplotlib Figure, one panel per name."""
     from flor_cli.services import plot as service
 
-    return service.figure(service.panels(_repository_to_read(), list(names), where, x,
+    return service.figure(service.panels(repository_to_read(), list(names), where, x,
                                          list(by)))
 
 
@@ -306,7 +307,7 @@ def query(sql: str):
     """Read-only SQL over the cache's tables and views, as a pandas DataFrame."""
     from flor_cli.services import query as service
 
-    return service.sql_frame(_repository_to_read(), sql)
+    return service.sql_frame(repository_to_read(), sql)
 
 
 def replay(names: str | Sequence[str] = (), where: str | None = None, yes: bool = False, *,
@@ -330,7 +331,7 @@ def replay(names: str | Sequence[str] = (), where: str | None = None, yes: bool 
     if isinstance(names, str):
         names = [n for n in names.split(",") if n]
     gpus, ray = options.pop("gpus", None), options.pop("ray", None)
-    git = _repository_to_read()
+    git = repository_to_read()
     plan = service.plan(git, list(names), where=where, ray=ray, **options)
     if plan.nothing:
         print(f"nothing to do: {plan.nothing}")
@@ -350,14 +351,3 @@ def replay(names: str | Sequence[str] = (), where: str | None = None, yes: bool 
     frame = pd.DataFrame(rows, columns=columns)
     frame.attrs["failed"] = dict(outcome.failed)
     return frame
-
-
-def _repository_to_read():
-    """The repository of the current directory, its crashed runs folded into notes first
-    (as the read commands do), so that they are read too."""
-    from flor_cli.storage.git import Git
-    from flor_cli.storage.journal import fold_orphans
-
-    git = Git.discover(Path.cwd())
-    fold_orphans(git)
-    return git

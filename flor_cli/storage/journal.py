@@ -256,6 +256,18 @@ def interrupts_deferred() -> Iterator[None]:
                 signal.raise_signal(sig)
 
 
+def repository_to_read(start: str | os.PathLike = ".") -> Git:
+    """The repository around START, made ready to read: crashed runs' journals folded and
+    fetched runs merged (:func:`fold_orphans`). Every read command and ``flor.dataframe``,
+    ``flor.query``, ``flor.plot`` and ``flor.replay`` start here, so that what they read
+    includes every run on this machine."""
+    from flor_cli.storage.git import Git
+
+    git = Git.discover(start)
+    fold_orphans(git)
+    return git
+
+
 def fold_orphans(git: Git) -> list[str]:
     """Fold the journals of runs that died without folding their own (crash, SIGKILL).
 
