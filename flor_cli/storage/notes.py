@@ -188,35 +188,43 @@ def render(header: dict, records: Iterable[dict]) -> str:
 
 def parse(commit: str, text: str) -> RunNote | None:
     """The run in a note, or None for a note that is not a flor run (or too new to read)."""
-    header: dict | None = None
-    records: list[dict] = []
-    replays: list[dict] = []
     try:  # read_records, keeping the kinds it found
         decoded, kinds = _checked(_decode_lines(text), f"the note of commit {commit[:12]}",
                                   False)
     except NewerFormat as e:
         warn(str(e))
         return None
-    events: list[dict] = []
-    if kinds.count(RUN) == 1 and REPLAY not in kinds and LIFECYCLE.isdisjoint(kinds):
-        at = kinds.index(RUN)  # the common case, split in C
-        header, records = decoded[at], decoded[:at] + decoded[at + 1:]
-    else:
-        for rec, kind in zip(decoded, kinds):
-            if kind == RUN:
-                header = rec if header is None else {**header, **rec}
-            elif kind == REPLAY:
-                replays.append(rec)
-            elif kind in LIFECYCLE:
-                events.append(rec)
-            else:
-                records.append(rec)
+    header, records, replays, events = _split(decoded, kinds)
     if header is None:
         return None
     records = _in_order(records, replayed=_REPLAY_KEY_TEXT in text)
+    return RunNote(commit, header, records, replays, events)
+
+
+def _split(decoded: list[dict], kinds: list[str]
+           ) -> tuple[dict | None, list[dict], list[dict], list[dict]]:
+    """A note's checked records (and their kinds) by role: the run header (all its lines
+    merged), the records, the replay headers (by start) and the lifecycle records (by
+    time). How :func:`parse` and :func:`scan_headers` read a note, so they agree."""
+    if kinds.count(RUN) == 1 and REPLAY not in kinds and LIFECYCLE.isdisjoint(kinds):
+        at = kinds.index(RUN)  # the common case, split in C
+        return decoded[at], decoded[:at] + decoded[at + 1:], [], []
+    header: dict | None = None
+    records: list[dict] = []
+    replays: list[dict] = []
+    events: list[dict] = []
+    for rec, kind in zip(decoded, kinds):
+        if kind == RUN:
+            header = rec if header is None else {**header, **rec}
+        elif kind == REPLAY:
+            replays.append(rec)
+        elif kind in LIFECYCLE:
+            events.append(rec)
+        else:
+            records.append(rec)
     replays.sort(key=lambda r: r.get("start", 0))
     events.sort(key=lambda r: (r[AT], r[KIND], r.get(NAME) or ""))
-    return RunNote(commit, header, records, replays, events)
+    return header, records, replays, events
 
 
 _REPLAY_KEY_TEXT = json.dumps(REPLAY_ID)
@@ -481,18 +489,8 @@ def scan_headers(parts: Iterable[bytes], source: str
     Raises :class:`NewerFormat` as :func:`read_records` does."""
     found = [line for data in parts for marker in _HEADER_MARKERS
              for line in _lines_starting(data, marker)]
-    header: dict | None = None
-    replays: list[dict] = []
-    events: list[dict] = []
-    for rec in read_records(b"\n".join(found).decode("utf-8", "surrogateescape"), source):
-        if rec[KIND] == RUN:
-            header = rec if header is None else {**header, **rec}
-        elif rec[KIND] == REPLAY:
-            replays.append(rec)
-        elif rec[KIND] in LIFECYCLE:
-            events.append(rec)
-    replays.sort(key=lambda r: r.get("start", 0))
-    events.sort(key=lambda r: (r[AT], r[KIND], r.get(NAME) or ""))
+    text = b"\n".join(found).decode("utf-8", "surrogateescape")
+    header, _, replays, events = _split(*_checked(_decode_lines(text), source, False))
     return header, replays, events
 
 
