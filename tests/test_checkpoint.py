@@ -36,7 +36,9 @@ def test_state_comes_back_in_place_with_rng(tmp_path: Path) -> None:
     opt.step()
     table, seq, arr, counter = {"a": 1}, [1, 2], np.arange(4.0), Counter()
     counter.n, counter.history = 5, [1, 2]
-    objects = {"net": net, "opt": opt, "table": table, "seq": seq, "arr": arr, "c": counter}
+    seen = {"a"}  # a set comes back in place too, as it does in the loop's frame
+    objects = {"net": net, "opt": opt, "table": table, "seq": seq, "arr": arr, "c": counter,
+               "seen": seen}
     random.seed(3)
     np.random.seed(3)
     record, store = capture(objects, tmp_path)
@@ -49,6 +51,7 @@ def test_state_comes_back_in_place_with_rng(tmp_path: Path) -> None:
     seq.append(3)
     arr += 10
     counter.n = 99
+    seen.add("b")
     random.random(), np.random.rand(), torch.rand(1)
 
     restore(objects, record, store)
@@ -56,6 +59,7 @@ def test_state_comes_back_in_place_with_rng(tmp_path: Path) -> None:
     assert opt.param_groups[0]["lr"] == 0.1
     assert table == {"a": 1} and seq == [1, 2] and list(arr) == [0.0, 1.0, 2.0, 3.0]
     assert counter.n == 5 and counter.history == [1, 2] and objects["c"] is counter
+    assert seen == {"a"} and objects["seen"] is seen
     assert (random.random(), np.random.rand(), torch.rand(1)) == expected[1:]
 
 

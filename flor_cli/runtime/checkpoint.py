@@ -207,6 +207,10 @@ def _local_names(frame: types.FrameType) -> set[str]:
 
 
 def _update_in_place(current: Any, value: Any) -> bool:
+    """Give ``current`` the contents of ``value``, keeping its identity so that every
+    other reference to it sees the restored state: a dict, list, bytearray, set or plain
+    object (its ``__dict__``). False for anything else (tensors and arrays, objects with
+    a ``state_dict``, immutables): the caller rebinds or loads those its own way."""
     if isinstance(current, dict):
         current.clear()
         current.update(value)
@@ -216,12 +220,17 @@ def _update_in_place(current: Any, value: Any) -> bool:
         current.clear()
         current.update(value)
     elif hasattr(current, "__dict__") and not _has_state_dict(current) \
-            and not hasattr(current, "shape"):
+            and not _is_array(current):
         current.__dict__.clear()
         current.__dict__.update(value.__dict__)
     else:
         return False
     return True
+
+
+def _is_array(obj: Any) -> bool:
+    """A numpy array or tensor: restored by slice assignment, never by its ``__dict__``."""
+    return hasattr(obj, "__setitem__") and hasattr(obj, "shape")
 
 
 def _pickle_by_reference(value: Any, objects: dict[str, Any]) -> bytes:
@@ -304,23 +313,18 @@ def _deserialize(kind: str, data: bytes) -> Any:
 
 
 def _load_state(obj: Any, kind: str, state: Any) -> None:
+    """Restore a declared object in place: torch objects by their state dicts,
+    containers and plain objects as the frame's values are (:func:`_update_in_place`),
+    arrays by slice assignment."""
     if kind == notes.MODULE:
         _load_module(obj, state)
     elif kind == notes.STATE_DICT:
         obj.load_state_dict(state)
-    elif isinstance(obj, dict):
-        obj.clear()
-        obj.update(state)
-    elif isinstance(obj, list):
-        obj[:] = state
-    elif hasattr(obj, "__setitem__") and hasattr(obj, "shape"):
-        obj[...] = state  # numpy arrays
-    elif hasattr(obj, "__dict__"):
-        obj.__dict__.clear()
-        obj.__dict__.update(state.__dict__)
-    else:
-        raise TypeError(f"cannot restore a {type(obj).__name__} in place; "
-                        "checkpoint a mutable container holding it instead")
+    elif not _update_in_place(obj, state):
+        if not _is_array(obj):
+            raise TypeError(f"cannot restore a {type(obj).__name__} in place; "
+                            "checkpoint a mutable container holding it instead")
+        obj[...] = state
 
 
 def _load_module(module: Any, state: dict) -> None:
