@@ -87,16 +87,8 @@ def iteration(name: str, idx: int | None, value: Any = None) -> Iterator[None]:
     if session is None:
         yield
         return
-    from flor_cli.runtime.mainloop import PLAIN
-
-    parent = session.ctx
-    session.rule.enter_loop(PLAIN)
-    session.ctx = parent + (name, idx)
-    session.queue.append(session.ctx)
-    try:
+    with session.iteration(name, idx):
         yield
-    finally:
-        session._leave(parent, PLAIN)
 
 
 def restore(path: Any = None, *target: Any, **keyed: Any) -> None:

@@ -32,6 +32,7 @@ import sys
 import threading
 import time
 from collections import deque
+from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 from typing import Any, Iterable, Iterator
@@ -141,6 +142,20 @@ class Session:
                 self.ctx = ctx = parent + (name, i)
                 mark(ctx)
                 yield item
+        finally:
+            self._leave(parent, mainloop.PLAIN)
+
+    @contextmanager
+    def iteration(self, name: str, index: int | None) -> Iterator[None]:
+        """One iteration of a loop that is the caller's own (FlorDB's ``flor.iteration``):
+        records inside carry ``{name: index}`` in their context, as in a plain
+        ``flor.loop``."""
+        parent = self.ctx
+        self.rule.enter_loop(mainloop.PLAIN)
+        self.ctx = parent + (name, index)
+        self.queue.append(self.ctx)
+        try:
+            yield
         finally:
             self._leave(parent, mainloop.PLAIN)
 
