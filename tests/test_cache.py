@@ -3,6 +3,7 @@ which the read commands take before reading."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from flor_cli.storage import cache, journal
@@ -10,8 +11,10 @@ from flor_cli.storage.git import Git
 
 
 def orphan(git: Git) -> Path:
-    """The journal of a run whose supervisor is gone (supervisor None: nobody folds it)."""
-    return journal.begin(git, "train.py", [], {}, supervisor=None)
+    """The journal of a run whose supervisor is gone (supervisor None: nobody folds it),
+    started in the repository, as every run is (its cwd is recorded relative to it)."""
+    with contextlib.chdir(git.root):
+        return journal.begin(git, "train.py", [], {}, supervisor=None)
 
 
 def test_connecting_to_the_cache_does_not_fold_orphaned_journals(repo: Path) -> None:
