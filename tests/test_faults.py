@@ -3,6 +3,7 @@ threads and worker processes, exit statuses, a killed replay (issue 9)."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -172,7 +173,8 @@ RECORDS = [{"t": "log", "s": i, "n": "x", "v": i, "c": {}} for i in range(5)]
 
 
 def _journal(git_: Git) -> Path:
-    path = journal.begin(git_, "f.txt", [], {})
+    with contextlib.chdir(git_.root):  # where a run starts: its cwd is recorded from there
+        path = journal.begin(git_, "f.txt", [], {})
     writer = journal.JournalWriter(path)
     writer.write(json.dumps(r) for r in RECORDS)
     writer.close()

@@ -414,7 +414,7 @@ def problem(rec: dict) -> str | None:
             return "its kwargs are not an object"
         # a script outside the repository (``flor run /tmp/x.py``) is recorded as given:
         # listed, and not replayed (``services/replay/plan.py``)
-        if "script" in rec and not _is_name(rec["script"]):
+        if "script" in rec and not (type(rec["script"]) is str and "\0" not in rec["script"]):
             return "its script is not a path"
         if "cwd" in rec and not inside(rec["cwd"]):
             return "its working directory is not a relative path inside the repository"
