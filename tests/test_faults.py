@@ -299,6 +299,32 @@ def test_kill_9_of_replay_ends_its_worker_and_the_next_replay_prunes_its_worktre
     assert not [p for p in (repo / ".git" / "flor" / "worktrees").iterdir()]
 
 
+@pytest.mark.parametrize("store", [None, "dir", "local://"])
+def test_a_checkpoint_object_deleted_by_hand_is_noticed_and_the_run_re_executed(
+        tmp_path: Path, store: str | None) -> None:
+    """The cache said the run's checkpoints were `here`. With a remote store (fsspec
+    URL) the plan believes it, and every replay of the run failed at restore
+    (FileNotFoundError); a local or directory store said nothing on stderr and left the
+    cache wrong. Now the replay says so, re-executes and refreshes the availability."""
+    repo = make_repo(tmp_path / "repo", files={"train.py": SLOW_EPOCHS})
+    shared = tmp_path / "store"
+    if store is not None:
+        git(repo, "config", "flor.store", (store if store != "dir" else "") + str(shared))
+    flor(repo, "run", "train.py")
+    assert flor_json(repo, "log")[0]["checkpoints"] == "here"
+    state = next(r for r in show(repo)["records"] if r["t"] == "ckpt")["objs"]["state"]["sha"]
+    for root in (repo / ".git" / "flor" / "objects", shared):  # epoch 0's state, wherever
+        (root / state[:2] / state[2:]).unlink(missing_ok=True)
+    (repo / "train.py").write_text(SLOW_EPOCHS.replace(
+        'for s in flor.loop', 'flor.log("before", state["w"])\n        for s in flor.loop'))
+    replay = flor(repo, "replay", "before", "--yes")
+    [run] = flor_json(repo, "log")
+    missing = [line for line in replay.stderr.splitlines() if state[:12] in line]
+    assert len(missing) == 1 and run["run"] in missing[0], replay.stderr
+    assert run["checkpoints"] == "missing"
+    assert [r["before"] for r in flor_json(repo, "log", "--pivot", "before")] == [0, 2, 4]
+
+
 # -- the cache -------------------------------------------------------------------------
 
 @pytest.mark.parametrize("damage", ["random bytes", "truncated"])

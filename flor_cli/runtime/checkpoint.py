@@ -131,7 +131,14 @@ class Checkpointer:
 def restore(objects: dict[str, Any], entry: dict, store: ObjectStore,
             frame: types.FrameType | None = None) -> None:
     """Put the checkpointed state back into the live objects and into ``frame`` (the
-    frame running the skipped loop), RNG states included."""
+    frame running the skipped loop), RNG states included.
+
+    Every object is in the local store before any is applied (fetched from a remote
+    store, one at a time): one in no store raises ``MissingObject`` with the live state
+    untouched, so the caller can re-execute the loop instead, exactly."""
+    for info in entry[OBJECTS].values():
+        if not store.path(info[SHA]).exists():
+            store.get(info[SHA])  # kept locally once fetched
     for name, info in entry[OBJECTS].items():
         state = _deserialize(info[SERIALIZER], store.get(info[SHA]))
         if name == RNG:

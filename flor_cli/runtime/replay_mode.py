@@ -6,7 +6,8 @@ Three modes follow from the level of the requested statements:
 * ``prefix``: stop as soon as the main loop starts;
 * ``skip`` (outer-loop and suffix statements): every nested loop whose checkpoint exists
   is skipped by restoring that checkpoint (RNG state included), and the rest of the
-  outer iteration runs as it did originally; a thinned-out iteration re-executes;
+  outer iteration runs as it did originally; a thinned-out iteration re-executes, as
+  does one whose checkpoint has an object in no store (deleted: ``notes.MISSING``);
 * ``nested``: nested loops run for real in the epochs ``[lo, hi)`` given to this worker;
   earlier epochs are fast-forwarded as in ``skip`` and the script stops at ``hi``.
 
@@ -27,9 +28,9 @@ from flor_cli.runtime.args import resolve, revive
 from flor_cli.runtime.checkpoint import restore
 from flor_cli.runtime.protocol import ReplayConfig
 from flor_cli.runtime.session import Ctx, Session, ctx_dict
-from flor_cli.storage.notes import (CKPT_LOAD, CTX, KIND, ORDINAL, SECONDS, STARTUP, TIME,
-                                    TIMING, loop_key, loop_key_of)
-from flor_cli.storage.objects import ObjectStore
+from flor_cli.storage.notes import (CKPT_LOAD, CTX, KIND, MISSING, ORDINAL, SECONDS, SHA,
+                                    STARTUP, TIME, TIMING, loop_key, loop_key_of)
+from flor_cli.storage.objects import MissingObject, ObjectStore
 
 
 def _unambiguous(ckpts: list[dict]) -> dict[tuple[int, str, int], dict]:
@@ -88,7 +89,11 @@ class ReplaySession(Session):
         if entry is None:
             return False  # thinned out or never taken: re-execute, which is exact too
         started = time.perf_counter()
-        restore(self.objects, entry, self.store, frame)
+        try:
+            restore(self.objects, entry, self.store, frame)
+        except MissingObject as e:  # deleted from the store: the driver says so
+            self.emit({KIND: MISSING, CTX: outer, ORDINAL: ordinal, SHA: e.digest})
+            return False
         self.emit({KIND: TIME, TIMING: CKPT_LOAD, CTX: outer, ORDINAL: ordinal,
                    SECONDS: round(time.perf_counter() - started, 6)})
         return True

@@ -828,24 +828,30 @@ def _check_stores(git: Git, db: sqlite3.Connection) -> None:
         _recheck(git, db, "1")
 
 
-def refresh_availability(git: Git, db: sqlite3.Connection, which: str = "all") -> None:
+def refresh_availability(git: Git, db: sqlite3.Connection, which: str = "all",
+                         runs: Iterable[str] | None = None) -> None:
     """Check runs against the stores again, after objects arrived or were removed:
     ``which`` is ``"all"``, or ``"missing"`` for the runs that lacked objects (cheaper:
-    nothing can have gone missing from a run that is complete)."""
+    nothing can have gone missing from a run that is complete); ``runs``: only these
+    (objects found missing behind the cache's back, see ``services/replay/plan.py``)."""
     db.execute("BEGIN IMMEDIATE")
     try:
-        _recheck(git, db, "missing > 0" if which == "missing" else "1")
+        condition = "missing > 0" if which == "missing" else "1"
+        if runs is not None:
+            condition += " AND run IN (SELECT value FROM json_each(?))"
+        _recheck(git, db, condition, () if runs is None else (json.dumps(list(runs)),))
         db.execute("COMMIT")
     except BaseException:
         db.execute("ROLLBACK")
         raise
 
 
-def _recheck(git: Git, db: sqlite3.Connection, condition: str) -> None:
+def _recheck(git: Git, db: sqlite3.Connection, condition: str,
+             params: tuple = ()) -> None:
     with_ckpts: dict[str, list[str]] = {}
     add_digests(with_ckpts, db.execute(
         "SELECT run, ctx, ordinal, objs FROM checkpoints WHERE run IN "
-        f"(SELECT run FROM availability WHERE {condition})"))
+        f"(SELECT run FROM availability WHERE {condition})", params))
     _record_availability(git, db, with_ckpts)
 
 

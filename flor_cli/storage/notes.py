@@ -94,6 +94,8 @@ CKPT = "ckpt"
 REPLAY = "replay"  # a replay's header
 END = "end"  # journal only: the run ended (merged into the header on fold)
 COMMIT = "commit"  # journal only: the shadow commit a fold made (merged into the header)
+MISSING = "missing"  # replay journal only: a checkpoint object (SHA) in no store; its
+#                      nested loop (CTX, ORDINAL) was re-executed instead of restored
 # lifecycle (appended at any time): tag/untag (NAME: the tag), note (MESSAGE), rm and
 # restore (removal and its undoing), purge (a removed run's objects collected: final)
 TAG, UNTAG, ANNOTATE, REMOVE, RESTORE, PURGE = "tag", "untag", "note", "rm", "restore", "purge"

@@ -37,6 +37,15 @@ class BadObject(ValueError):
     """A digest that is not a sha256, or an object whose bytes do not hash to its name."""
 
 
+class MissingObject(FileNotFoundError):
+    """An object in no store this clone reads: deleted (by hand, by another clone's
+    ``flor gc`` on a shared store) or never shared. A replay re-executes instead."""
+
+    def __init__(self, digest: str, where: str):
+        super().__init__(f"{where}: no object {digest}")
+        self.digest = digest
+
+
 def is_digest(text: object) -> bool:
     """Whether ``text`` can name an object: a sha256 in lowercase hex, nothing else."""
     return type(text) is str and _DIGEST.fullmatch(text) is not None
@@ -70,12 +79,13 @@ class ObjectStore:
 
     def get(self, digest: str) -> bytes:
         """The object's bytes, only if they hash to ``digest`` (else BadObject); fetched
-        from the remote store on a local miss, and kept locally once verified."""
+        from the remote store on a local miss, and kept locally once verified; in no
+        store: MissingObject."""
         try:
             data = self.path(digest).read_bytes()
         except FileNotFoundError:
             if self.remote is None:
-                raise
+                raise MissingObject(digest, str(self.root)) from None
             data = self.remote_store().read(digest)
             self.verify(digest, [data])
             self.put(data)
@@ -191,7 +201,7 @@ class Remote:
         try:
             return self.fs.cat_file(self.key(digest))
         except FileNotFoundError:
-            raise FileNotFoundError(f"{self.url}: no object {digest}") from None
+            raise MissingObject(digest, self.url) from None
 
     def put_file(self, digest: str, path: Path) -> None:
         # Object stores make an upload visible whole or not at all: no temp-and-rename.

@@ -48,12 +48,13 @@ from typing import IO, Any, Callable, Sequence
 
 from flor_cli import progress as progress_bars
 from flor_cli.runtime.protocol import ReplayConfig, replay_env
-from flor_cli.services.replay.plan import Job, Plan, check_range, worker_ranges
+from flor_cli.services.replay.plan import (Job, Plan, check_range, lost_objects,
+                                           worker_ranges)
 from flor_cli.storage import bigfiles, notes
 from flor_cli.storage.git import Git
 from flor_cli.storage.journal import new_id
-from flor_cli.storage.notes import (CKPT_LOAD, CTX, KIND, LOG, NAME, OUTER, REPLAY, REPLAY_ID,
-                                    SECONDS, SEQ, STARTUP, TIME, TIMING, VALUE)
+from flor_cli.storage.notes import (CKPT_LOAD, CTX, KIND, LOG, MISSING, NAME, OUTER, REPLAY,
+                                    REPLAY_ID, SECONDS, SEQ, SHA, STARTUP, TIME, TIMING, VALUE)
 
 POLL_SECONDS = 0.2
 BATCH_RUNS = 64  # finished runs per notes commit, at most
@@ -182,6 +183,7 @@ class Finished:
     fatal: BaseException | None = None  # not the run's failure: the replay's (a bug, Ctrl-C)
     verification: Verification | None = None
     seconds: float = 0.0
+    lost: list[str] = field(default_factory=list)  # objects its workers found in no store
 
 
 class Slot:
@@ -287,6 +289,8 @@ class Scheduler:
         if done.verification is not None:
             self.checked[_code(job)] = done.verification
             self.outcome.verified.append(done.verification)
+        if done.lost:  # its workers re-executed where they could not restore
+            lost_objects(self.git, {job.run: done.lost})
         if done.text is not None:
             self.batch.add(job, done.text)
         else:
@@ -330,9 +334,12 @@ def _replay_run(context: RunContext, slot: Slot, job: Job, big: list[str]) -> Fi
             journals, verification, busy, start = _replay(tree, job, context, slot, check)
         text = replay_note(context.replay_id, context.plan, job, journals, started,
                            time.time(), verification, busy, start)
+        lost = sorted({r[SHA] for path in scratch.glob(f"{job.run}-*.jsonl")  # checker's too
+                       for r in _records(path) if r[KIND] == MISSING})
         for path in scratch.glob(f"{job.run}-*"):
             path.unlink()
-        return Finished(job, text, verification=verification, seconds=time.time() - started)
+        return Finished(job, text, verification=verification, seconds=time.time() - started,
+                        lost=lost)
     except Failed as e:
         for path in scratch.glob(f"{job.run}-*.jsonl"):
             path.unlink()  # keep only the output the reason points to

@@ -4,7 +4,8 @@ Everything that can be wrong with a replay is found here, before anything runs o
 written: an unknown name or bad ``--where`` is a UserError; a run that cannot be replayed
 (shadow commit or script gone, no place for a statement in its code, unfinished run)
 stays in the plan with the reason it is skipped. Planning only reads: the runs cache,
-the notes, the shadow commits' blobs and the checkpoint store.
+the notes, the shadow commits' blobs and the checkpoint store (and corrects the cache's
+availability of a run whose objects were deleted behind its back: :func:`lost_objects`).
 
 The mode follows from where the requested statements land in each run's (transplanted)
 code, the most demanding level winning: prefix-only statements stop at the main loop,
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -26,7 +28,7 @@ from flor_cli.services import query
 from flor_cli.storage import cache, notes
 from flor_cli.storage.git import NOTES_REF, Git
 from flor_cli.storage.notes import (ARG, BLOCK, CKPT, CTX, KIND, NAME, NESTED, OBJECTS, OUTER, PREFIX,
-                                    SECONDS, SUFFIX, TIME, TIMING, VALUE)
+                                    SECONDS, SHA, SUFFIX, TIME, TIMING, VALUE)
 from flor_cli.storage.objects import ObjectStore, configured_store, is_digest
 
 # Seconds a replayed run costs besides its workers: worktree checkout and links, the
@@ -60,6 +62,7 @@ class Job:
     blocks: int = 0  # flor.checkpointing blocks the run entered (a sweep enters several)
     ckpts: list[dict] = field(default_factory=list)  # those whose objects are all present
     missing_ckpts: int = 0
+    lost: list[str] = field(default_factory=list)  # objects the cache said were held
     times: list[dict] = field(default_factory=list)  # the run's timing records
     est: float = 0.0
     fixed: float = FIXED_SECONDS  # per-run cost besides the workers, as last measured
@@ -137,6 +140,7 @@ def make_plan(git: Git, names: Sequence[str], where: str | None = None, workers:
     tip = git.ref(NOTES_REF)  # read every note from one notes commit
     complete = _complete_runs(git, [run for run, _ in selected])
     runs = [_job(git, store, tip, run, commit, run in complete) for run, commit in selected]
+    lost_objects(git, {job.run: job.lost for job in runs if job.lost})
     _attach_code(git, runs, names, rev_commit)
     verifying: set[tuple[str, str]] = set()
     for job in runs:
@@ -184,6 +188,20 @@ def _complete_runs(git: Git, runs: list[str]) -> set[str]:
         return {run for (run,) in db.execute(
             "SELECT run FROM availability WHERE missing = 0 AND run IN "
             "(SELECT value FROM json_each(?))", (json.dumps(runs),))}
+
+
+def lost_objects(git: Git, lost: dict[str, list[str]]) -> None:
+    """Checkpoint objects the cache's availability counted as held, found in no store
+    (deleted by hand), by run: one line on stderr for each run, whose nested loops
+    re-execute instead of restoring them, and the runs' availability checked again."""
+    if not lost:
+        return
+    for run, digests in lost.items():
+        more = f" and {len(digests) - 1} more" if len(digests) > 1 else ""
+        print(f"flor: run {run}: checkpoint object {digests[0][:12]}{more} is in no store "
+              "(deleted?): its nested loops re-execute instead", file=sys.stderr)
+    with cache.connection(git) as db:
+        cache.refresh_availability(git, db, runs=list(lost))
 
 
 def _select(git: Git, names: list[str], where: str | None) -> list[tuple[str, str]]:
@@ -237,6 +255,9 @@ def _job(git: Git, store: ObjectStore, tip: str | None, run: str, commit: str,
                  if all(_held(store, o.get("sha"), complete)
                         for o in (c.get(OBJECTS) or {}).values())]
     job.missing_ckpts = len(ckpts) - len(job.ckpts)
+    if complete and job.missing_ckpts:  # the cache counted all held: deleted by hand
+        job.lost = sorted({o[SHA] for c in ckpts for o in c[OBJECTS].values()
+                           if not _held(store, o[SHA], complete)})
     if header.get("status") != "ok":
         job.skip = f"the run did not finish (status {header.get('status')})"
     elif not notes.inside(job.script):  # as recorded: its working directory and big
