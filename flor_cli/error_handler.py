@@ -3,6 +3,8 @@
 * A :class:`UserError` (bad input or state the user can fix): its one line on stderr,
   exit status 2.
 * Ctrl-C: ``flor: interrupted``, exit status 130.
+* stdout's reader gone (``flor log | head -1``): nothing said, exit status 141, what a
+  shell reports for git there (which SIGPIPE ends).
 * Anything else is flor's fault, a failing git command included (flor chose it; a
   caller that knows a failure is the user's raises a UserError instead): one line on
   stderr pointing to a log file that holds the traceback, the failed git command's
@@ -15,16 +17,18 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, NoReturn
 
 from flor_cli.errors import UserError
 
 BUG_EXIT = 3
 INTERRUPTED_EXIT = 130
+STDOUT_CLOSED_EXIT = 128 + signal.SIGPIPE
 
 
 @contextmanager
@@ -38,6 +42,8 @@ def error_handler() -> Iterator[None]:
     except KeyboardInterrupt:
         _say("interrupted")
         raise SystemExit(INTERRUPTED_EXIT) from None
+    except BrokenPipeError as e:  # e.g. stdout's last flush, as the command ended
+        stdout_closed(e)
     except Exception as e:  # noqa: BLE001 - the point of this handler
         if (problem := environment_problem(e)) is not None:
             _say(problem)
@@ -49,6 +55,32 @@ def error_handler() -> Iterator[None]:
         _say(f"unexpected error (a bug in flor): {type(e).__name__}: {_first_line(e)}; "
              f"{where}")
         raise SystemExit(BUG_EXIT) from None
+
+
+def stdout_closed(error: BrokenPipeError) -> NoReturn:
+    """End at once, quietly, when the reader of stdout went away (``flor log | head``):
+    stdout goes to /dev/null, so the interpreter's last flush fails no more. A broken
+    pipe that is not stdout (a worker's) is a bug, raised as one: click's ``main`` would
+    turn a BrokenPipeError into exit 1 without a word."""
+    if not _reader_gone(sys.stdout):
+        raise RuntimeError(f"broken pipe: {error}") from error
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    raise SystemExit(STDOUT_CLOSED_EXIT) from None
+
+
+def _reader_gone(stream: object) -> bool:
+    """Whether ``stream`` is a pipe whose reading end is closed (poll says POLLERR)."""
+    import select
+
+    try:
+        poll = select.poll()
+        poll.register(stream.fileno(), select.POLLOUT)  # type: ignore[attr-defined]
+        return any(events & select.POLLERR for _, events in poll.poll(0))
+    except (AttributeError, OSError, ValueError):
+        return False
 
 
 # What the machine, not flor, is to blame for: the user fixes it (frees space, makes

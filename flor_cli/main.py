@@ -3,7 +3,8 @@
 Subcommands are imported when invoked, so ``flor --help`` and every command start fast;
 the help listing uses the short texts below. Errors are handled in one place,
 :mod:`flor_cli.error_handler`: a UserError (or a click usage error) is one line on stderr
-and exit status 2, Ctrl-C 130, anything else 3 with a log file.
+and exit status 2, Ctrl-C 130, stdout closed by its reader 141 (quietly), anything
+else 3 with a log file.
 
 ``flor run SCRIPT ...`` skips click altogether: everything after SCRIPT goes to the
 script untouched, so there is nothing to parse, and importing click (60 ms here) would
@@ -18,7 +19,7 @@ import sys
 from typing import Any
 
 from flor_cli import __version__
-from flor_cli.error_handler import error_handler
+from flor_cli.error_handler import error_handler, stdout_closed
 
 COMMANDS = {
     "run": "Run a script and record the run (code, args, logs, checkpoints).",
@@ -90,6 +91,12 @@ def _click_group() -> Any:
                 attach(module.command)
             return module.command
 
+        def invoke(self, ctx: click.Context) -> Any:
+            try:
+                return super().invoke(ctx)
+            except BrokenPipeError as e:  # before click's main, which would exit 1
+                stdout_closed(e)
+
         def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
             available = [(n, h) for n, h in COMMANDS.items()
                          if importlib.util.find_spec(f"flor_cli.commands.{n}") is not None]
@@ -122,6 +129,7 @@ def main(argv: list[str] | None = None) -> None:
                 _leave(code)
             sys.exit(code)
         code = _click_main(args)
+        sys.stdout.flush()  # here, where a reader that went away is taken quietly
     sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -75,3 +75,30 @@ def test_a_user_error_is_one_line_and_exit_2(repo: Path, monkeypatch, capsys) ->
     assert run_flor(monkeypatch, repo, "log") == 2
     assert capsys.readouterr().err == "flor: something you can fix\n"
     assert not (repo / ".git" / "flor" / "logs").exists()
+
+
+@pytest.mark.parametrize("args", [["log", "--pivot", "step_loss"], ["show", "latest"],
+                                  ["query", "SELECT * FROM logs", "--format", "csv"]])
+def test_output_cut_short_by_its_reader_exits_141_quietly(tmp_path: Path, args) -> None:
+    """``flor log | head -1``: click turned the broken pipe into exit 1 (nothing on
+    stderr); a program killed by SIGPIPE, as git is there, reports 141 to the shell."""
+    import subprocess
+
+    from conftest import FLOR, make_repo
+    from synthetic import record_run
+
+    repo = make_repo(tmp_path / "repo", files={"train.py": "print(1)\n"})
+    record_run(repo, epochs=4, steps=5000)  # far more than a pipe's 64 KiB
+    proc = subprocess.Popen([*FLOR, *args], cwd=repo, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    assert proc.stdout.readline()
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert (proc.wait(timeout=60), err) == (141, "")
+
+
+def test_a_broken_pipe_that_is_not_stdout_is_a_bug(repo: Path, monkeypatch, capsys) -> None:
+    """A worker's pipe breaking is no reader going away: never a quiet exit."""
+    monkeypatch.setattr(cache, "connect", failing(BrokenPipeError(32, "Broken pipe")))
+    assert run_flor(monkeypatch, repo, "log") == 3
+    assert "a bug in flor" in capsys.readouterr().err
