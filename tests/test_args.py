@@ -162,8 +162,9 @@ def test_a_big_journal_says_it_is_being_saved(tmp_path: Path, monkeypatch, capsy
     monkeypatch.chdir(repo)
     git_ = Git.discover(repo)
     path = journal.begin(git_, "t.py", [], {})
-    monkeypatch.setattr(announce, "SAY_SAVING_BYTES", path.stat().st_size)
+    size = path.stat().st_size
+    monkeypatch.setattr(announce, "SAY_SAVING_BYTES", size)
     announce.fold_and_report(git_, path, {"status": "ok", "exit": 0})
     saving, recorded = capsys.readouterr().err.splitlines()
-    assert saving == f"flor: saving run {path.stem} (0 MB of records)..."
+    assert saving == f"flor: saving run {path.stem} ({size} B of records)..."
     assert recorded.startswith(f"flor: recorded run {path.stem} (0 records)")

@@ -264,7 +264,7 @@ def test_queued_snapshots_leave_out_big_files_as_flor_run_does(repo: Path) -> No
     (repo / "big.bin").write_bytes(b"x" * 2048)  # untracked, over the limit
     (repo / "train.py").write_text(SCRIPT + 'flor.log("size", os.path.getsize("big.bin"))\n')
     proc = flor(repo, "sweep", "train.py", "--grid", "hidden=1")
-    assert "left out of the snapshot" in proc.stderr and "big.bin (2.0 KB)" in proc.stderr
+    assert "left out of the snapshot" in proc.stderr and "big.bin (2.0 KiB)" in proc.stderr
     (job,) = queue.jobs(Git(repo))
     assert [e["path"] for e in job.big] == ["big.bin"]
     assert git(repo, "ls-tree", "--name-only", job.tree).split() == [".gitignore", "train.py"]

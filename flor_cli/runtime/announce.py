@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from flor_cli.sizes import size_text
+
 if TYPE_CHECKING:
     from flor_cli.storage.git import Git
 
@@ -27,7 +29,7 @@ def fold_and_report(git: Git, path: Path, status: dict | None = None) -> str | N
     except OSError:
         size = 0
     if size >= SAY_SAVING_BYTES:
-        _say(f"flor: saving run {path.stem} ({size / 2**20:.0f} MB of records)...")
+        _say(f"flor: saving run {path.stem} ({size_text(size)} of records)...")
     summary: dict = {}
     commit = fold(git, path, status=status, summary=summary)
     if commit and summary:

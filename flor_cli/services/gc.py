@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from flor_cli.sizes import size_text
 from flor_cli.storage import cache, notes
 from flor_cli.storage.git import Git
 
@@ -47,14 +48,6 @@ class Done:
     count: int
     bytes: int
     line: str
-
-
-def size_text(n: float) -> str:
-    for unit in ("B", "KiB", "MiB"):
-        if n < 1024:
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"
 
 
 def referenced(git: Git, keep_last: int | None) -> set[str]:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from flor_cli.errors import UserError
+from flor_cli.sizes import size_text
 
 if TYPE_CHECKING:
     from flor_cli.storage.git import Git
@@ -70,8 +71,8 @@ def scan(git: Git) -> list[dict]:
     known = _load(git)
     news = [e for e in big if _key(e) not in known]  # said once per version of a file
     if news:
-        listed = ", ".join(f"{e['path']} ({human(e['size'])})" for e in news)
-        _say(f"flor: left out of the snapshot (untracked, over {human(limit)}, see git "
+        listed = ", ".join(f"{e['path']} ({size_text(e['size'])})" for e in news)
+        _say(f"flor: left out of the snapshot (untracked, over {size_text(limit)}, see git "
              f"config {CONFIG}): {listed}")
     return big
 
@@ -142,14 +143,6 @@ def recorded(git: Git, big: list[dict] | None) -> tuple[list[str], list[str]]:
     warnings = [f"flor: warning: {path} changed since the run was recorded (or is gone); "
                 f"the replay reads it as it is now" for path in changed(git, entries)]
     return paths, warnings
-
-
-def human(size: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} TB"
 
 
 def _load(git: Git) -> dict[str, str | None]:
