@@ -574,7 +574,8 @@ def test_statements_reading_what_the_nested_loop_left_replay_exactly(tmp_path: P
         note = show(repo, run)
         (rp,) = note["replays"]
         assert rp["mode"] == "skip" and rp["restored"] >= 2  # first and last: always
-        assert rp["verify"]["ok"] and rp["verify"]["epochs"] in ([2, None], [1, 2])
+        assert rp["verify"]["ok"] and rp["verify"]["epochs"] in ([1, None], [0, None])
+        assert rp["verify"]["compared"] > 0
         for name in EXACT_NAMES:
             assert values(note, [name], rp["rp"]) == values(expected[s], [name]) != [], (s, name)
 
@@ -732,3 +733,48 @@ def test_the_transplanted_script_never_goes_through_a_symbolic_link(tmp_path: Pa
     assert outside.read_text() == "precious\n"
     write_script(tree, "sub/train.py", "inside\n")
     assert (tree / "sub" / "train.py").read_text() == "inside\n"
+
+
+# the first checkpoint's cost is known before epoch 1 ends: the cheap loop is thinned
+THINNED = after(BUMPING, ('flor.log("val", state["w"])', '__import__("time").sleep(0.2)'))
+
+
+@pytest.mark.parametrize("where, epochs, expected", [
+    ("suffix", [2, None], [12]), ("start", [0, None], [0, 4, 8])])
+def test_verification_checks_a_restore_when_the_epoch_before_the_last_is_thinned(
+        tmp_path: Path, where: str, epochs: list, expected: list) -> None:
+    """Cheap nested loops thin the checkpoints (epochs 0 and 2 of 3 kept). A checking
+    worker that re-executed only epoch 1 (which the restoring worker re-executes too)
+    compared nothing that a restore changed and called the skipped run ok, with
+    helper's count wrong. It now re-executes from the last checkpointed epoch (the one
+    before it, for a statement at an epoch's start, whose next epoch shows the restore)."""
+    statement = 'flor.log("bumps", helper.count)'
+    new = (THINNED + statement + "\n" if where == "suffix" else
+           THINNED.replace("        for step in", f"        {statement}\n        for step in"))
+    repo, run = record_then_edit(tmp_path, THINNED, new, HELPER)
+    held = [r["c"]["epoch"] for r in show(repo, run)["records"] if r.get("t") == "ckpt"]
+    assert held == [0, 2]
+    proc = flor(repo, "replay", "bumps", "--yes")
+    assert "'bumps'" in proc.stderr, proc.stderr
+    note = show(repo, run)
+    (rp,) = note["replays"]
+    assert rp["verify"]["epochs"] == epochs and rp["verify"]["ok"] is False
+    assert rp["mode"] == "nested" and [v for *_, v in values(note, ["bumps"], rp["rp"])] == expected
+
+
+def test_a_verification_that_compares_nothing_is_no_verification(tmp_path: Path) -> None:
+    """One epoch, a statement at its start: nothing the checking worker logs comes after
+    a loop it re-executed where the restoring worker restored, so nothing was compared.
+    The header must not say ok: the run re-executes, and stderr says so."""
+    old = BUMPING.replace("range(3)", "range(1)")
+    new = old.replace('        for step in', '        flor.log("first", helper.count)\n'
+                      '        for step in')
+    repo, run = record_then_edit(tmp_path, old, new, HELPER)
+    proc = flor(repo, "replay", "first", "--yes")
+    assert "verification of run" in proc.stderr and "compared nothing" in proc.stderr, proc.stderr
+    note = show(repo, run)
+    (rp,) = note["replays"]
+    assert rp["verify"] == {"epochs": [0, None], "ok": False, "compared": 0,
+                            "unchecked": ["first"]}
+    assert rp["mode"] == "nested" and "compared nothing" in rp["why"]
+    assert [v for *_, v in values(note, ["first"], rp["rp"])] == [0]

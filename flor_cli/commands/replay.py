@@ -48,8 +48,8 @@ def command(names: tuple[str, ...], where: str | None, yes: bool, dry_run: bool,
     statements re-run them (split across --workers). A statement that reads something
     the checkpoints do not hold re-executes its run's nested loops instead (the plan's
     note says which name). Unless --no-verify, the first run of each version of the
-    code also re-executes one epoch and compares; a difference turns skipping off for
-    that version. --jobs runs replay at once (a version's verifying run first, then
+    code also re-executes its last checkpointed epochs and compares; a difference, or
+    a name it could not compare, turns skipping off for that version. --jobs runs replay at once (a version's verifying run first, then
     its other runs); each job slot's workers are forked from one process that has
     imported the script's packages. The new values are appended to the runs' notes, a
     batch of runs per commit; your worktree, index and branch are never touched.
@@ -79,9 +79,9 @@ def command(names: tuple[str, ...], where: str | None, yes: bool, dry_run: bool,
         raise click.exceptions.Abort()
     outcome = api.execute(git, plan, gpus=gpus, ray=ray, gpus_per_job=gpus_per_job)
     for check in outcome.verified:
-        if check.diverged:
+        if check.failed:
             click.echo(f"flor: verification of run {check.run} ({check.script}): "
-                       f"{check.diverged}; its code's runs were re-executed instead", err=True)
+                       f"{check.failed}; its code's runs were re-executed instead", err=True)
     for run, why in outcome.failed.items():
         click.echo(f"flor: replay of run {run} failed: {why}", err=True)
     columns, rows = api.new_values(git, plan, outcome)

@@ -344,8 +344,8 @@ def replay(names: str | Sequence[str] = (), where: str | None = None, yes: bool 
         raise UserError("replay not confirmed")
     outcome = service.execute(git, plan, gpus=gpus, ray=ray)
     for check in outcome.verified:
-        if check.diverged:
-            print(f"verification of run {check.run}: {check.diverged}; re-executed instead",
+        if check.failed:
+            print(f"verification of run {check.run}: {check.failed}; re-executed instead",
                   file=sys.stderr)
     columns, rows = service.new_values(git, plan, outcome)
     frame = pd.DataFrame(rows, columns=columns)

@@ -10,10 +10,11 @@ contiguous ranges, one worker process each, run in parallel.
 
 Verification (on unless the plan says not): the first run of each distinct transplanted
 code that would be replayed by skipping nested loops gets one more worker, which
-re-executes one checkpointed epoch (``nested`` mode from the previous checkpoint) while the
-others restore. Its values are compared with the restoring workers' for that epoch; any
-difference turns skipping off for that code: the run and the later runs of that code are
-re-executed, and the outcome says which name diverged where.
+re-executes from its last checkpointed epoch to the end (``nested`` mode; see
+plan.check_range) while the others restore. Its values are compared with the restoring
+workers'; any difference, or a name of which no value compared came after a loop it
+re-executed where they restored (that name was not checked), turns skipping off for that
+code: the run and the later runs of that code are re-executed, and the outcome says why.
 
 Runs replay ``plan.parallel`` at a time (``--jobs``), each in a slot's thread that
 waits on its worker processes; a code's verifying run ends before the code's other runs
@@ -53,8 +54,9 @@ from flor_cli.services.replay.plan import (Job, Plan, check_range, lost_objects,
 from flor_cli.storage import bigfiles, notes
 from flor_cli.storage.git import Git
 from flor_cli.storage.journal import new_id
-from flor_cli.storage.notes import (CKPT_LOAD, CTX, KIND, LOG, MISSING, NAME, OUTER, REPLAY,
-                                    REPLAY_ID, SECONDS, SEQ, SHA, STARTUP, TIME, TIMING, VALUE)
+from flor_cli.storage.notes import (CKPT_LOAD, CTX, KIND, LOG, MISSING, NAME, NESTED, OUTER,
+                                    REPLAY, REPLAY_ID, SECONDS, SEQ, SHA, STARTUP, TIME, TIMING,
+                                    VALUE)
 
 POLL_SECONDS = 0.2
 BATCH_RUNS = 64  # finished runs per notes commit, at most
@@ -63,16 +65,34 @@ BATCH_SECONDS = 10.0  # and at most this long between a run's end and its commit
 
 @dataclass
 class Verification:
-    """One epoch of one run replayed both ways (restored and re-executed), compared."""
+    """One run replayed both ways from a checkpointed epoch to its end (restored and
+    re-executed; plan.check_range), compared value by value. A name of which no value
+    compared tested a restore was not verified: that fails like a difference
+    (``failed``), so that no value is replayed by skipping unchecked."""
 
     run: str
     script: str
     epochs: list[int | None]  # the re-executed range [lo, hi); hi None: to the end
     diverged: str | None = None  # the first value that differed, and where
+    compared: int = 0  # values compared that a restore could have changed
+    unchecked: list[str] = field(default_factory=list)  # names replayed, none of them so
+
+    @property
+    def failed(self) -> str | None:
+        """Why skipping cannot be trusted for this code; None if the check passed."""
+        if self.diverged:
+            return self.diverged
+        if self.unchecked:
+            lo, hi = self.epochs
+            return (f"compared nothing of {', '.join(map(repr, self.unchecked))}: the "
+                    "re-executing worker logged no such value after a restored nested loop "
+                    f"(epochs {lo} to {'the end' if hi is None else hi - 1})")
+        return None
 
     def record(self) -> dict:
-        return {"epochs": self.epochs, "ok": self.diverged is None,
-                **({"diverged": self.diverged} if self.diverged else {})}
+        return {"epochs": self.epochs, "ok": self.failed is None, "compared": self.compared,
+                **({"diverged": self.diverged} if self.diverged else {}),
+                **({"unchecked": self.unchecked} if self.unchecked else {})}
 
 
 @dataclass
@@ -270,7 +290,7 @@ class Scheduler:
 
     def _give(self, slot: Slot, job: Job) -> None:
         earlier = self.checked.get(_code(job))
-        if earlier is not None and earlier.diverged and job.mode == "skip":
+        if earlier is not None and earlier.failed and job.mode == "skip":
             job.mode, job.why = "nested", f"verification failed on run {earlier.run}"
         big, warnings = bigfiles.recorded(self.git, job.big)  # left out of its tree
         for line in warnings:
@@ -360,9 +380,10 @@ def _replay(tree: Path | None, job: Job, context: RunContext, slot: Slot,
     if check is not None:
         *journals, checker = journals
         verification = Verification(job.run, job.script, check,
-                                    _diverged(_logs(journals), _logs([checker])))
-        if verification.diverged:
-            job.mode, job.why = "nested", f"verification: {verification.diverged}"
+                                    *_diverged(_logs(journals), _checked_logs(job, checker),
+                                              check[1] is None))
+        if verification.failed:
+            job.mode, job.why = "nested", f"verification: {verification.failed}"
             journals, start = _run(tree, job, context, slot, None)
     return journals, verification, time.perf_counter() - started, start
 
@@ -478,24 +499,45 @@ def _launch(job: Job, argv: list[str], cwd: Path, env: dict[str, str], log_path:
                        stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def _diverged(restored: list[dict], reexecuted: list[dict]) -> str | None:
-    """The first value the re-executing worker logged that the restoring ones did not
-    log the same, as ``'name' at {context}: restored X, re-executed Y``; else None."""
-    def by_key(logs: list[dict]) -> dict[tuple[str, str], list]:
-        found: dict[tuple[str, str], list] = {}
-        for rec in logs:
-            key = (rec.get(NAME), json.dumps(rec.get(CTX) or {}, sort_keys=True))
-            found.setdefault(key, []).append(rec.get(VALUE))
-        return found
+def _checked_logs(job: Job, checker: Path) -> list[tuple[dict, bool]]:
+    """The checking worker's log records, each with whether it came after the first
+    nested loop that it re-executed and the restoring worker restored (a checkpointed
+    one): only those test a restore; what it logged before that, both workers logged
+    from the same state."""
+    held = {notes.loop_key_of(c) for c in job.ckpts}
+    records = sorted(_records(checker), key=lambda r: r.get(SEQ, 0))
+    first = next((r.get(SEQ, 0) for r in records if r[KIND] == TIME
+                  and r.get(TIMING) == NESTED and notes.loop_key_of(r) in held), None)
+    return [(r, first is not None and r.get(SEQ, 0) > first)
+            for r in records if r[KIND] == LOG]
 
-    fast, slow = by_key(restored), by_key(reexecuted)
+
+def _diverged(restored: list[dict], checked: list[tuple[dict, bool]], to_end: bool
+              ) -> tuple[str | None, int, list[str]]:
+    """The first value the checking worker logged that the restoring ones did not log
+    the same, as ``'name' at {context}: restored X, re-executed Y`` (else None); how
+    many of its values tested a restore (:func:`_checked_logs`), and the names the
+    restoring workers logged of which none did; ``to_end``: it ran to the script's end."""
+    def key(rec: dict) -> tuple[str, str]:
+        return rec.get(NAME), json.dumps(rec.get(CTX) or {}, sort_keys=True)
+
+    fast: dict[tuple[str, str], list] = {}
+    for rec in restored:
+        fast.setdefault(key(rec), []).append(rec.get(VALUE))
+    slow: dict[tuple[str, str], list] = {}
+    for rec, _ in checked:
+        slow.setdefault(key(rec), []).append(rec.get(VALUE))
+    tested = [rec.get(NAME) for rec, after_restore in checked if after_restore]
+    unchecked = sorted({name for name, _ in fast} - set(tested))
     for (name, ctx), values in slow.items():
-        # a checking worker that stops early (hi) logs the first of a context's values
-        # only (a sweep's later blocks repeat the contexts)
-        seen = fast.get((name, ctx), [])[:len(values)]
+        # a sweep's blocks repeat the contexts: a checking worker that stops early (hi)
+        # logs the first of a context's values only, one that starts late the last only
+        seen = fast.get((name, ctx), [])
+        seen = seen[len(seen) - len(values):] if to_end else seen[:len(values)]
         if seen != values:
-            return f"{name!r} at {ctx}: restored {seen}, re-executed {values}"
-    return None
+            return (f"{name!r} at {ctx}: restored {seen}, re-executed {values}",
+                    len(tested), unchecked)
+    return None, len(tested), unchecked
 
 
 def _wait(job: Job, workers: list[tuple[Any, Path, int]], context: RunContext,

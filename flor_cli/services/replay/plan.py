@@ -58,6 +58,7 @@ class Job:
     old_source: str = ""
     source: str = ""  # the old script with today's statements transplanted
     src: dict[str, str] = field(default_factory=dict)  # name -> today's statement
+    levels: list[str] = field(default_factory=list)  # where they land in its code (mainloop)
     mode: str = ""
     blocks: int = 0  # flor.checkpointing blocks the run entered (a sweep enters several)
     ckpts: list[dict] = field(default_factory=list)  # those whose objects are all present
@@ -318,8 +319,8 @@ def _attach_code(git: Git, jobs: list[Job], names: list[str], rev: str | None) -
             job.skip = str(result)
             continue
         job.source = result
-        levels = {s.level for s in find_statements(result, names, path=job.script)}
-        job.mode = max((MODE_OF_LEVEL[lvl] for lvl in levels), key=DEMAND.index)
+        job.levels = sorted({s.level for s in find_statements(result, names, path=job.script)})
+        job.mode = max((MODE_OF_LEVEL[lvl] for lvl in job.levels), key=DEMAND.index)
         if job.mode == "prefix" and job.blocks > 1:
             job.mode = "skip"  # its main loop started once per block: stopping at the first
             # would miss what the script logs before the others
@@ -382,16 +383,22 @@ def estimate(job: Job, workers: int) -> float:
 
 
 def check_range(job: Job) -> list[int | None] | None:
-    """The epochs a verifying worker re-executes: the last one (with the suffix) when the
-    epoch before it is checkpointed, else the second (the first is always checkpointed),
-    else the only one. None when there is nothing to verify (no checkpoint restored)."""
+    """The epochs a verifying worker re-executes: from the last checkpointed epoch to
+    the end, suffix included; from the one before it when a statement logs at an
+    epoch's start (``outer_before``), whose values only the next epoch's show a restore.
+
+    Before that epoch the verifying worker does what the restoring worker does (restores
+    the checkpointed epochs, re-executes the thinned-out ones); from there on it
+    re-executes where the restoring worker restores, so what either logs after that
+    first loop compares restoring with re-executing. It costs one nested loop more than
+    the restoring worker (two with an ``outer_before`` statement), which re-executes the
+    epochs between checkpoints too. None when there is nothing to verify (no checkpoint
+    restored)."""
     if not job.ckpts or job.epochs < 1:
         return None
-    held = {list((c.get(CTX) or {0: 0}).values())[-1] for c in job.ckpts}
-    last = job.epochs - 1
-    if last == 0 or last - 1 in held:
-        return [last, None]
-    return [1, 2] if 0 in held else [0, 1]
+    held = sorted({list((c.get(CTX) or {0: 0}).values())[-1] for c in job.ckpts})
+    lo = held[-2:][0] if "outer_before" in job.levels else held[-1]
+    return [min(lo, job.epochs - 1), None]
 
 
 def worker_ranges(epochs: int, workers: int) -> list[list[int] | None]:
