@@ -146,7 +146,7 @@ def test_a_header_with_plain_paths_is_read(capsys) -> None:
 @pytest.mark.parametrize("event", [
     {"t": "tag", "at": 1.0, "n": ["x"]}, {"t": "tag", "at": 1.0, "n": ""},
     {"t": "untag", "at": 1.0}, {"t": "note", "at": 1.0, "m": 5}, {"t": "rm", "at": "x"},
-    {"t": "rm", "at": True}, {"t": "restore"}])
+    {"t": "rm", "at": True}, {"t": "restore"}, {"t": "rm", "at": 1.0, "n": {"a": 1}}])
 def test_a_bad_lifecycle_record_is_skipped_with_a_warning_by_the_decoder(
         event: dict, capsys) -> None:
     """Lifecycle records were checked apart from every other record (and dropped without
@@ -156,3 +156,21 @@ def test_a_bad_lifecycle_record_is_skipped_with_a_warning_by_the_decoder(
     note = notes.parse("ab" * 20, lines(HEADER, LOG, event, {"t": "tag", "at": 2, "n": "ok"}))
     assert [e["n"] for e in note.events] == ["ok"]
     assert "line 2" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("field", [{"nc": 3}, {"nc": [1]}, {"fx": "x"}, {"fx": [None]},
+                                   {"nc": {"a": 1}}])
+def test_a_checkpoint_whose_name_lists_are_not_lists_of_names_is_skipped(field: dict) -> None:
+    """Found by fuzzing read commands with hostile notes: a checkpoint whose ``nc`` was a
+    number crashed `flor replay`'s plan (reads.unheld_reads: exit 3)."""
+    ckpt = {"t": "ckpt", "s": 3, "c": {"epoch": 0}, "objs": {}, "fx": ["s"], "nc": ["*"]}
+    assert notes.problem(ckpt) is None
+    assert notes.problem({**ckpt, **field}) is not None
+
+
+def test_a_time_no_calendar_holds_is_shown_as_it_is() -> None:
+    """Found by fuzzing: a header's start of 1e308 crashed `flor show` (exit 3)."""
+    from flor_cli.services.show import date
+
+    assert date(1e308) == 1e308 and date(-1e308) == -1e308 and date(float("nan")) != ""
+    assert date(0).startswith("19")

@@ -178,3 +178,18 @@ def test_hostile_notes_pulled_from_a_remote_touch_nothing_and_unpickle_nothing(
         restore({"state": {}}, {"objs": {"state": {"kind": "pickle", "sha": honest}}},
                 ObjectStore(shared))
     assert not marker.exists()
+
+
+def test_a_run_whose_script_names_a_directory_is_skipped_by_replay(tmp_path: Path) -> None:
+    """Found by fuzzing: a header's script "" or "." names the commit's tree, not a file,
+    and the plan crashed on it (AttributeError: exit 3); `python -c` records such a run."""
+    repo = make_repo(tmp_path / "repo", files={"train.py": SCRIPT})
+    subprocess.run([sys.executable, "train.py"], cwd=repo, check=True)
+    header = {"t": "run", "v": 1, "cwd": ".", "argv": [], "kwargs": {}, "status": "ok",
+              "start": 1.0}
+    _plant(repo, {f"script {script!r}": _line({**header, "run": f"20260101-000000-{i:06d}",
+                                                "script": script})
+                  for i, script in enumerate(["", "."])})
+    plan = cli(repo, "replay", "w", "--where", "1=1", "--dry-run", "--format", "json")
+    skipped = {row["run"]: row["note"] for row in json.loads(plan.stdout)}
+    assert all("missing from commit" in skipped[f"20260101-000000-{i:06d}"] for i in (0, 1))

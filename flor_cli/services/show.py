@@ -88,9 +88,13 @@ def summary(git: Git, run: str) -> list[tuple]:
 
 
 def date(value: Any) -> Any:
-    """A Unix time as a local date and time (to the second); anything else as it is."""
+    """A Unix time as a local date and time (to the second); anything else as it is,
+    a number no calendar holds (1e308, NaN, from another clone's note) too."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value))
+        try:
+            return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value))
+        except (OverflowError, OSError, ValueError):
+            pass
     return value
 
 

@@ -435,8 +435,8 @@ def problem(rec: dict) -> str | None:
     elif kind in LIFECYCLE:  # who tagged, noted or removed what, and when
         if not _is_number(rec.get(AT)):
             return "its time is not a number"
-        if kind in (TAG, UNTAG) and not _is_name(rec.get(NAME)):
-            return "its tag is not a name"
+        if (kind in (TAG, UNTAG) or NAME in rec) and not _is_name(rec.get(NAME)):
+            return "its tag is not a name"  # events sort on it
         if kind == ANNOTATE and type(rec.get(MESSAGE)) is not str:
             return "its annotation is not text"
     elif kind in (CKPT, TIME) and not (
@@ -444,6 +444,9 @@ def problem(rec: dict) -> str | None:
             and _is_int(rec.get(ORDINAL, 0)) and _is_number(rec.get(SECONDS, 0))):
         return "a loop context, block, ordinal or duration of the wrong type"
     if kind == CKPT:
+        if not all(type(rec.get(key, [])) is list and all(map(_is_name, rec.get(key, [])))
+                   for key in (CAPTURED, NOT_CAPTURED)):
+            return "its captured or not captured names are not a list of names"
         objs = rec.get(OBJECTS)
         if type(objs) is not dict or not all(
                 type(o) is dict and is_digest(o.get(SHA)) and o.get(SERIALIZER) in SERIALIZERS

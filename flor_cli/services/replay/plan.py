@@ -269,7 +269,8 @@ def _job(git: Git, store: ObjectStore, tip: str | None, run: str, commit: str,
         try:
             blob = git.repo.revparse_single(f"{commit}:{job.script}")
             job.version, job.old_source = str(blob.id), blob.data.decode()
-        except (KeyError, ValueError, UnicodeDecodeError):
+        except (KeyError, ValueError, UnicodeDecodeError,
+                AttributeError):  # a tree, not a file: a script "" or "."
             job.skip = f"its script {job.script!r} is missing from commit {commit[:10]}"
     return job
 
