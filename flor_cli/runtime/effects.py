@@ -55,7 +55,7 @@ def loop_effects(filename: str, lineno: int) -> Effects | None:
     if tree is None:
         return None
     node = loop_at(tree, lineno)
-    return None if node is None else effects_of(node, _functions(tree))
+    return None if node is None else effects_of(node, functions_of(tree))
 
 
 def loop_at(tree: ast.AST, lineno: int) -> ast.For | ast.AsyncFor | None:
@@ -120,7 +120,8 @@ def _scan(body: list[ast.stmt], bound: set[str], mutated: set[str], passed: set[
     return called
 
 
-def _functions(tree: ast.Module) -> dict[str, ast.FunctionDef]:
+def functions_of(tree: ast.Module) -> dict[str, ast.FunctionDef]:
+    """The module-level functions, by name: what :func:`effects_of` follows calls into."""
     return {n.name: n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
 
 

@@ -20,7 +20,7 @@ from libcst.metadata import MetadataWrapper, PositionProvider
 
 from flor_cli.errors import UserError
 from flor_cli.runtime.compat import KITS, LOOP_ALIASES
-from flor_cli.runtime.mainloop import LEVELS, MAIN, MainLoopRule
+from flor_cli.runtime.mainloop import LEVELS, MAIN, NESTED, MainLoopRule
 
 __all__ = ["LEVELS", "Statement", "find_statements", "logged_names", "Script"]
 
@@ -241,6 +241,16 @@ class Script:
         phases = _Phases(self.api, self.facts)
         phases.walk(self.tree, expect_block, with_defs=False)
         return phases.roles
+
+    def nested_loop_lines(self, expect_block: bool) -> list[int]:
+        """The lines of the ``for`` statements of the nested loops, the ones replay skips
+        (aliases and the main-loop rule as everywhere here); a script whose walk finds
+        no main loop in a block has it outside, as :meth:`_Phases.classify` reads it."""
+        roles = self.loop_roles(expect_block)
+        if expect_block and not any(role == MAIN for _, role, _, _ in roles):
+            roles = self.loop_roles(False)
+        lines = MetadataWrapper(self.module, unsafe_skip_copy=True).resolve(PositionProvider)
+        return sorted({lines[node].start.line for node, role, _, _ in roles if role == NESTED})
 
     def level_at(self, suite: cst.Module | cst.IndentedBlock, index: int) -> str:
         """The level a statement inserted at ``suite.body[index]`` would run at."""

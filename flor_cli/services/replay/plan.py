@@ -326,7 +326,7 @@ def _attach_code(git: Git, jobs: list[Job], names: list[str], rev: str | None) -
             job.mode = "skip"  # its main loop started once per block: stopping at the first
             # would miss what the script logs before the others
         if job.mode == "skip":
-            unheld = unheld_reads(result, job.ckpts)
+            unheld = unheld_reads(result, job.ckpts, job.checkpointing)
             if unheld:
                 job.mode = "nested"
                 job.why = (f"reads {', '.join(unheld)}, which the checkpoints do not hold: "

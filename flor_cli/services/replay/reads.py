@@ -4,14 +4,16 @@ Skipping a nested loop is exact only if everything that runs after it reads noth
 loop changed that the checkpoint does not hold. The checkpoint records list what they
 could not capture (``nc``: unpicklable or too big; ``*``: the loop's effects could not be
 read at run time; see :mod:`flor_cli.runtime.checkpoint`); the code that runs after a
-skipped loop is, conservatively, all of the script outside the innermost ``flor.loop``
-bodies (the epoch code around the nested loops, the functions it calls, the suffix, and
-the requested statements themselves). A name in both decides: that run re-executes its
+skipped loop is, conservatively, all of the script outside the bodies of the nested
+loops (the epoch code around them, the functions it calls, the suffix, and the requested
+statements themselves). Which loops are nested is discover's answer (the main-loop rule,
+FlorDB's spellings ``flor.it``/``MTK.loop`` included), the same the levels come from. A name in both decides: that run re-executes its
 nested loops, and the plan says which name forced it.
 
 Runs recorded before checkpoints listed ``nc`` captured nothing of the frame: for them
-the loop's effects are read from the code (:mod:`flor_cli.runtime.effects`), less the
-names that are code (imports, functions, classes) or declared in ``flor.checkpointing``.
+the loop's effects are read from the code (:mod:`flor_cli.runtime.effects`, following
+the script's functions the loop calls, as at run time), less the names that are code
+(imports, functions, classes) or declared in ``flor.checkpointing``/``MTK.checkpoints``.
 """
 
 from __future__ import annotations
@@ -19,22 +21,27 @@ from __future__ import annotations
 import ast
 from typing import Iterable
 
-from flor_cli.runtime.effects import effects_of
+from flor_cli.errors import UserError
+from flor_cli.runtime.compat import KITS
+from flor_cli.runtime.effects import effects_of, functions_of, loop_at
+from flor_cli.services.replay.discover import Script
 from flor_cli.storage.notes import NOT_CAPTURED
 
 UNKNOWN = "*"  # a checkpoint's nc entry: the loop's effects were not known at run time
 
 
-def unheld_reads(source: str, ckpts: Iterable[dict]) -> list[str]:
-    """Names read after a skipped nested loop that ``ckpts`` do not hold, sorted."""
+def unheld_reads(source: str, ckpts: Iterable[dict], checkpointing: bool = True) -> list[str]:
+    """Names read after a skipped nested loop that ``ckpts`` do not hold, sorted;
+    ``checkpointing``: the run's main loop was in a ``flor.checkpointing`` block."""
     ckpts = list(ckpts)
     if not ckpts:
         return []
     try:
         tree = ast.parse(source)
-    except SyntaxError:
+        lines = Script(source).nested_loop_lines(expect_block=checkpointing)
+    except (SyntaxError, UserError):
         return []  # the planner reports a script that does not parse elsewhere
-    leaves = _leaf_loops(tree)
+    leaves = [loop for loop in (loop_at(tree, line) for line in lines) if loop is not None]
     missing: set[str] = set()
     for ckpt in ckpts:
         listed = ckpt.get(NOT_CAPTURED)
@@ -45,26 +52,11 @@ def unheld_reads(source: str, ckpts: Iterable[dict]) -> list[str]:
     return sorted(missing & _read_outside(tree, leaves))
 
 
-def _is_flor_loop(node: ast.AST) -> bool:
-    """``for ... in [wrapper(]flor.loop(...)``: a call to something named ``loop``."""
-    if not isinstance(node, (ast.For, ast.AsyncFor)):
-        return False
-    return any(isinstance(n, ast.Call) and (
-        isinstance(n.func, ast.Attribute) and n.func.attr == "loop"
-        or isinstance(n.func, ast.Name) and n.func.id == "loop") for n in ast.walk(node.iter))
-
-
-def _leaf_loops(tree: ast.AST) -> list[ast.For]:
-    """flor.loop loops with no flor.loop inside: the nested loops a replay skips."""
-    loops = [n for n in ast.walk(tree) if _is_flor_loop(n)]
-    return [loop for loop in loops
-            if not any(_is_flor_loop(n) for s in loop.body for n in ast.walk(s))]
-
-
-def _static_effects(tree: ast.Module, leaves: list[ast.For]) -> set[str]:
+def _static_effects(tree: ast.Module, leaves: list[ast.For | ast.AsyncFor]) -> set[str]:
+    functions = functions_of(tree)
     found: set[str] = set()
     for loop in leaves:
-        found.update(effects_of(loop).names)
+        found.update(effects_of(loop, functions).names)
     return found - _code_names(tree) - _declared_names(tree)
 
 
@@ -80,15 +72,23 @@ def _code_names(tree: ast.Module) -> set[str]:
 
 
 def _declared_names(tree: ast.Module) -> set[str]:
-    """Variables given to ``flor.checkpointing(name=variable)``: restored by state."""
-    return {kw.value.id for node in ast.walk(tree)
-            if isinstance(node, ast.Call) and isinstance(node.func, (ast.Attribute, ast.Name))
-            and (getattr(node.func, "attr", None) or getattr(node.func, "id", None))
-            == "checkpointing"
-            for kw in node.keywords if isinstance(kw.value, ast.Name)}
+    """Variables given to ``flor.checkpointing(name=variable)`` or FlorDB 2's
+    ``MTK.checkpoints(variable, ...)``: restored by their state."""
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        name = getattr(func, "attr", None) or getattr(func, "id", None)
+        kit = isinstance(func, ast.Attribute) and (
+            getattr(func.value, "id", None) in KITS or getattr(func.value, "attr", None) in KITS)
+        if name == "checkpointing" or name == "checkpoints" and kit:
+            found.update(a.id for a in [*node.args, *(k.value for k in node.keywords)]
+                         if isinstance(a, ast.Name))
+    return found
 
 
-def _read_outside(tree: ast.Module, leaves: list[ast.For]) -> set[str]:
+def _read_outside(tree: ast.Module, leaves: list[ast.For | ast.AsyncFor]) -> set[str]:
     """Names the script reads anywhere but inside the bodies of ``leaves``."""
     inside = {id(n) for loop in leaves for s in loop.body + loop.orelse for n in ast.walk(s)}
     return {n.id for n in ast.walk(tree) if id(n) not in inside

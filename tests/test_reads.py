@@ -1,0 +1,56 @@
+"""The plan's read-set check (services/replay/reads.py) on FlorDB-style scripts: the
+loops it takes for the skipped ones are discover's (aliases, the main-loop rule), and a
+loop's effects follow the script's own functions, as at run time."""
+
+from __future__ import annotations
+
+from flor_cli.services.replay.reads import unheld_reads
+
+OLD_RUN = [{}]  # a checkpoint recorded before checkpoints listed what they missed (nc)
+
+# FlorDB 2: flor.it is the main loop; the nested loop (step) has a plain one inside
+THREE_DEEP = '''import flor
+from flor import MTK
+
+state = {"w": 0.0}
+MTK.checkpoints(state=state)
+for epoch in flor.it(range(3)):
+    for step in MTK.loop(range(4)):
+        hidden = step * 2
+        for micro in MTK.loop(range(2)):
+            state["w"] += micro
+    flor.log("h", hidden)
+'''
+
+CALLS = '''import flor
+from flor import MTK
+
+count = 0
+
+
+def bump():
+    global count
+    count += 1
+
+
+state = {"w": 0.0}
+MTK.checkpoints(state)
+for epoch in flor.it(range(3)):
+    for step in MTK.loop(range(4)):
+        state["w"] += step
+        bump()
+    flor.log("count", count)
+'''
+
+
+def test_the_skipped_loop_is_the_nested_one_however_flor_db_spells_it() -> None:
+    """Not the innermost: the step loop is what replay skips, so what it binds (hidden)
+    and the epoch code reads is not held by an old run's checkpoint."""
+    assert unheld_reads(THREE_DEEP, OLD_RUN, checkpointing=True) == ["hidden"]
+
+
+def test_what_a_called_function_changes_counts_and_declared_objects_do_not() -> None:
+    """bump() changes the global count, read after the skipped loop; state is given to
+    MTK.checkpoints (restored by its own state, not a frame read)."""
+    assert unheld_reads(CALLS, OLD_RUN, checkpointing=True) == ["count"]
+    assert unheld_reads(CALLS, [{"nc": []}], checkpointing=True) == []
