@@ -72,13 +72,14 @@ def stdout_closed(error: BrokenPipeError) -> NoReturn:
 
 
 def _reader_gone(stream: object) -> bool:
-    """Whether ``stream`` is a pipe whose reading end is closed (poll says POLLERR)."""
+    """Whether ``stream`` is a pipe whose reading end is closed: poll says POLLERR
+    (Linux) or POLLHUP (the BSDs, macOS)."""
     import select
 
     try:
         poll = select.poll()
         poll.register(stream.fileno(), select.POLLOUT)  # type: ignore[attr-defined]
-        return any(events & select.POLLERR for _, events in poll.poll(0))
+        return any(events & (select.POLLERR | select.POLLHUP) for _, events in poll.poll(0))
     except (AttributeError, OSError, ValueError):
         return False
 
