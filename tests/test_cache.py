@@ -131,3 +131,20 @@ def test_marking_current_values_reads_only_the_rows_just_inserted(repo: Path) ->
                 assert "INTEGER PRIMARY KEY (rowid>" in plan and "INDEX logs_" not in plan, (
                     sql, plan)
     assert sum("UPDATE" in sql for sql in statements) >= 2  # the updates were checked too
+
+
+def test_a_run_whose_header_its_reader_would_skip_is_refused_before_it_starts(
+        tmp_path: Path, monkeypatch) -> None:
+    """The note decoder skips a header whose cwd leaves the repository, and the fold of
+    a journal without a header deletes it: such a run (begun from outside the
+    repository, only through the API) would be lost at its end. It is refused at once."""
+    import pytest
+    from conftest import make_repo
+
+    from flor_cli.errors import UserError
+
+    repo = make_repo(tmp_path / "repo", files={"train.py": "print(1)\n"})
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError, match="working directory"):
+        journal.begin(Git(repo), "train.py", [], {})
+    assert not list((repo / ".git" / "flor" / "journals").glob("*"))

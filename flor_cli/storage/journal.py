@@ -380,4 +380,8 @@ def begin(git: Git, script: str, argv: list[str], kwargs: dict[str, str],
         header["big"] = big
     if name is not None:  # ``flor run --name``: a tag from the start (notes.lifecycle)
         header["name"] = name
+    if (why := notes.problem(header)) is not None:  # its note's reader would skip it,
+        from flor_cli.errors import UserError  # and the fold then delete the journal
+
+        raise UserError(f"cannot record this run: {why}")
     return create(git.flor_dir, header)
