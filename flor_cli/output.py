@@ -287,6 +287,8 @@ def render(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str,
         return buf.getvalue().rstrip("\n")
     from tabulate import tabulate
 
+    columns = list(map(_visible, columns))  # for people, often on a terminal
+    rows = [list(map(_visible, row)) for row in rows]
     style = "github" if fmt == "markdown" else tablefmt
     if not headers:
         return tabulate(rows, tablefmt=style, missingval="", disable_numparse=False)
@@ -466,6 +468,20 @@ def _afterpoint(number: str) -> int:
     point = number.rfind(".")
     point = number.rfind("e") if point < 0 else point
     return len(number) - point - 1 if point >= 0 else -1
+
+
+# C0 controls but the newline (a cell of several lines is laid out as such), DEL and C1
+# (0x9b is CSI to some terminals): spelled \x1b in a table.
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0)) if c != 0x0A}
+
+
+def _visible(value: Any) -> Any:
+    """Text with its control characters spelled out: a table's cells come from notes
+    that anyone who can push wrote, and an escape sequence printed as it is could
+    clear, retitle or rewrite the screen, or set the clipboard (OSC 52)."""
+    if type(value) is str and not value.isprintable():
+        return value.translate(_CONTROLS)
+    return value
 
 
 def _clean(value: Any) -> Any:

@@ -1,4 +1,5 @@
-"""The table fast path of ``output.render`` prints exactly what tabulate prints."""
+"""The table fast path of ``output.render`` prints exactly what tabulate prints of the
+cells as a table shows them (control characters spelled out: ``output._visible``)."""
 
 from __future__ import annotations
 
@@ -18,8 +19,9 @@ HEADERS = ["a", "loss", "a_much_longer_header", "x y", "", "~", "{x}", "b|c", "Ã
 
 
 def _tabulate(columns: list[str], rows: list[list], style: str) -> str:
-    return tabulate(rows, headers=columns, tablefmt=style, missingval="",
-                    disable_numparse=False)
+    return tabulate([list(map(output._visible, row)) for row in rows],
+                    headers=list(map(output._visible, columns)), tablefmt=style,
+                    missingval="", disable_numparse=False)
 
 
 def _random_table(rng: random.Random) -> tuple[list[str], list[list]]:

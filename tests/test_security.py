@@ -193,3 +193,22 @@ def test_a_run_whose_script_names_a_directory_is_skipped_by_replay(tmp_path: Pat
     plan = cli(repo, "replay", "w", "--where", "1=1", "--dry-run", "--format", "json")
     skipped = {row["run"]: row["note"] for row in json.loads(plan.stdout)}
     assert all("missing from commit" in skipped[f"20260101-000000-{i:06d}"] for i in (0, 1))
+
+
+def test_control_characters_from_a_note_never_reach_the_terminal(tmp_path: Path) -> None:
+    """A pulled note's text printed raw in a table could retitle, clear or rewrite the
+    screen, or set the clipboard (OSC 52); tables spell control characters out."""
+    repo = make_repo(tmp_path / "repo", files={"train.py": SCRIPT})
+    subprocess.run([sys.executable, "train.py"], cwd=repo, check=True)
+    clipboard, clear = "\x1b]52;c;cm0gLXJmIH4=\x07", "\x1b[2J\r\x9b1m"
+    run = "20260101-000000-eeeeee"
+    _plant(repo, {"escapes": b"\n".join([
+        _line({"t": "run", "v": 1, "run": run, "script": "train.py", "cwd": ".", "argv": [],
+               "kwargs": {}, "status": "ok", "start": 1.0, "user": clipboard, "host": clear}),
+        _line({"t": "log", "s": 1, "n": "w", "v": clear, "c": {}}),
+        _line({"t": "log", "s": 2, "n": clear, "v": 1, "c": {}})])})
+    for args in (["log"], ["log", "--pivot", "w"], ["show", run], ["query", "SELECT * FROM logs"],
+                 ["replay", "w", "--where", "1=1", "--dry-run"]):
+        shown = cli(repo, *args).stdout
+        assert not {"\x1b", "\x07", "\r", "\x9b"} & set(shown), (args, shown)
+    assert "\\x1b[2J" in cli(repo, "log").stdout  # spelled out, not dropped
