@@ -316,7 +316,9 @@ def test_gpus_go_to_workers_round_robin(tmp_path: Path) -> None:
         '            flor.log("loss", state["w"])\n',
         '            flor.log("loss", state["w"])\n'
         '            flor.log("device", os.environ.get("CUDA_VISIBLE_DEVICES"))\n'))
-    flor(repo, "replay", "device", "--yes", "--workers", "2", "--gpus", "3,5")
+    # --no-verify: a value that is each worker's own device would differ from a checking
+    # worker's, rightly (nested workers are verified)
+    flor(repo, "replay", "device", "--yes", "--workers", "2", "--gpus", "3,5", "--no-verify")
     (run,) = run_ids(repo).values()
     note = show(repo, run)
     rp = note["replays"][0]["rp"]
@@ -778,3 +780,40 @@ def test_a_verification_that_compares_nothing_is_no_verification(tmp_path: Path)
                             "unchecked": ["first"]}
     assert rp["mode"] == "nested" and "compared nothing" in rp["why"]
     assert [v for *_, v in values(note, ["first"], rp["rp"])] == [0]
+
+
+def test_nested_workers_after_the_first_are_verified_where_they_fast_forward(
+        tmp_path: Path) -> None:
+    """--workers 2: the second worker restores epoch 0 to start at epoch 1, which leaves
+    helper's count (another module's state) at 0: its values were 1..4 where a full run
+    logs 5..8, unverified. A checking worker re-executes epochs 0 and 1 and compares;
+    the difference makes one worker re-execute every epoch."""
+    new = after(BUMPING, ("helper.bump()", 'flor.log("c", helper.count)'))
+    repo, run = record_then_edit(tmp_path, BUMPING, new, HELPER)
+    proc = flor(repo, "replay", "c", "--yes", "--workers", "2")
+    assert "verification of run" in proc.stderr and "'c'" in proc.stderr, proc.stderr
+    note = show(repo, run)
+    (rp,) = note["replays"]
+    assert rp["verify"]["epochs"] == [0, 2] and rp["verify"]["ok"] is False
+    assert rp["mode"] == "nested" and rp["workers"] == 1
+    assert sorted(v for *_, v in values(note, ["c"], rp["rp"])) == list(range(1, 13))
+
+
+def test_nested_workers_fast_forward_only_over_what_the_checkpoints_hold(
+        tmp_path: Path) -> None:
+    """A nested statement reads what the previous epoch's loop left and no checkpoint
+    holds (a generator): the second worker would see it as the prefix left it. The plan
+    says so and one worker re-executes every epoch."""
+    old = UNPICKLABLE.replace('state = {"w": 0.0}', 'state = {"w": 0.0}\npending = None')
+    new = old.replace("            pending = (i", '            flor.log("fresh", pending is None)\n'
+                      "            pending = (i")
+    repo, run = record_then_edit(tmp_path, old, new, HELPER)
+    (row,) = json.loads(flor(repo, "replay", "fresh", "--dry-run", "--workers", "2",
+                             "--format", "json").stdout)
+    assert row["mode"] == "nested" and row["note"] == (
+        "reads pending, which the checkpoints do not hold: one worker re-executes every epoch")
+    flor(repo, "replay", "fresh", "--yes", "--workers", "2")
+    note = show(repo, run)
+    (rp,) = note["replays"]
+    assert rp["workers"] == 1 and "verify" not in rp
+    assert [v for *_, v in values(note, ["fresh"], rp["rp"])].count(True) == 1

@@ -207,7 +207,7 @@ class RayReplay:
         self._code = {job.run: (job.script, job.source) for job in plan.runnable}
         self._lock = threading.Lock()
         for job in sorted(plan.runnable, key=lambda j: j.check is None):  # stable
-            ranges = worker_ranges(job.epochs, plan.workers) if job.mode == "nested" else [None]
+            ranges = worker_ranges(job.epochs, job.workers) if job.mode == "nested" else [None]
             specs = [(job.mode, epochs) for epochs in ranges]
             if job.check is not None:
                 specs.append(("nested", job.check))

@@ -290,8 +290,9 @@ class Scheduler:
 
     def _give(self, slot: Slot, job: Job) -> None:
         earlier = self.checked.get(_code(job))
-        if earlier is not None and earlier.failed and job.mode == "skip":
-            job.mode, job.why = "nested", f"verification failed on run {earlier.run}"
+        if earlier is not None and earlier.failed and (job.mode == "skip" or job.workers > 1):
+            job.mode, job.workers = "nested", 1
+            job.why = f"verification failed on run {earlier.run}"
         big, warnings = bigfiles.recorded(self.git, job.big)  # left out of its tree
         for line in warnings:
             print(line, file=sys.stderr)
@@ -322,7 +323,7 @@ class Scheduler:
         """The next run of ``failed``'s code verifies it instead: without a verification
         its other runs would skip nested loops unchecked."""
         for job in self.pending:
-            if _code(job) == _code(failed) and job.mode == "skip":
+            if _code(job) == _code(failed):
                 job.check = check_range(job)
                 if job.check is not None:
                     self.verifying[_code(job)] = job
@@ -346,7 +347,7 @@ def _code(job: Job) -> tuple[str, str]:
 def _replay_run(context: RunContext, slot: Slot, job: Job, big: list[str]) -> Finished:
     """One run, in a slot's thread: its worktree, its workers, the note's addition."""
     started = time.time()
-    check = job.check if job.mode == "skip" else None
+    check = job.check
     scratch = context.scratch
     try:
         with _worktree(context.git, f"{context.replay_id}-{job.run}", job.commit,
@@ -382,8 +383,9 @@ def _replay(tree: Path | None, job: Job, context: RunContext, slot: Slot,
         verification = Verification(job.run, job.script, check,
                                     *_diverged(_logs(journals), _checked_logs(job, checker),
                                               check[1] is None))
-        if verification.failed:
-            job.mode, job.why = "nested", f"verification: {verification.failed}"
+        if verification.failed:  # one worker: others would fast-forward, restoring
+            job.mode, job.workers = "nested", 1
+            job.why = f"verification: {verification.failed}"
             journals, start = _run(tree, job, context, slot, None)
     return journals, verification, time.perf_counter() - started, start
 
@@ -411,7 +413,7 @@ def _run(tree: Path | None, job: Job, context: RunContext, slot: Slot,
         write_script(tree, job.script, job.source)
     cwd = (tree or Path()) / job.cwd
     script = os.path.relpath(job.script, job.cwd)
-    ranges = worker_ranges(job.epochs, plan.workers) if job.mode == "nested" else [None]
+    ranges = worker_ranges(job.epochs, job.workers) if job.mode == "nested" else [None]
     specs = [(job.mode, epochs) for epochs in ranges]
     if check is not None:
         specs.append(("nested", check))

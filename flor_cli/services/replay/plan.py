@@ -68,6 +68,8 @@ class Job:
     est: float = 0.0
     fixed: float = FIXED_SECONDS  # per-run cost besides the workers, as last measured
     check: list[int | None] | None = None  # epochs a verifying worker re-executes
+    workers: int = 1  # nested mode: its workers, each replaying a range of epochs; one
+    # (no epoch fast-forwarded by restoring) where what a restore leaves is not trusted
     skip: str | None = None
     why: str = ""  # why the mode is slower than the statements' levels need
     start: str = "fresh"  # its workers: forked from a slot's fork server, fresh, or ray
@@ -142,16 +144,16 @@ def make_plan(git: Git, names: Sequence[str], where: str | None = None, workers:
     complete = _complete_runs(git, [run for run, _ in selected])
     runs = [_job(git, store, tip, run, commit, run in complete) for run, commit in selected]
     lost_objects(git, {job.run: job.lost for job in runs if job.lost})
-    _attach_code(git, runs, names, rev_commit)
+    _attach_code(git, runs, names, rev_commit, workers)
     verifying: set[tuple[str, str]] = set()
     for job in runs:
         if job.skip is None:
             code = (job.script, job.source)
-            if verify and job.mode == "skip" and code not in verifying:
+            if verify and code not in verifying:
                 job.check = check_range(job)
                 if job.check is not None:
                     verifying.add(code)
-            job.est = estimate(job, workers)
+            job.est = estimate(job)
             job.start = "ray" if on_ray else "fork" if fork else "fresh"
     return Plan(names, workers, store, runs, verify, parallel=parallel, fork=fork)
 
@@ -275,7 +277,8 @@ def _job(git: Git, store: ObjectStore, tip: str | None, run: str, commit: str,
     return job
 
 
-def _attach_code(git: Git, jobs: list[Job], names: list[str], rev: str | None) -> None:
+def _attach_code(git: Git, jobs: list[Job], names: list[str], rev: str | None,
+                 workers: int) -> None:
     """Transplant today's statements into each job's code; the mode follows from it.
 
     Today's script is looked up per recorded script path, so runs of several scripts can
@@ -327,10 +330,18 @@ def _attach_code(git: Git, jobs: list[Job], names: list[str], rev: str | None) -
             # would miss what the script logs before the others
         if job.mode == "skip":
             unheld = unheld_reads(result, job.ckpts, job.checkpointing)
-            if unheld:
+            if unheld:  # re-executed by one worker: others would fast-forward, restoring
                 job.mode = "nested"
                 job.why = (f"reads {', '.join(unheld)}, which the checkpoints do not hold: "
                            "nested loops re-executed")
+        elif job.mode == "nested" and len(worker_ranges(job.epochs, workers)) > 1:
+            # the workers after the first fast-forward to their epochs by restoring: the
+            # epochs they re-execute read, in their nested loops too, what a restore left
+            unheld = unheld_reads(result, job.ckpts, job.checkpointing, within=True)
+            job.workers = 1 if unheld else workers
+            if unheld:
+                job.why = (f"reads {', '.join(unheld)}, which the checkpoints do not hold: "
+                           "one worker re-executes every epoch")
 
 
 def _current_source(git: Git, script: str, rev: str | None) -> str:
@@ -345,7 +356,7 @@ def _current_source(git: Git, script: str, rev: str | None) -> str:
         raise UserError(f"{script}: no such file in the working tree") from None
 
 
-def estimate(job: Job, workers: int) -> float:
+def estimate(job: Job) -> float:
     """Seconds to replay ``job``, from the timings its run recorded: its slowest worker.
 
     A worker runs the prefix (interpreter start and imports included: every worker pays
@@ -377,27 +388,38 @@ def estimate(job: Job, workers: int) -> float:
         return (total(PREFIX) + sum(fast[:lo]) + sum(full[lo:hi])
                 + (total(SUFFIX) if hi is None else 0))
 
-    ranges = worker_ranges(job.epochs, workers) if job.mode == "nested" else [[job.epochs, None]]
+    ranges = (worker_ranges(job.epochs, job.workers) if job.mode == "nested"
+              else [[job.epochs, None]])
     if job.check is not None:
         ranges.append(job.check)
     return max(0.0, max(worker(r) for r in ranges)) + job.fixed
 
 
 def check_range(job: Job) -> list[int | None] | None:
-    """The epochs a verifying worker re-executes: from the last checkpointed epoch to
-    the end, suffix included; from the one before it when a statement logs at an
-    epoch's start (``outer_before``), whose values only the next epoch's show a restore.
+    """The epochs a verifying worker re-executes, where the run's other workers restore
+    checkpoints; None when there is nothing to verify (nothing restored).
 
-    Before that epoch the verifying worker does what the restoring worker does (restores
+    ``skip``: from the last checkpointed epoch to the end, suffix included (from the one
+    before it when a statement logs at an epoch's start, ``outer_before``: only the next
+    epoch's value shows that restore). ``nested`` with several workers: the second
+    worker fast-forwards to its first epoch by restoring; the verifying worker does the
+    same up to the last checkpointed epoch before it and re-executes from there up to
+    and including that first epoch.
+
+    Before its range the verifying worker does what the restoring worker does (restores
     the checkpointed epochs, re-executes the thinned-out ones); from there on it
-    re-executes where the restoring worker restores, so what either logs after that
-    first loop compares restoring with re-executing. It costs one nested loop more than
-    the restoring worker (two with an ``outer_before`` statement), which re-executes the
-    epochs between checkpoints too. None when there is nothing to verify (no checkpoint
-    restored)."""
-    if not job.ckpts or job.epochs < 1:
+    re-executes where the other restores, so what either logs after that first loop
+    compares restoring with re-executing (execute.Verification). It costs one nested
+    loop more than the restoring worker (two with an ``outer_before`` statement), which
+    re-executes the epochs between checkpoints too."""
+    if not job.ckpts or job.epochs < 1 or job.mode == "prefix":
         return None
     held = sorted({list((c.get(CTX) or {0: 0}).values())[-1] for c in job.ckpts})
+    if job.mode == "nested":
+        ranges = worker_ranges(job.epochs, job.workers)
+        first = ranges[1][0] if len(ranges) > 1 and ranges[1] else 0
+        before = [epoch for epoch in held if epoch < first]
+        return [before[-1], first + 1] if before else None
     lo = held[-2:][0] if "outer_before" in job.levels else held[-1]
     return [min(lo, job.epochs - 1), None]
 

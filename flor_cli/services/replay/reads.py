@@ -30,9 +30,12 @@ from flor_cli.storage.notes import NOT_CAPTURED
 UNKNOWN = "*"  # a checkpoint's nc entry: the loop's effects were not known at run time
 
 
-def unheld_reads(source: str, ckpts: Iterable[dict], checkpointing: bool = True) -> list[str]:
+def unheld_reads(source: str, ckpts: Iterable[dict], checkpointing: bool = True,
+                 within: bool = False) -> list[str]:
     """Names read after a skipped nested loop that ``ckpts`` do not hold, sorted;
-    ``checkpointing``: the run's main loop was in a ``flor.checkpointing`` block."""
+    ``checkpointing``: the run's main loop was in a ``flor.checkpointing`` block;
+    ``within``: nested loops that run after a skipped one (a worker re-executing its
+    epochs after fast-forwarding to them) count too, their bodies included."""
     ckpts = list(ckpts)
     if not ckpts:
         return []
@@ -49,7 +52,7 @@ def unheld_reads(source: str, ckpts: Iterable[dict], checkpointing: bool = True)
             missing |= _static_effects(tree, leaves)
         if listed is not None:
             missing |= set(listed) - {UNKNOWN}
-    return sorted(missing & _read_outside(tree, leaves))
+    return sorted(missing & _read_outside(tree, [] if within else leaves))
 
 
 def _static_effects(tree: ast.Module, leaves: list[ast.For | ast.AsyncFor]) -> set[str]:
