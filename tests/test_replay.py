@@ -286,6 +286,21 @@ def test_a_failed_run_appends_nothing_and_the_replay_can_resume(tmp_path: Path) 
     assert len(replays(repo, runs[1.0])) == 1
 
 
+def test_flor_replay_says_a_failed_run_on_stderr_as_flor_replay_does(tmp_path: Path) -> None:
+    """The notebook API and the command run one replay flow: a failed run is said on
+    stderr by both (the API used to list it only in the frame's attrs)."""
+    repo = small_repo(tmp_path)
+    (run,) = run_ids(repo).values()
+    (repo / "train.py").write_text(after(OLD, ('flor.log("val", state["w"] * 2)',
+                                               'flor.log("inv", 1 / (scale - 1.0))')))
+    code = "import flor; df = flor.replay('inv', yes=True); print(sorted(df.attrs['failed']))"
+    proc = subprocess.run([FLOR[0], "-c", code], cwd=repo, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert f"flor: replay of run {run} failed: " in proc.stderr
+    assert "ZeroDivisionError" in proc.stderr
+    assert proc.stdout.splitlines()[-1] == str([run])
+
+
 def test_ctrl_c_kills_workers_removes_worktrees_and_writes_nothing(tmp_path: Path) -> None:
     repo = small_repo(tmp_path)
     (repo / "train.py").write_text(NEW)

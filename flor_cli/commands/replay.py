@@ -55,37 +55,29 @@ def command(names: tuple[str, ...], where: str | None, yes: bool, dry_run: bool,
     batch of runs per commit; your worktree, index and branch are never touched.
     With nothing to replay, it says so and exits 0.
     """
-    from flor_cli.errors import UserError
     from flor_cli.prompt import confirmed
     from flor_cli.services.replay import api
     from flor_cli.storage.journal import repository_to_read
 
+    def show(plan: api.Plan) -> None:
+        click.echo(out.render(*plan.table()))
+        if show_diff:
+            click.echo(api.diffs(plan))
+
+    def confirm(question: str) -> None:
+        if not confirmed(question):
+            raise click.exceptions.Abort()
+
+    def to_stderr(line: str) -> None:
+        click.echo(line, err=True)
+
     wanted = [n for name in names for n in name.split(",") if n]
-    git = repository_to_read()
-    plan = api.plan(git, wanted, where=where, workers=workers, rev=rev, verify=not no_verify,
-                    jobs=jobs, fork=not no_fork, ray=ray)
-    if plan.nothing:
-        click.echo(f"nothing to do: {plan.nothing}", err=True)
-        return
-    click.echo(out.render(*plan.table()))
-    if show_diff:
-        click.echo(api.diffs(plan))
-    if not plan.runnable:
-        raise UserError("none of the selected runs can be replayed (see the plan's notes)")
-    if dry_run:
-        click.echo(f"dry run: would replay {api.summary(plan)}", err=True)
-        return
-    if not yes and not confirmed(f"Replay {api.summary(plan)}?"):
-        raise click.exceptions.Abort()
-    outcome = api.execute(git, plan, gpus=gpus, ray=ray, gpus_per_job=gpus_per_job)
-    for check in outcome.verified:
-        if check.failed:
-            click.echo(f"flor: verification of run {check.run} ({check.script}): "
-                       f"{check.failed}; its code's runs were re-executed instead", err=True)
-    for run, why in outcome.failed.items():
-        click.echo(f"flor: replay of run {run} failed: {why}", err=True)
-    columns, rows = api.new_values(git, plan, outcome)
-    if rows:
-        click.echo(out.render(columns, rows))
-    if outcome.failed:
+    done = api.replay(repository_to_read(), wanted, show=show,
+                      confirm=None if yes else confirm, tell=to_stderr, warn=to_stderr,
+                      dry_run=dry_run, where=where, workers=workers, rev=rev,
+                      verify=not no_verify, jobs=jobs, fork=not no_fork, gpus=gpus, ray=ray,
+                      gpus_per_job=gpus_per_job)
+    if done.rows:
+        click.echo(out.render(done.columns, done.rows))
+    if done.failed:
         sys.exit(1)

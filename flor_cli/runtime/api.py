@@ -317,8 +317,9 @@ def replay(names: str | Sequence[str] = (), where: str | None = None, yes: bool 
 
     Shows the plan and asks first (``yes=True`` to skip the question; where there is no
     terminal, a piped answer is read). ``options``: those of ``services.replay.api.plan``
-    (``workers``, ``jobs``, ``fork``, ``rev``, ``verify``, ``ray``) and ``gpus``. Runs
-    whose replay failed are listed, with the reason, in the frame's ``attrs["failed"]``.
+    (``workers``, ``jobs``, ``fork``, ``rev``, ``verify``, ``ray``), ``gpus`` and
+    ``gpus_per_job``. Runs whose replay failed are said on stderr, as ``flor replay``
+    says them, and listed with the reason in the frame's ``attrs["failed"]``.
     ``apply_vars`` and ``where_clause`` are FlorDB's names for ``names`` and ``where``.
     """
     names = names or apply_vars
@@ -328,26 +329,20 @@ def replay(names: str | Sequence[str] = (), where: str | None = None, yes: bool 
     from flor_cli.prompt import confirmed
     from flor_cli.services.replay import api as service
 
+    def show(plan: service.Plan) -> None:
+        columns, rows = plan.table()
+        print(pd.DataFrame(rows, columns=columns).to_string(index=False))
+
+    def confirm(question: str) -> None:
+        if not confirmed(question, skip_hint="yes=True"):
+            raise UserError("replay not confirmed")
+
     if isinstance(names, str):
         names = [n for n in names.split(",") if n]
-    gpus, ray = options.pop("gpus", None), options.pop("ray", None)
-    git = repository_to_read()
-    plan = service.plan(git, list(names), where=where, ray=ray, **options)
-    if plan.nothing:
-        print(f"nothing to do: {plan.nothing}")
-        return pd.DataFrame(columns=["run", *plan.names])
-    columns, rows = plan.table()
-    print(pd.DataFrame(rows, columns=columns).to_string(index=False))
-    if not plan.runnable:
-        raise UserError("none of the selected runs can be replayed (see the plan's notes)")
-    if not yes and not confirmed(f"Replay {service.summary(plan)}?", skip_hint="yes=True"):
-        raise UserError("replay not confirmed")
-    outcome = service.execute(git, plan, gpus=gpus, ray=ray)
-    for check in outcome.verified:
-        if check.failed:
-            print(f"verification of run {check.run}: {check.failed}; re-executed instead",
-                  file=sys.stderr)
-    columns, rows = service.new_values(git, plan, outcome)
-    frame = pd.DataFrame(rows, columns=columns)
-    frame.attrs["failed"] = dict(outcome.failed)
+    done = service.replay(repository_to_read(), list(names), show=show,
+                          confirm=None if yes else confirm, tell=print,
+                          warn=lambda line: print(line, file=sys.stderr), where=where,
+                          **options)
+    frame = pd.DataFrame(done.rows, columns=done.columns)
+    frame.attrs["failed"] = done.failed
     return frame

@@ -1,19 +1,82 @@
 """Replay as a library: make a plan, execute it, read back the new values.
 
-Nothing here renders, asks or prints a plan: ``flor replay`` (commands/replay.py) and
-``flor.replay`` in notebooks (runtime/api.py) show the plan, ask before running and show
-the outcome each in their own way (sqlite-utils' split of ``db.py`` and ``cli.py``).
-Replay options are keyword arguments, so callers pass what they have and new options
-do not reorder anyone's call.
+:func:`replay` is the one flow of ``flor replay`` (commands/replay.py) and ``flor.replay``
+in notebooks (runtime/api.py): plan, show, confirm, execute, report, new values. It
+decides what is said and when; nothing here renders, asks or prints: each caller passes
+how it shows a plan, asks and writes a line (sqlite-utils' split of ``db.py`` and
+``cli.py``). Replay options are keyword arguments, so callers pass what they have and
+new options do not reorder anyone's call.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Sequence
 
+from flor_cli.errors import UserError
 from flor_cli.services.replay.execute import Outcome
 from flor_cli.services.replay.plan import Plan, make_plan
 from flor_cli.storage.git import Git
+
+
+@dataclass
+class Replayed:
+    """What :func:`replay` did: its plan; once runs were replayed, the outcome and the
+    replayed names' new values (FlorDB's pivot of the runs that were replayed)."""
+
+    plan: Plan
+    outcome: Outcome | None = None
+    columns: list[str] = field(default_factory=list)
+    rows: list[tuple] = field(default_factory=list)
+
+    @property
+    def failed(self) -> dict[str, str]:
+        """Run -> why its replay failed."""
+        return dict(self.outcome.failed) if self.outcome is not None else {}
+
+
+def replay(git: Git, names: Sequence[str], *, show: Callable[[Plan], None],
+           confirm: Callable[[str], None] | None, tell: Callable[[str], None],
+           warn: Callable[[str], None], dry_run: bool = False,
+           gpus: str | Sequence[str] | None = None, ray: str | bool | None = None,
+           gpus_per_job: float = 0.0, **options: Any) -> Replayed:
+    """Plan the replay of ``names``, show the plan, confirm, execute, report: ``flor
+    replay`` and ``flor.replay``. ``options`` are :func:`plan`'s; ``gpus``, ``ray`` and
+    ``gpus_per_job`` are :func:`execute`'s.
+
+    The caller says how: ``show`` renders the plan; ``confirm`` asks the question and
+    raises when the answer is no (None: do not ask); ``tell`` takes why nothing runs
+    (nothing to do, a dry run); ``warn`` takes each line about a run that did not go as
+    planned (a verification that failed, a failed run). Selected runs of which none
+    can be replayed are a UserError.
+    """
+    chosen = plan(git, names, ray=ray, **options)
+    nothing = Replayed(chosen, None, ["run", *chosen.names], [])
+    if chosen.nothing:
+        tell(f"nothing to do: {chosen.nothing}")
+        return nothing
+    show(chosen)
+    if not chosen.runnable:
+        raise UserError("none of the selected runs can be replayed (see the plan's notes)")
+    if dry_run:
+        tell(f"dry run: would replay {summary(chosen)}")
+        return nothing
+    if confirm is not None:
+        confirm(f"Replay {summary(chosen)}?")
+    outcome = execute(git, chosen, gpus=gpus, ray=ray, gpus_per_job=gpus_per_job)
+    for line in _report(outcome):
+        warn(line)
+    return Replayed(chosen, outcome, *new_values(git, chosen, outcome))
+
+
+def _report(outcome: Outcome) -> Iterator[str]:
+    """A line for each verification that failed and each run that failed."""
+    for check in outcome.verified:
+        if check.failed:
+            yield (f"flor: verification of run {check.run} ({check.script}): "
+                   f"{check.failed}; its code's runs were re-executed instead")
+    for run, why in outcome.failed.items():
+        yield f"flor: replay of run {run} failed: {why}"
 
 
 def plan(git: Git, names: Sequence[str], *, where: str | None = None, workers: int = 1,
