@@ -174,3 +174,13 @@ def test_a_time_no_calendar_holds_is_shown_as_it_is() -> None:
 
     assert date(1e308) == 1e308 and date(-1e308) == -1e308 and date(float("nan")) != ""
     assert date(0).startswith("19")
+
+
+def test_a_log_whose_sequence_number_is_null_is_skipped_not_a_crash(capsys) -> None:
+    """``"s": null`` passed the in-C check of log records (a missing number reads as
+    None too), then sorting the note compared None with numbers: every read command
+    exited 3 on such a note from a remote."""
+    text = lines(HEADER, {**LOG, "s": None}, {**LOG, "s": 3, "v": 0.25})
+    note = notes.parse("ab" * 20, text)
+    assert note is not None and note.records == [{**LOG, "s": 3, "v": 0.25}]
+    assert "sequence number" in capsys.readouterr().err

@@ -474,9 +474,10 @@ def _all_valid(values: list, kinds: list[str]) -> bool:
 
 
 _NAME_OF = itemgetter(NAME)
-_CTX_OF, _SEQ_OF, _REPLAY_OF = (methodcaller("get", key) for key in (CTX, SEQ, REPLAY_ID))
+_CTX_OF, _REPLAY_OF = (methodcaller("get", key) for key in (CTX, REPLAY_ID))
+_SEQ_OF = methodcaller("get", SEQ, 0)  # a missing number is fine; ``null`` is not one
 _CTX_TYPES = frozenset((dict, type(None)))
-_SEQ_TYPES = frozenset((int, type(None)))
+_SEQ_TYPES = frozenset((int,))
 
 
 # -- long notes, a batch of lines at a time ---------------------------------------------
