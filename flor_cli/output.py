@@ -120,7 +120,7 @@ class Output:
             pages = (self._rounded(pick(page)) for page in pages)
             if self.fmt == "json":
                 yield "["
-                yield from json_items(([dict(zip(names, map(_clean, row))) for row in page]
+                yield from json_items(([dict(zip(names, row)) for row in _cleaned(page)]
                                        for page in pages), 1)
                 yield "]"
                 return
@@ -273,7 +273,7 @@ def agg_option(fn: Callable) -> Callable:
 
 def render(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str,
            tablefmt: str = "simple", headers: bool = True) -> str:
-    rows = [[_clean(v) for v in row] for row in rows]
+    rows = _cleaned(rows)
     if fmt == "json":
         return json.dumps([dict(zip(columns, row)) for row in rows], indent=2, default=str)
     if fmt == "nl":
@@ -283,7 +283,7 @@ def render(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str,
         writer = csv.writer(buf, lineterminator="\n", **({"delimiter": "\t"} if fmt == "tsv" else {}))
         if headers:
             writer.writerow(columns)
-        writer.writerows(["" if v is None else v for v in row] for row in rows)
+        writer.writerows(rows)  # None is written as the empty cell
         return buf.getvalue().rstrip("\n")
     from tabulate import tabulate
 
@@ -482,6 +482,25 @@ def _visible(value: Any) -> Any:
     if type(value) is str and not value.isprintable():
         return value.translate(_CONTROLS)
     return value
+
+
+def _cleaned(rows: Iterable[Sequence[Any]]) -> list[Sequence[Any]]:
+    """The rows, each cell :func:`_clean`; a row of plain cells (every row a SQLite
+    cursor gives: SQLite stores NaN as NULL) as it is, checked in C: at 100,000 runs a
+    call per cell was a third of ``flor log``'s output time."""
+    cleaned = []
+    for row in rows:
+        kinds = set(map(type, row))
+        if kinds <= _PLAIN_CELLS and (float not in kinds or not any(
+                map(math.isnan, filter(_FLOAT_CELL, row)))):
+            cleaned.append(row)
+        else:
+            cleaned.append([_clean(v) for v in row])
+    return cleaned
+
+
+_PLAIN_CELLS = frozenset((str, int, float, type(None)))
+_FLOAT_CELL = float.__instancecheck__  # exact floats only here: kinds <= _PLAIN_CELLS
 
 
 def _clean(value: Any) -> Any:

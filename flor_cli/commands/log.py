@@ -63,4 +63,5 @@ def command(pivot: bool, names: tuple[str, ...], where: str | None, sort: str | 
         with query.pivot_rows(git, wanted, where, sort, limit) as (columns, rows):
             out.emit(columns, rows)
     else:
-        out.emit(*query.runs(git, where, sort, limit, aggs))
+        with query.runs_rows(git, where, sort, limit, aggs) as (columns, rows):
+            out.emit(columns, rows)

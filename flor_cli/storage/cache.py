@@ -65,8 +65,9 @@ from flor_cli.storage import notes
 from flor_cli.storage.git import NOTES_REF, Git
 from flor_cli.storage.objects import ObjectStore, stores
 
-SCHEMA_VERSION = "4"  # 2: ctx by orjson (non-ASCII as UTF-8); 3: availability; 4: current
-# values (logs.cur, current_logs, summaries) and lifecycle (runs.note, removed, tags)
+SCHEMA_VERSION = "5"  # 2: ctx by orjson (non-ASCII as UTF-8); 3: availability; 4: current
+# values (logs.cur, current_logs, summaries) and lifecycle (runs.note, removed, tags);
+# 5: summaries clustered by run, runs_start covering (flor log at 100,000 runs)
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS runs(run TEXT PRIMARY KEY, commit_id TEXT, start REAL, end REAL,
@@ -76,14 +77,14 @@ CREATE TABLE IF NOT EXISTS removed(run TEXT PRIMARY KEY, commit_id TEXT, at REAL
 CREATE TABLE IF NOT EXISTS tags(run TEXT, tag TEXT, PRIMARY KEY(run, tag));
 CREATE INDEX IF NOT EXISTS tags_tag ON tags(tag);
 CREATE INDEX IF NOT EXISTS runs_commit ON runs(commit_id);
-CREATE INDEX IF NOT EXISTS runs_start ON runs(start, run);
+CREATE INDEX IF NOT EXISTS runs_start ON runs(start, run, script, branch, status);
 CREATE TABLE IF NOT EXISTS args(run TEXT, name TEXT, value, PRIMARY KEY(run, name));
 CREATE TABLE IF NOT EXISTS logs(run TEXT, rp TEXT, seq INTEGER, name TEXT, value, type TEXT,
   ctx TEXT, lvl INTEGER, cur INTEGER);
 CREATE VIEW IF NOT EXISTS current_logs AS
   SELECT run, rp, seq, name, value, type, ctx, lvl FROM logs WHERE cur;
 CREATE TABLE IF NOT EXISTS summaries(run TEXT, name TEXT, lvl INTEGER, n INTEGER, first, last,
-  min, max, mean REAL, PRIMARY KEY(run, name));
+  min, max, mean REAL, PRIMARY KEY(run, name)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS timings(run TEXT, kind TEXT, ctx TEXT, ordinal INTEGER, sec REAL);
 CREATE INDEX IF NOT EXISTS timings_run ON timings(run);
 CREATE TABLE IF NOT EXISTS checkpoints(run TEXT, ctx TEXT, ordinal INTEGER, objs TEXT,
@@ -881,7 +882,10 @@ def open_readonly(git: Git, aggs: dict[str, str] | None = None,
     the given summaries (:func:`create_runs_view`), and guarded."""
     live = live_notes(git)  # before the sync: a run that ends meanwhile is in one or the other
     connect(git).close()  # synced
-    db = sqlite3.connect(f"file:{path_of(git)}?mode=ro", uri=True, timeout=30)
+    # check_same_thread off: a reader may hand a cursor to one thread that reads it
+    # ahead of the caller (query._read_ahead); never two at once
+    db = sqlite3.connect(f"file:{path_of(git)}?mode=ro", uri=True, timeout=30,
+                         check_same_thread=False)
     try:
         attach_live(db, live)
         create_runs_view(db, aggs, default)
