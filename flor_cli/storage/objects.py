@@ -150,7 +150,8 @@ class ObjectStore:
         if self.remote is not None:  # what the remote holds; local copies are a cache
             return {d for d in wanted if self.remote_store().has(d)}
         if len(wanted) < _LIST_AT_LEAST or self._estimated_size() > 4 * len(wanted):
-            return {d for d in wanted if self.has(d)}
+            root = str(self.root)  # os.path on text: pathlib was most of 4,000 lookups
+            return {d for d in wanted if os.path.exists(f"{root}/{d[:2]}/{d[2:]}")}
         found: set[str] = set()
         by_prefix: dict[str, list[str]] = {}
         for digest in wanted:
