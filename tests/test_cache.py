@@ -148,3 +148,48 @@ def test_a_run_whose_header_its_reader_would_skip_is_refused_before_it_starts(
     with pytest.raises(UserError, match="working directory"):
         journal.begin(Git(repo), "train.py", [], {})
     assert not list((repo / ".git" / "flor" / "journals").glob("*"))
+
+
+def test_summaries_made_as_rows_go_in_equal_what_sql_computes_from_the_rows() -> None:
+    """A run without replayed values is summed up from its rows in Python as they go in
+    (no read back); SQL's summarize() must agree on every kind of value SQLite keeps."""
+    import math
+    import sqlite3
+
+    from flor_cli.storage import notes
+
+    db = sqlite3.connect(":memory:", isolation_level=None)
+    db.executescript(cache.SCHEMA)
+    cache._create_log_indexes(db)
+    series = {
+        "floats": [0.1, 0.2, 0.30000000000000004, 1e-300, 7.5],
+        "cancelling": [1e16, 1.0, -1e16, 3.0],  # summed in order, as SQLite does
+        "mixed": [3, 2.5, True, -1, 2 ** 62, 0.1],
+        "nan": [float("nan"), 1.5, float("nan"), -2.0],
+        "text": ["b", 2, "ä", None, "a", 1.0],
+        "objects": [[1, 2], {"k": 1}, 4, None],
+        "big": [2 ** 70, 5, -(2 ** 64)],  # not 64-bit: bound as text
+        "only_none": [None, None],
+        "one": [42],
+    }
+    records = [{"t": "arg", "n": "lr", "v": 0.1, "s": 0}]
+    seq = 1
+    for step in range(len(max(series.values(), key=len))):
+        for name, values in series.items():
+            if step < len(values):
+                records.append({"t": "log", "n": name, "v": values[step], "s": seq,
+                                "c": {"epoch": step}})
+                seq += 1
+    note = notes.RunNote("ab" * 20, {"run": "r1", "start": 1.0}, records)
+    assert cache._insert(db, note, {}) == "r1"
+    made = db.execute("SELECT * FROM summaries ORDER BY name").fetchall()
+    assert {row[1] for row in made} == set(series)
+    cache.summarize(db, ["r1"])
+    computed = db.execute("SELECT * FROM summaries ORDER BY name").fetchall()
+
+    def same(a, b) -> bool:
+        return a == b or (isinstance(a, float) and isinstance(b, float)
+                          and math.isnan(a) and math.isnan(b))
+
+    for row, want in zip(made, computed):
+        assert all(same(a, b) for a, b in zip(row, want)), (row, want)

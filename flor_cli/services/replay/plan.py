@@ -18,11 +18,11 @@ and the plan's note says which name forced it.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from dataclasses import dataclass, field
 from typing import Sequence
 
+from flor_cli.cores import usable_cores
 from flor_cli.errors import UserError
 from flor_cli.services import query
 from flor_cli.storage import cache, notes
@@ -162,11 +162,7 @@ def default_jobs(workers: int) -> int:
     """Runs at once when ``--jobs`` is not given: the cores this process may use, each
     run taking ``workers`` of them (a verifying run one more, for one epoch), so that
     jobs x workers processes do not oversubscribe the machine; at least 1."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
-    return max(1, cores // workers)
+    return max(1, usable_cores() // workers)
 
 
 def _held(store: ObjectStore, sha: object, complete: bool) -> bool:
