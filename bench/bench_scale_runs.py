@@ -11,7 +11,9 @@ Baselines, each printed with its ratio: the interpreter start-up (`python -c pas
 `flor log`, a `git rev-parse` process for the per-command git cost, and raw SQLite
 `executemany` of exactly the rows the cache holds for those notes (same tables; for the
 rebuild the logs indexes built at the end as the rebuild does, for the incremental sync
-with the indexes in place), timed alone: the notes are decoded beforehand, untimed.
+into a copy of the cache as it was before, indexes in place), timed alone: the notes are
+decoded beforehand, untimed. The incremental figure is also given for flor's own inserts
+alone (the rest of a sync reads and decodes the notes).
 
 Sizes: `BENCH_RUNS` (default "10000,100000"), e.g. `BENCH_RUNS=2000` for a quick check;
 `BENCH_EPOCHS`/`BENCH_STEPS` shape each run (default 4 x 8: ~55 records, 4 checkpoints).
@@ -20,6 +22,7 @@ Sizes: `BENCH_RUNS` (default "10000,100000"), e.g. `BENCH_RUNS=2000` for a quick
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -30,7 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_query import build_runs, connect_seconds  # noqa: E402
-from harness import FLOR, PYTHON, Report, cleanup, fixture, fmt_seconds, \
+from harness import FLOR, PYTHON, QUIET_ENV, Report, cleanup, fixture, fmt_seconds, \
     make_repo, median, temp_dir, timed  # noqa: E402
 
 SIZES = [int(n) for n in os.environ.get("BENCH_RUNS", "10000,100000").split(",")]
@@ -76,13 +79,18 @@ def _figures(report: Report, tmp: Path, runs: int, startup: float, git_proc: flo
     # Incremental: 1 % more runs, added after the cache was synced.
     more = max(1, runs // 100)
     before = _notes_tip(repo)
+    synced = _copy_of_cache(repo, tmp / "synced.db")  # the tables the new rows go into
     build_runs(repo, more, EPOCHS, STEPS, append=True, store_half=True)
-    incremental = _connect_seconds(repo, fresh=False)
-    raw_incr = _raw_insert_seconds(repo, indexes_first=True, since=before)
+    incremental, inserts = _sync_seconds(repo)
+    raw_incr = _raw_insert_seconds(repo, indexes_first=True, since=before, base=synced)
     report.figure(f"{runs:,} runs: incremental sync of {more:,} new runs", fmt_seconds(incremental),
                   incremental <= 2 * raw_incr, "<= 2x raw SQLite",
                   f"raw SQLite executemany with the indexes {fmt_seconds(raw_incr)}: "
                   f"ratio {incremental / raw_incr:.2f}")
+    report.figure(f"{runs:,} runs: of which the inserts and their commit",
+                  fmt_seconds(inserts), inserts <= 2 * raw_incr, "<= 2x raw SQLite",
+                  f"raw {fmt_seconds(raw_incr)}: ratio {inserts / raw_incr:.2f}; the rest of "
+                  "the sync reads and decodes the notes, which the raw baseline does untimed")
 
 
 def _notes_tip(repo: Path) -> str:
@@ -99,20 +107,58 @@ def _connect_seconds(repo: Path, fresh: bool) -> float:
     return connect_seconds(repo, preload="g.repo")
 
 
-def _raw_insert_seconds(repo: Path, indexes_first: bool, since: str | None = None) -> float:
+def _sync_seconds(repo: Path) -> tuple[float, float]:
+    """Seconds of an incremental ``cache.connect`` in a fresh interpreter, and of the
+    part of it spent in the inserts and their commit (``_Rows.write``: the executemany
+    of every table; what the raw baseline times)."""
+    code = ("import sqlite3, time; from flor_cli.storage import cache\n"
+            "from flor_cli.storage.git import Git\n"
+            "g = Git('.'); g.repo; spent = [0.0]; write, connect = cache._Rows.write, sqlite3.connect\n"
+            "def timed(self, *a):\n"
+            "    t = time.perf_counter(); write(self, *a); spent[0] += time.perf_counter() - t\n"
+            "class Timed(sqlite3.Connection):\n"
+            "    def execute(self, sql, *a):\n"
+            "        t = time.perf_counter(); cursor = super().execute(sql, *a)\n"
+            "        spent[0] += time.perf_counter() - t if sql == 'COMMIT' else 0\n"
+            "        return cursor\n"
+            "cache._Rows.write = timed\n"
+            "sqlite3.connect = lambda *a, **k: connect(*a, factory=Timed, **k)\n"
+            "t = time.perf_counter(); cache.connect(g).close()\n"
+            "print(time.perf_counter() - t, spent[0])")
+    out = subprocess.run([PYTHON, "-c", code], cwd=repo, capture_output=True, text=True,
+                         check=True, env=QUIET_ENV).stdout.split()
+    return float(out[0]), float(out[1])
+
+
+def _copy_of_cache(repo: Path, path: Path) -> Path:
+    """A copy of the synced cache file (its WAL copied into it first)."""
+    db = sqlite3.connect(repo / ".git" / "flor" / "cache.db")
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+    shutil.copyfile(repo / ".git" / "flor" / "cache.db", path)
+    return path
+
+
+def _raw_insert_seconds(repo: Path, indexes_first: bool, since: str | None = None,
+                        base: Path | None = None) -> float:
     """Seconds of SQLite executemany alone for the rows of the notes (changed since
-    ``since``) into a scratch copy of the cache's tables."""
+    ``since``) into a scratch copy of the cache's tables: empty, or for an incremental
+    sync a copy of the cache file as it was before (``base``), so that the rows go into
+    tables and indexes of the same size as the cache's."""
     from flor_cli.storage import cache, notes
     from flor_cli.storage.git import Git
 
     g = Git(repo)
     path = repo.parent / "raw.db"
     path.unlink(missing_ok=True)
+    if base is not None:
+        shutil.copyfile(base, path)
     db = sqlite3.connect(path, isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=OFF" if since is None else "PRAGMA synchronous=NORMAL")
+    db.execute(f"PRAGMA wal_autocheckpoint={cache.WAL_PAGES}")  # as the cache's
     db.executescript(cache.SCHEMA)
-    if indexes_first:
+    if indexes_first and base is None:
         for index, on in cache.LOG_INDEXES.items():
             db.execute(f"CREATE INDEX {index} ON {on}")
     spent = 0.0
@@ -120,6 +166,7 @@ def _raw_insert_seconds(repo: Path, indexes_first: bool, since: str | None = Non
     for annotated, blob in g.changed_notes(since, g.ref("refs/notes/flor")):
         note = notes.parse(annotated, g.blob_text(blob))
         logs, args, timings, ckpts = cache._rows(note.run, note.records)
+        summaries = cache._summaries(note.run, logs)
         header = (note.run, note.commit) + (None,) * (len(cache.RUN_COLUMNS) - 2)
         started = time.perf_counter()
         db.execute(f"INSERT INTO runs VALUES ({','.join('?' * len(cache.RUN_COLUMNS))})", header)
@@ -128,6 +175,7 @@ def _raw_insert_seconds(repo: Path, indexes_first: bool, since: str | None = Non
             db.executemany(cache._LOG_INSERT[size].format(schema="main"), list(rows))
         db.executemany("INSERT INTO timings VALUES (?,?,?,?,?)", timings)
         db.executemany("INSERT INTO checkpoints VALUES (?,?,?,?,?,?)", ckpts)
+        db.executemany("INSERT INTO summaries VALUES (?,?,?,?,?,?,?,?,?)", summaries)
         spent += time.perf_counter() - started
     started = time.perf_counter()
     if not indexes_first:
