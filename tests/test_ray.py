@@ -233,3 +233,29 @@ def test_a_task_replaces_a_linked_script_instead_of_writing_through_the_link(
                              "print(open('real.py').read())"],
                       ".", "", {}, None, None)
     assert result["code"] == 0 and result["output"].split() == ["new", "print('old')"]
+
+
+def test_on_ray_a_failed_verifying_run_passes_its_check_on_and_cancels_nothing(
+        tmp_path: Path) -> None:
+    """The verifying run of a code fails: the next run of the code verifies it (execute's
+    scheduler), and its checking task, which nobody foresaw, is a check, not a
+    re-execution: the code's other tasks are not cancelled and submitted again."""
+    from flor_cli.services.ray_engine import RayReplay
+    from flor_cli.services.replay import api
+    from flor_cli.services.replay.execute import execute
+
+    repo = make_repo(tmp_path / "repo", files={"train.py": SCRIPT})
+    flor(repo, "sweep", "train.py", "--grid", "scale=1,2,3")
+    flor(repo, "serve")
+    (repo / "train.py").write_text(HINDSIGHT.replace('state["w"] / 2)',
+                                                     'state["w"] / 2 / (scale - 1))'))
+    git = Git(repo)
+    plan = api.plan(git, ["half"])
+    cluster = InProcessCluster()
+    x1, x2, x3 = plan.runnable
+    assert [j.args["scale"] for j in plan.runnable] == [1, 2, 3] and x1.check is not None
+    outcome = execute(git, plan, launch=RayReplay(cluster, git, plan, 0.0))
+    assert list(outcome.failed) == [x1.run] and sorted(outcome.done) == sorted([x2.run, x3.run])
+    (check,) = outcome.verified
+    assert check.run == x2.run and check.failed is None and check.compared > 0
+    assert cluster.cancelled == [] and len(cluster.submitted) == 5

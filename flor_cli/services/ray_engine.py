@@ -190,10 +190,11 @@ class RayReplay:
     code's other runs replay), then the others, in the plan's order. Tasks carry the
     code (``ships_code``), so execute checks out no worktree for them.
 
-    A worker execute asks for that was not foreseen is a re-execution after a
-    verification found a difference: the tasks still pending that restore checkpoints
+    A worker execute asks for that was not foreseen is either a check passed on to the
+    next run of a code whose verifying run failed (submitted then), or a re-execution
+    after a verification failed: then the tasks still pending that restore checkpoints
     for that code are cancelled (their values would be discarded) and the worker is
-    submitted then. Runs may be collected by several threads (``--jobs``): one lock
+    submitted. Runs may be collected by several threads (``--jobs``): one lock
     keeps the pending tasks whole."""
 
     ships_code = True
@@ -237,7 +238,8 @@ class RayReplay:
         with self._lock:
             ref = self.pending.pop(_key(job.run, config), None)
             if ref is None:
-                self._drop_restoring(self._code.get(job.run))
+                if not (config.mode == "nested" and config.range == job.check):
+                    self._drop_restoring(self._code.get(job.run))
                 ref = self._submit(job, config)
         return TaskProcess(self.cluster, ref, Path(config.journal), log_path)
 
