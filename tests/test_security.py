@@ -212,3 +212,48 @@ def test_control_characters_from_a_note_never_reach_the_terminal(tmp_path: Path)
         shown = cli(repo, *args).stdout
         assert not {"\x1b", "\x07", "\r", "\x9b"} & set(shown), (args, shown)
     assert "\\x1b[2J" in cli(repo, "log").stdout  # spelled out, not dropped
+
+
+_JUNK = [None, True, 0, -1, 2**70, 1.5, 1e308, "", "x", "../../etc", "/abs", "a\x00b", [],
+         [1, "a"], {}, {"a": 1}, {"epoch": [1]}, [[[]]], "\udc80", "ok", -1e308]
+_HEADER_KEYS = ["start", "end", "status", "argv", "kwargs", "user", "host", "name", "exit",
+                "big", "lost", "branch", "head", "script", "cwd", "python"]
+_KINDS = ["log", "arg", "time", "ckpt", "replay", "tag", "untag", "note", "rm", "restore",
+          "purge", "unknown"]
+_FIELDS = ["ty", "k", "b", "i", "sec", "bytes", "fx", "nc", "rp", "objs", "names", "mode",
+           "src", "verify", "startup", "fixed", "restored", "at", "m"]
+
+
+def test_random_junk_in_notes_never_makes_a_read_command_fail(tmp_path: Path) -> None:
+    """Notes with a wrongly typed value in random fields of every kind of line: every
+    read command (and replay's plan) goes on, skipping what it cannot use. Such fuzzing
+    (more seeds) found four exits 3: a checkpoint's nc, an rm's name, a start of 1e308
+    (this seed finds it again), a script ''; each has a test of its own too."""
+    import random
+
+    rng = random.Random(1)
+    repo = make_repo(tmp_path / "repo", files={"train.py": SCRIPT})
+    subprocess.run([sys.executable, "train.py"], cwd=repo, check=True)
+    bodies = {}
+    for i in range(60):
+        header = {"t": "run", "v": 1, "run": f"20260101-000000-{i:06d}", "script": "train.py",
+                  "status": "ok", "start": 1.0 + i,
+                  **{k: rng.choice(_JUNK) for k in rng.sample(_HEADER_KEYS, 3)}}
+        lines = [header]
+        for seq in range(6):
+            line = {"t": rng.choice(_KINDS), "s": seq, "n": rng.choice(["w", *_JUNK]),
+                    "v": rng.choice(_JUNK), "c": rng.choice([{}, {"epoch": seq % 2}, *_JUNK]),
+                    "at": 1.0 + seq, "objs": {"state": {"kind": "pickle", "sha": "ab" * 32}}}
+            lines.append({**line, **{k: rng.choice(_JUNK) for k in rng.sample(_FIELDS, 3)}})
+        bodies[f"junk {i}"] = b"\n".join(
+            json.dumps(line).encode("utf-8", "surrogatepass") for line in lines)
+    _plant(repo, bodies)
+    runs = [r["run"] for r in flor_json(repo, "log")]
+    assert len(runs) > 1  # some headers survive: their junk is in fields flor only shows
+    commands = [["log", "--pivot", "w"], ["query", "SELECT * FROM runs_wide"],
+                ["report", "-o", str(tmp_path / "report.html")], ["check", "w >= 0"],
+                ["replay", "w", "--where", "1=1", "--dry-run"], ["diff", runs[0], runs[-1]],
+                *(["show", run] for run in runs)]
+    for args in commands:
+        done = cli(repo, *args, check=False)
+        assert done.returncode in (0, 1) and "Traceback" not in done.stderr, (args, done.stderr)
