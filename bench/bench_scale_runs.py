@@ -159,7 +159,7 @@ def _raw_insert_seconds(repo: Path, indexes_first: bool, since: str | None = Non
     db.execute(f"PRAGMA wal_autocheckpoint={cache.WAL_PAGES}")  # as the cache's
     db.executescript(cache.SCHEMA)
     if indexes_first and base is None:
-        for index, on in cache.LOG_INDEXES.items():
+        for index, on in cache.BULK_INDEXES.items():
             db.execute(f"CREATE INDEX {index} ON {on}")
     spent = 0.0
     db.execute("BEGIN")
@@ -179,7 +179,7 @@ def _raw_insert_seconds(repo: Path, indexes_first: bool, since: str | None = Non
         spent += time.perf_counter() - started
     started = time.perf_counter()
     if not indexes_first:
-        for index, on in cache.LOG_INDEXES.items():
+        for index, on in cache.BULK_INDEXES.items():
             db.execute(f"CREATE INDEX {index} ON {on}")
     db.execute("COMMIT")
     spent += time.perf_counter() - started

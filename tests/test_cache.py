@@ -160,7 +160,7 @@ def test_summaries_made_as_rows_go_in_equal_what_sql_computes_from_the_rows() ->
 
     db = sqlite3.connect(":memory:", isolation_level=None)
     db.executescript(cache.SCHEMA)
-    cache._create_log_indexes(db)
+    cache._create_bulk_indexes(db)
     series = {
         "floats": [0.1, 0.2, 0.30000000000000004, 1e-300, 7.5],
         "cancelling": [1e16, 1.0, -1e16, 3.0],  # summed in order, as SQLite does

@@ -88,10 +88,8 @@ CREATE VIEW IF NOT EXISTS current_logs AS
 CREATE TABLE IF NOT EXISTS summaries(run TEXT, name TEXT, lvl INTEGER, n INTEGER, first, last,
   min, max, mean REAL, PRIMARY KEY(run, name)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS timings(run TEXT, kind TEXT, ctx TEXT, ordinal INTEGER, sec REAL);
-CREATE INDEX IF NOT EXISTS timings_run ON timings(run);
 CREATE TABLE IF NOT EXISTS checkpoints(run TEXT, ctx TEXT, ordinal INTEGER, objs TEXT,
   bytes INTEGER, sec REAL);
-CREATE INDEX IF NOT EXISTS checkpoints_run ON checkpoints(run);
 CREATE TABLE IF NOT EXISTS replays(run TEXT, rp TEXT, names TEXT, mode TEXT, start REAL,
   end REAL, status TEXT);
 CREATE TABLE IF NOT EXISTS names(name TEXT, kind TEXT, PRIMARY KEY(name, kind));
@@ -99,8 +97,10 @@ CREATE TABLE IF NOT EXISTS availability(run TEXT PRIMARY KEY, missing INTEGER,
   unshared INTEGER) WITHOUT ROWID;
 """
 # Kept apart from SCHEMA: a full rebuild drops them and builds them once at the end, which
-# is several times faster than maintaining them across a million inserts.
-LOG_INDEXES = {"logs_name": "logs(name, run, seq)", "logs_run": "logs(run)"}
+# is several times faster than maintaining them across a million inserts (and lets the
+# helper's rows be merged as they are, without decoding them).
+BULK_INDEXES = {"logs_name": "logs(name, run, seq)", "logs_run": "logs(run)",
+                "timings_run": "timings(run)", "checkpoints_run": "checkpoints(run)"}
 RUN_COLUMNS = ("run", "commit_id", "start", "end", "script", "branch", "head", "status",
                "exit", "argv", "kwargs", "python", "torch", "host", "user", "note")
 _PER_RUN_TABLES = ("runs", "args", "logs", "timings", "checkpoints", "replays",
@@ -164,7 +164,7 @@ def _connect(git: Git, path: Path) -> sqlite3.Connection:
             _remove(path)
             db = _open(path)
         db.executescript(SCHEMA)
-        _create_log_indexes(db)
+        _create_bulk_indexes(db)
         db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
         sync(git, db)
     except BaseException:
@@ -261,7 +261,7 @@ def _rebuild(git: Git, db: sqlite3.Connection, changes: list[tuple[str, str | No
         db.execute(f"DELETE FROM {table}")
     for stale in git.flor_dir.glob("cache-part-*.db"):  # a killed rebuild's helper file;
         stale.unlink(missing_ok=True)  # no other rebuild runs: this one holds the lock
-    for index in LOG_INDEXES:
+    for index in BULK_INDEXES:
         db.execute(f"DROP INDEX IF EXISTS {index}")
     db.execute(f"PRAGMA cache_size=-{_REBUILD_CACHE_KIB}")
     mean = sum(note_bytes(git, key) for _, key in changes[:_SAMPLE]) / _SAMPLE
@@ -287,7 +287,7 @@ def _rebuild(git: Git, db: sqlite3.Connection, changes: list[tuple[str, str | No
     db.execute(f"PRAGMA cache_size=-{_INDEX_CACHE_KIB}")  # see _INDEX_CACHE_KIB
     # the helper is done: the sorter of each index build may use the other cores too
     db.execute(f"PRAGMA threads={min(4, usable_cores() - 1)}")
-    _create_log_indexes(db)
+    _create_bulk_indexes(db)
     db.execute("PRAGMA threads=0")
     summarize(db, [run for (run,) in db.execute(  # both halves' replayed and long runs
         "SELECT run FROM runs WHERE run NOT IN (SELECT run FROM summaries)")])
@@ -537,8 +537,8 @@ def _build_part(root: str, path: str) -> None:
     db.close()
 
 
-def _create_log_indexes(db: sqlite3.Connection) -> None:
-    for index, on in LOG_INDEXES.items():
+def _create_bulk_indexes(db: sqlite3.Connection) -> None:
+    for index, on in BULK_INDEXES.items():
         db.execute(f"CREATE INDEX IF NOT EXISTS {index} ON {on}")
 
 
