@@ -780,21 +780,35 @@ def test_verification_checks_a_restore_when_the_epoch_before_the_last_is_thinned
 
 
 def test_a_verification_that_compares_nothing_is_no_verification(tmp_path: Path) -> None:
-    """One epoch, a statement at its start: nothing the checking worker logs comes after
-    a loop it re-executed where the restoring worker restored, so nothing was compared.
-    The header must not say ok: the run re-executes, and stderr says so."""
-    old = BUMPING.replace("range(3)", "range(1)")
-    new = old.replace('        for step in', '        flor.log("first", helper.count)\n'
-                      '        for step in')
+    """A statement in a function the script calls in epoch 1 only: the checking worker
+    (epoch 2 and the suffix) logs none of it, so nothing was compared, yet the restoring
+    worker's value came after restores (0 where a full run logs 8). The header must not
+    say ok: the run re-executes, and stderr says so."""
+    old = BUMPING.replace("state = {", "def report():\n    pass\n\n\nstate = {").replace(
+        '        flor.log("val", state["w"])\n',
+        '        flor.log("val", state["w"])\n        if epoch == 1:\n            report()\n')
+    new = old.replace("    pass\n", '    flor.log("mid", helper.count)\n    pass\n')
     repo, run = record_then_edit(tmp_path, old, new, HELPER)
-    proc = flor(repo, "replay", "first", "--yes")
+    proc = flor(repo, "replay", "mid", "--yes")
     assert "verification of run" in proc.stderr and "compared nothing" in proc.stderr, proc.stderr
     note = show(repo, run)
     (rp,) = note["replays"]
-    assert rp["verify"] == {"epochs": [0, None], "ok": False, "compared": 0,
-                            "unchecked": ["first"]}
+    assert rp["verify"] == {"epochs": [2, None], "ok": False, "compared": 0,
+                            "unchecked": ["mid"]}
     assert rp["mode"] == "nested" and "compared nothing" in rp["why"]
-    assert [v for *_, v in values(note, ["first"], rp["rp"])] == [0]
+    assert [v for *_, v in values(note, ["mid"], rp["rp"])] == [8]
+
+
+def test_values_logged_before_any_restore_need_no_check(tmp_path: Path) -> None:
+    """A prefix statement beside an epoch one: the prefix value comes before anything is
+    restored, so the checking worker need not (and cannot) compare it; the run skips."""
+    old = STEPPING.replace("LINE", "pass")
+    new = after(old, ('state = {"w": 0.0}', 'flor.log("w0", state["w"])'),
+                ('flor.log("val", state["w"])', 'flor.log("val2", state["w"] * 2)'))
+    repo, run = record_then_edit(tmp_path, old, new, HELPER)
+    flor(repo, "replay", "w0,val2", "--yes")
+    (rp,) = show(repo, run)["replays"]
+    assert rp["mode"] == "skip" and rp["verify"]["ok"] and rp["verify"]["compared"] == 1
 
 
 def test_nested_workers_after_the_first_are_verified_where_they_fast_forward(

@@ -12,9 +12,10 @@ Verification (on unless the plan says not): the first run of each distinct trans
 code that would be replayed by skipping nested loops gets one more worker, which
 re-executes from its last checkpointed epoch to the end (``nested`` mode; see
 plan.check_range) while the others restore. Its values are compared with the restoring
-workers'; any difference, or a name of which no value compared came after a loop it
-re-executed where they restored (that name was not checked), turns skipping off for that
-code: the run and the later runs of that code are re-executed, and the outcome says why.
+workers'; any difference, or a name they logged after a restore of which no value
+compared came after a loop it re-executed where they restored (that name was not
+checked), turns skipping off for that code: the run and the later runs of that code are
+re-executed by one worker, and the outcome says why.
 
 Runs replay ``plan.parallel`` at a time (``--jobs``), each in a slot's thread that
 waits on its worker processes; a code's verifying run ends before the code's other runs
@@ -66,16 +67,18 @@ BATCH_SECONDS = 10.0  # and at most this long between a run's end and its commit
 @dataclass
 class Verification:
     """One run replayed both ways from a checkpointed epoch to its end (restored and
-    re-executed; plan.check_range), compared value by value. A name of which no value
-    compared tested a restore was not verified: that fails like a difference
-    (``failed``), so that no value is replayed by skipping unchecked."""
+    re-executed; plan.check_range), compared value by value. A name logged after a
+    restore none of whose compared values tested one was not verified: that fails
+    like a difference (``failed``), so that no value is replayed by skipping unchecked
+    (:func:`_compare`)."""
 
     run: str
     script: str
     epochs: list[int | None]  # the re-executed range [lo, hi); hi None: to the end
     diverged: str | None = None  # the first value that differed, and where
     compared: int = 0  # values compared that a restore could have changed
-    unchecked: list[str] = field(default_factory=list)  # names replayed, none of them so
+    unchecked: list[str] = field(default_factory=list)  # names a restore may have changed,
+    # none of whose values was compared where a restore could show
 
     @property
     def failed(self) -> str | None:
@@ -381,8 +384,7 @@ def _replay(tree: Path | None, job: Job, context: RunContext, slot: Slot,
     if check is not None:
         *journals, checker = journals
         verification = Verification(job.run, job.script, check,
-                                    *_diverged(_logs(journals), _checked_logs(job, checker),
-                                              check[1] is None))
+                                    *_compare(job, journals, checker, check[1] is None))
         if verification.failed:  # one worker: others would fast-forward, restoring
             job.mode, job.workers = "nested", 1
             job.why = f"verification: {verification.failed}"
@@ -501,36 +503,44 @@ def _launch(job: Job, argv: list[str], cwd: Path, env: dict[str, str], log_path:
                        stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def _checked_logs(job: Job, checker: Path) -> list[tuple[dict, bool]]:
-    """The checking worker's log records, each with whether it came after the first
-    nested loop that it re-executed and the restoring worker restored (a checkpointed
-    one): only those test a restore; what it logged before that, both workers logged
-    from the same state."""
-    held = {notes.loop_key_of(c) for c in job.ckpts}
-    records = sorted(_records(checker), key=lambda r: r.get(SEQ, 0))
-    first = next((r.get(SEQ, 0) for r in records if r[KIND] == TIME
-                  and r.get(TIMING) == NESTED and notes.loop_key_of(r) in held), None)
+def _logs_after(journal: Path, mark: Callable[[dict], bool]) -> list[tuple[dict, bool]]:
+    """A worker's log records in order, each with whether it came after the first record
+    that ``mark`` picks out."""
+    records = sorted(_records(journal), key=lambda r: r.get(SEQ, 0))
+    first = next((r.get(SEQ, 0) for r in records if mark(r)), None)
     return [(r, first is not None and r.get(SEQ, 0) > first)
             for r in records if r[KIND] == LOG]
 
 
-def _diverged(restored: list[dict], checked: list[tuple[dict, bool]], to_end: bool
-              ) -> tuple[str | None, int, list[str]]:
+def _compare(job: Job, restoring: list[Path], checker: Path, to_end: bool
+             ) -> tuple[str | None, int, list[str]]:
     """The first value the checking worker logged that the restoring ones did not log
     the same, as ``'name' at {context}: restored X, re-executed Y`` (else None); how
-    many of its values tested a restore (:func:`_checked_logs`), and the names the
-    restoring workers logged of which none did; ``to_end``: it ran to the script's end."""
+    many of its values tested a restore; and the names that went unchecked.
+
+    A checking worker's value tests a restore if it came after the first nested loop it
+    re-executed where a restoring worker restored (a checkpointed one): before that both
+    logged from the same state. A restoring worker's value needs that test if it came
+    after its own first restore (before it, nothing was restored). A name with a value
+    that needed the test and none that made it is unchecked. ``to_end``: the checking
+    worker ran to the script's end."""
+    held = {notes.loop_key_of(c) for c in job.ckpts}
+    checked = _logs_after(checker, lambda r: r[KIND] == TIME and r.get(TIMING) == NESTED
+                          and notes.loop_key_of(r) in held)
+    restored = [rec for journal in restoring for rec in _logs_after(
+        journal, lambda r: r[KIND] == TIME and r.get(TIMING) == CKPT_LOAD)]
+
     def key(rec: dict) -> tuple[str, str]:
         return rec.get(NAME), json.dumps(rec.get(CTX) or {}, sort_keys=True)
 
     fast: dict[tuple[str, str], list] = {}
-    for rec in restored:
+    for rec, _ in restored:
         fast.setdefault(key(rec), []).append(rec.get(VALUE))
     slow: dict[tuple[str, str], list] = {}
     for rec, _ in checked:
         slow.setdefault(key(rec), []).append(rec.get(VALUE))
-    tested = [rec.get(NAME) for rec, after_restore in checked if after_restore]
-    unchecked = sorted({name for name, _ in fast} - set(tested))
+    tested = [rec.get(NAME) for rec, after in checked if after]
+    unchecked = sorted({rec.get(NAME) for rec, after in restored if after} - set(tested))
     for (name, ctx), values in slow.items():
         # a sweep's blocks repeat the contexts: a checking worker that stops early (hi)
         # logs the first of a context's values only, one that starts late the last only
