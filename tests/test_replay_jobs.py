@@ -324,3 +324,22 @@ def test_when_a_code_s_verifying_run_fails_the_next_run_of_that_code_verifies(
     headers = [show(repo, run)["replays"] for run in seeds if seeds[run] != verifier]
     verified = [rps[0]["verify"] for rps in headers if rps and "verify" in rps[0]]
     assert len(verified) == 1 and verified[0]["ok"], headers
+
+
+def test_a_failed_verifying_run_passes_its_check_past_a_run_with_nothing_to_check() -> None:
+    """The next run of the code may have no checkpoint it can restore (thinned out or its
+    objects gone: it re-executes, and has nothing to verify); the check goes on to the
+    first run that restores, or the code's later runs would skip unchecked."""
+    from flor_cli.services.replay.execute import Scheduler
+    from flor_cli.services.replay.plan import Job, Plan
+
+    ckpt = {"t": "ckpt", "c": {"epoch": 0}, "objs": {}}
+    failed, bare, restoring = (Job(run, "c" * 40, script="train.py", source="code",
+                                   mode="skip", epochs=2, ckpts=ckpts)
+                               for run, ckpts in (("a", [ckpt]), ("b", []), ("c", [ckpt])))
+    failed.check = [0, None]
+    scheduler = Scheduler(None, Plan(["w"], 1, None, [bare, restoring]),  # type: ignore[arg-type]
+                          None, None, None)  # type: ignore[arg-type]
+    scheduler._verify_next(failed)
+    assert bare.check is None and restoring.check == [0, None]
+    assert scheduler.verifying == {("train.py", "code"): restoring}

@@ -323,14 +323,14 @@ class Scheduler:
         self.batch.flush_if_due()
 
     def _verify_next(self, failed: Job) -> None:
-        """The next run of ``failed``'s code verifies it instead: without a verification
-        its other runs would skip nested loops unchecked."""
+        """The next run of ``failed``'s code that restores anything verifies it instead:
+        without a verification its other runs would skip nested loops unchecked."""
         for job in self.pending:
             if _code(job) == _code(failed):
                 job.check = check_range(job)
                 if job.check is not None:
                     self.verifying[_code(job)] = job
-                return
+                    return
 
     def drain(self) -> None:
         """Take what slots finished but nobody took (after a Ctrl-C or a fatal error)."""
