@@ -292,7 +292,7 @@ def test_kill_9_of_replay_ends_its_worker_and_the_next_replay_prunes_its_worktre
     assert not Path(f"/proc/{worker}").exists() or \
         Path(f"/proc/{worker}/stat").read_text().split()[2] == "Z"
     assert "flor/worktrees" in git(repo, "worktree", "list")
-    from flor_cli.services.replay.execute import prune_stale_worktrees
+    from flor_cli.services.sandbox import prune_stale_worktrees
 
     assert prune_stale_worktrees(Git(repo))
     assert "flor/worktrees" not in git(repo, "worktree", "list")

@@ -734,7 +734,7 @@ def test_the_transplanted_script_never_goes_through_a_symbolic_link(tmp_path: Pa
     """An old tree holding a symbolic link at the script's path (or on the way to it)
     must not make replay write outside its worktree: the link is replaced, or the run
     fails alone, and the file it points to is untouched."""
-    from flor_cli.services.replay.execute import Failed, write_script
+    from flor_cli.services.sandbox import OutsideTree, write_script
 
     outside = tmp_path / "outside.py"
     outside.write_text("precious\n")
@@ -745,7 +745,7 @@ def test_the_transplanted_script_never_goes_through_a_symbolic_link(tmp_path: Pa
     assert outside.read_text() == "precious\n"
     assert not (tree / "train.py").is_symlink() and (tree / "train.py").read_text() == "new\n"
     (tree / "linked").symlink_to(tmp_path, target_is_directory=True)
-    with pytest.raises(Failed, match="symbolic link"):
+    with pytest.raises(OutsideTree, match="symbolic link"):
         write_script(tree, "linked/outside.py", "new\n")
     assert outside.read_text() == "precious\n"
     write_script(tree, "sub/train.py", "inside\n")

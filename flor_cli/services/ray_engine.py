@@ -105,7 +105,7 @@ def run_task(archive: bytes, files: dict[str, bytes], objects: dict[str, bytes],
     task's GPUs (CUDA_VISIBLE_DEVICES); the script inherits them. Objects the run wrote
     are uploaded to ``remote`` when set, else returned by digest for the driver to store.
     """
-    from flor_cli.services.replay.execute import write_script
+    from flor_cli.services.sandbox import write_script
     from flor_cli.services.serve import die_with_parent
 
     tmp = Path(tempfile.mkdtemp(prefix="flor-ray-"))

@@ -86,7 +86,7 @@ def serve(git: Git, workers: int | None = None, gpus: Sequence[str] = (), wait: 
 
 def _serve(git: Git, engine: Engine, workers: int, wait: bool,
            say: Callable[[str], None]) -> ServeResult:
-    from flor_cli.services.replay.execute import prune_stale_worktrees
+    from flor_cli.services.sandbox import prune_stale_worktrees
 
     prune_stale_worktrees(git)  # of a server (or a replay) that was killed
     db = queue.connect(git)
@@ -239,14 +239,14 @@ class LocalEngine:
     """Jobs as local processes, each in a worktree of its queued commit."""
 
     def __init__(self, git: Git, store: ObjectStore, gpus: Sequence[str] = ()):
-        from flor_cli.services.replay.execute import _untracked_paths
+        from flor_cli.services.sandbox import untracked_paths
 
         self.git, self.store, self.gpus = git, store, list(gpus)
-        self.extra = _untracked_paths(git)
+        self.extra = untracked_paths(git)
 
     def run(self, job: queue.QueuedJob, journal_path: Path, slot: int,
             stop: threading.Event) -> int:
-        from flor_cli.services.replay.execute import Sandbox
+        from flor_cli.services.sandbox import Sandbox
 
         home = self.git.flor_dir / "serve" / f"job-{job.id}-{journal_path.stem}"  # SANDBOX_HOMES
         big = [e["path"] for e in job.big]  # left out of its tree, linked in as flor run saw them

@@ -33,7 +33,6 @@ it again picks up exactly the runs still lacking. Worktrees are removed whatever
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import queue
@@ -52,6 +51,8 @@ from flor_cli import progress as progress_bars
 from flor_cli.runtime.protocol import ReplayConfig, replay_env
 from flor_cli.services.replay.plan import (Job, Plan, check_range, lost_objects,
                                            worker_ranges)
+from flor_cli.services.sandbox import (OutsideTree, Sandbox, prune_stale_worktrees,
+                                       untracked_paths, write_script)
 from flor_cli.storage import bigfiles, notes
 from flor_cli.storage.git import Git
 from flor_cli.storage.journal import new_id
@@ -133,7 +134,7 @@ def execute(git: Git, plan: Plan, gpus: Sequence[str] = (),
     outcome = Outcome(new_id())
     prune_stale_worktrees(git)
     scratch = git.flor_dir / "replays" / outcome.replay_id
-    extra = _untracked_paths(git)
+    extra = untracked_paths(git)
     batch = NotesBatch(git, outcome, plan.names)
     slots = [Slot(k, _slot_launcher(git, plan, scratch, k, launch))
              for k in range(max(1, min(plan.parallel, len(plan.runnable))))]
@@ -364,7 +365,7 @@ def _replay_run(context: RunContext, slot: Slot, job: Job, big: list[str]) -> Fi
             path.unlink()
         return Finished(job, text, verification=verification, seconds=time.time() - started,
                         lost=lost)
-    except Failed as e:
+    except (Failed, OutsideTree) as e:
         for path in scratch.glob(f"{job.run}-*.jsonl"):
             path.unlink()  # keep only the output the reason points to
         return Finished(job, error=str(e), seconds=time.time() - started)
@@ -390,18 +391,6 @@ def _replay(tree: Path | None, job: Job, context: RunContext, slot: Slot,
             job.why = f"verification: {verification.failed}"
             journals, start = _run(tree, job, context, slot, None)
     return journals, verification, time.perf_counter() - started, start
-
-
-def write_script(tree: Path, script: str, source: str) -> None:
-    """Put the transplanted script in place of the old one in the worktree. A symbolic
-    link the old tree has at that path is replaced, never written through, and a link on
-    the way there that leads out of the worktree fails the run: replay writes only
-    inside its worktree, whatever the old tree holds."""
-    path = tree / script
-    if not path.parent.resolve().is_relative_to(tree.resolve()):
-        raise Failed(f"{script}: a symbolic link in the run's tree leads outside it")
-    path.unlink(missing_ok=True)
-    path.write_bytes(source.encode())
 
 
 def _run(tree: Path | None, job: Job, context: RunContext, slot: Slot,
@@ -651,110 +640,6 @@ class NotesBatch:
                                   f"run(s): {' '.join(self.runs)}")
             self.outcome.done.extend(self.runs)
             self.texts, self.runs = {}, []
-
-
-class Sandbox:
-    """A shadow commit checked out so that the run's relative paths still resolve.
-
-    The worktree is ``HOME/<repo dir name>``: untracked and ignored paths of the user's
-    checkout that the commit lacks (``data/``, a virtualenv) are linked into it, and the
-    siblings of the user's repository are linked into ``HOME``, so ``../data`` resolves
-    as it did. Links are removed before the worktree, so removal never follows one.
-
-    While it exists, ``HOME.lock`` is ``flock``-ed by the replay that made it: a home
-    whose lock is free was left by a replay that died (kill -9) and is pruned by the next.
-    """
-
-    def __init__(self, git: Git, home: Path, commit: str, extra: list[str]):
-        self.git, self.home, self.commit, self.extra = git, home, commit, extra
-        self.tree = home / git.root.name
-        self.links: list[Path] = []
-        self.lock = -1
-
-    def __enter__(self) -> Path:
-        self.home.parent.mkdir(parents=True, exist_ok=True)
-        self.lock = os.open(_lock_of(self.home), os.O_WRONLY | os.O_CREAT, 0o644)
-        fcntl.flock(self.lock, fcntl.LOCK_EX)
-        self.home.mkdir(parents=True, exist_ok=True)
-        try:
-            self.git.add_worktree(self.tree, self.commit)
-            parent = self.git.root.parent
-            for name in sorted(os.listdir(parent)):
-                if name != self.git.root.name:
-                    self._link(self.home / name, parent / name)
-            for rel in self.extra:
-                self._link(self.tree / rel, self.git.root / rel)
-        except BaseException:
-            self.__exit__()
-            raise
-        return self.tree
-
-    def _link(self, link: Path, target: Path) -> None:
-        if os.path.lexists(link) or not link.parent.is_dir():
-            return
-        link.symlink_to(target, target_is_directory=target.is_dir())
-        self.links.append(link)
-
-    def __exit__(self, *exc: object) -> None:
-        for link in reversed(self.links):
-            link.unlink(missing_ok=True)
-        _remove_home(self.git, self.home)
-        if self.lock >= 0:
-            _lock_of(self.home).unlink(missing_ok=True)
-            os.close(self.lock)
-            self.lock = -1
-
-
-def _lock_of(home: Path) -> Path:
-    return home.with_name(home.name + ".lock")
-
-
-def _remove_home(git: Git, home: Path) -> None:
-    """Unregister and delete a sandbox; links first, so removal never follows one."""
-    for entry in home.iterdir() if home.is_dir() else ():
-        if entry.is_symlink():
-            entry.unlink()
-    git.remove_worktree(home / git.root.name)
-    shutil.rmtree(home, ignore_errors=True)
-
-
-# Where sandboxes are made: replay's runs, and flor serve's jobs (services/serve.py),
-# as (directory under .git/flor, pattern of a sandbox's name there).
-SANDBOX_HOMES = (("worktrees", "*"), ("serve", "job-*"))
-
-
-def prune_stale_worktrees(git: Git) -> list[Path]:
-    """Remove the sandboxes (:data:`SANDBOX_HOMES`) that no live process holds the lock
-    of: left by a replay or a server that died without removing them (kill -9)."""
-    pruned = []
-    homes = sorted(home for parent, pattern in SANDBOX_HOMES
-                   for home in (git.flor_dir / parent).glob(pattern))
-    for home in homes:
-        if not home.is_dir() or home.is_symlink():
-            continue
-        try:
-            fd = os.open(_lock_of(home), os.O_WRONLY | os.O_CREAT, 0o644)
-        except OSError:
-            continue
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                continue  # its replay is running
-            _remove_home(git, home)
-            _lock_of(home).unlink(missing_ok=True)
-            pruned.append(home)
-        finally:
-            os.close(fd)
-    return pruned
-
-
-def _untracked_paths(git: Git) -> list[str]:
-    """Top-level entries and ignored paths of the user's checkout, parents first."""
-    top = [n for n in os.listdir(git.root) if n != ".git"]
-    paths = {p.rstrip("/") for p in top + git.ignored_paths()}
-    return sorted((p for p in paths if "__pycache__" not in Path(p).parts),
-                  key=lambda p: (p.count("/"), p))
 
 
 class EpochCounter:
