@@ -47,6 +47,8 @@ from flor_cli.storage import cache, notes
 from flor_cli.storage.git import Git
 Git(".").repo  # pygit2 loaded
 notes.STREAM_BYTES, notes.BATCH_LINES, output.PAGE_ROWS = 1 << 20, 2_000, 1_000
+from flor_cli.storage import journal
+journal._BATCH_BYTES = 1 << 18  # a journal's lines, checked a batch at a time
 sys.stdout = open(os.devnull, "w")
 soft, hard = resource.getrlimit(resource.RLIMIT_AS)
 with open("/proc/self/statm") as f:
@@ -145,3 +147,26 @@ def test_show_reads_a_long_note_in_the_order_a_whole_read_gives(tmp_path: Path,
         assert streamed == whole
         assert ("sample.txt" in whole[0]) and (",late," in whole[2]) == shuffled
     assert read_back == [True] * 3 + [False] * 3
+
+
+def test_reads_of_a_long_run_still_running_run_in_bounded_memory(tmp_path: Path) -> None:
+    """A run in progress is read from its journal, which every read command did whole
+    (`cache.live_notes`): `flor log` during a run of 10^7 values needed gigabytes."""
+    import fcntl
+    import os
+
+    from synthetic import write_journal
+
+    repo = make_repo(tmp_path / "r", files={"train.py": "print(1)\n"})
+    run, path = write_journal(repo, epochs=4, steps=8_000)
+    fd = os.open(path, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # as its writer holds it: running, not an orphan
+    try:
+        for args in (("log", "--csv"), ("show", run, "--format", "json")):
+            read = _under_limit(repo, *args)
+            assert read.returncode == 0, (args, read.stderr[-2000:])
+        runs = cli(repo, "log", "--csv", "--columns", "run,status,loss").stdout.splitlines()
+        assert runs[1].startswith(f"{run},running,"), runs
+        assert path.exists()  # read, not folded
+    finally:
+        os.close(fd)

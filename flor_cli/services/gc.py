@@ -76,7 +76,7 @@ def referenced(git: Git, keep_last: int | None) -> set[str]:
 def collect_objects(git: Git, options: Options) -> Done:
     root = git.flor_dir / "objects"
     needed = referenced(git, options.keep_last)
-    started = [note.header.get("start") for note in cache.live_notes(git)]
+    started = [live.header.get("start") for live in cache.live_runs(git)]
     cutoff = min([time.time(), *(s for s in started if isinstance(s, (int, float)))])
     count = size = 0
     for path in sorted(root.glob("??/*")) if root.is_dir() else ():

@@ -376,7 +376,7 @@ def _sql_reason(message: str, users: str) -> str:
 
 def running(git: Git) -> list[str]:
     """The runs in progress (their journals are being written)."""
-    return [note.run for note in cache.live_notes(git)]
+    return [live.run for live in cache.live_runs(git)]
 
 
 def resolve_run(git: Git, ref: str, removed: bool = False) -> str:

@@ -38,11 +38,12 @@ def load(git: Git, run: str, records: bool = True
     among its records, and the others are only readable with ``records``. A shorter one
     is decoded whole (faster), its records one batch.
     """
-    live = [note for note in cache.live_notes(git) if note.run == run]  # before the sync
+    live = [one for one in cache.live_runs(git) if one.run == run]  # before the sync
     with cache.connection(git) as db:
         row = db.execute("SELECT commit_id FROM runs WHERE run=?", (run,)).fetchone()
-    if row is None and live:
-        yield live[0], lambda: iter((live[0].records,))
+    if row is None and live:  # its note holds its args alone, as a long note's does
+        args = [r for batch in live[0].batches() for r in batch if r[notes.KIND] == notes.ARG]
+        yield notes.RunNote("", live[0].header, args), live[0].batches
         return
     key = git.note_key(row[0]) if row else None
     if key and cache.note_bytes(git, key) > notes.STREAM_BYTES:
