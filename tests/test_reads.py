@@ -54,3 +54,26 @@ def test_what_a_called_function_changes_counts_and_declared_objects_do_not() -> 
     MTK.checkpoints (restored by its own state, not a frame read)."""
     assert unheld_reads(CALLS, OLD_RUN, checkpointing=True) == ["count"]
     assert unheld_reads(CALLS, [{"nc": []}], checkpointing=True) == []
+
+
+CARRIED = '''import flor
+
+state = {"w": 0.0}
+hidden, out = 0, None
+with flor.checkpointing(state=state):
+    for epoch in flor.loop("epoch", range(3)):
+        for step in flor.loop("step", range(4)):
+            out = step * 2
+            state["w"] += out
+            hidden = hidden + out
+'''
+
+
+def test_nested_workers_mind_only_what_a_loop_carries_from_its_last_iteration() -> None:
+    """A worker that fast-forwards to its epochs re-executes their nested loops after a
+    restore: what those read before binding it (hidden) must be held; what they bind
+    first (out, too big to capture say) need not be."""
+    ckpts = [{"nc": ["hidden", "out"]}]
+    assert unheld_reads(CARRIED, ckpts, within=True) == ["hidden"]
+    assert unheld_reads(CARRIED, ckpts) == []
+    assert unheld_reads(CARRIED, OLD_RUN, within=True) == ["hidden"]

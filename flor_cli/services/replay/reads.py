@@ -35,7 +35,8 @@ def unheld_reads(source: str, ckpts: Iterable[dict], checkpointing: bool = True,
     """Names read after a skipped nested loop that ``ckpts`` do not hold, sorted;
     ``checkpointing``: the run's main loop was in a ``flor.checkpointing`` block;
     ``within``: nested loops that run after a skipped one (a worker re-executing its
-    epochs after fast-forwarding to them) count too, their bodies included."""
+    epochs after fast-forwarding to them) count too: what their bodies read before
+    binding it, which an earlier iteration left (:func:`_carried_reads`)."""
     ckpts = list(ckpts)
     if not ckpts:
         return []
@@ -52,7 +53,10 @@ def unheld_reads(source: str, ckpts: Iterable[dict], checkpointing: bool = True,
             missing |= _static_effects(tree, leaves)
         if listed is not None:
             missing |= set(listed) - {UNKNOWN}
-    return sorted(missing & _read_outside(tree, [] if within else leaves))
+    reads = _read_outside(tree, leaves)
+    if within:
+        reads |= {name for loop in leaves for name in _carried_reads(loop)}
+    return sorted(missing & reads)
 
 
 def _static_effects(tree: ast.Module, leaves: list[ast.For | ast.AsyncFor]) -> set[str]:
@@ -96,3 +100,46 @@ def _read_outside(tree: ast.Module, leaves: list[ast.For | ast.AsyncFor]) -> set
     inside = {id(n) for loop in leaves for s in loop.body + loop.orelse for n in ast.walk(s)}
     return {n.id for n in ast.walk(tree) if id(n) not in inside
             and isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+
+
+def _carried_reads(loop: ast.For | ast.AsyncFor) -> set[str]:
+    """Names the loop's body may read before its iteration binds them (``hidden =
+    rnn(x, hidden)``, ``total += loss``), so as an earlier iteration or the code before
+    the loop left them; not those it binds first (``out = model(x)``, then ``out``).
+    Only plain assignments and ``with`` statements of the body bind, in order."""
+    bound = {n.id for n in ast.walk(loop.target) if isinstance(n, ast.Name)}
+    carried: set[str] = set()
+
+    def read(node: ast.AST) -> None:
+        for n in ast.walk(node):
+            if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load):
+                name = n.id
+            elif isinstance(n, ast.AugAssign) and isinstance(n.target, ast.Name):
+                name = n.target.id  # x += 1 reads x
+            else:
+                continue
+            if name not in bound:
+                carried.add(name)
+
+    def visit(body: list[ast.stmt]) -> None:
+        for stmt in body:
+            if isinstance(stmt, (ast.With, ast.AsyncWith)):
+                for item in stmt.items:
+                    read(item.context_expr)
+                    if item.optional_vars is not None:
+                        bound.update(_stored(item.optional_vars))
+                visit(stmt.body)
+                continue
+            read(stmt)
+            if isinstance(stmt, ast.Assign) or (
+                    isinstance(stmt, (ast.AnnAssign, ast.AugAssign)) and stmt.value is not None):
+                for target in stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]:
+                    bound.update(_stored(target))
+
+    visit(loop.body + loop.orelse)
+    return carried
+
+
+def _stored(target: ast.AST) -> set[str]:
+    """The names an assignment target binds (``a, b.c`` binds ``a``)."""
+    return {n.id for n in ast.walk(target) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
