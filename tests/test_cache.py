@@ -193,3 +193,20 @@ def test_summaries_made_as_rows_go_in_equal_what_sql_computes_from_the_rows() ->
 
     for row, want in zip(made, computed):
         assert all(same(a, b) for a, b in zip(row, want)), (row, want)
+
+
+def test_a_missing_cache_is_built_apart_and_renamed_into_place(repo: Path) -> None:
+    """Built in a file of its own without a journal (no page written twice through the
+    WAL), then renamed: the cache is complete or absent, and a killed build's file goes."""
+    from synthetic import record_run
+
+    g = Git(repo)
+    run = record_run(repo, epochs=1, steps=3)
+    flor_dir = repo / ".git" / "flor"
+    (flor_dir / "cache-new-killed.db").write_bytes(b"half a build")
+    with cache.connection(g) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert [r for (r,) in db.execute("SELECT run FROM runs")] == [run]
+        assert db.execute("SELECT count(*) FROM summaries").fetchone() == db.execute(
+            "SELECT count(DISTINCT name) FROM logs").fetchone() != (0,)
+    assert not list(flor_dir.glob("cache-new-*")) and not (flor_dir / "cache.db-wal").exists()

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, NamedTuple
 
 from flor_cli.errors import NotARepo, UserError
+from flor_cli.storage.locks import exclusive
 
 SHADOW_REF = "refs/heads/flor.shadow"
 NOTES_REF = "refs/notes/flor"
@@ -644,15 +645,8 @@ class Git:
         a worktree's admin directory after the checkout's last path component (the
         repository's name, for every one flor makes), and two adds racing for a name,
         or a prune meeting a half-made add, fail."""
-        import fcntl
-
-        self.flor_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.flor_dir / "worktrees.lock", os.O_WRONLY | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with exclusive(self.flor_dir / "worktrees.lock"):
             yield
-        finally:
-            os.close(fd)
 
 
 def _last_line(text: str) -> str:
