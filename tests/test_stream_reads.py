@@ -43,7 +43,7 @@ import click, orjson, pickle, sqlite3, tabulate, tempfile
 from flor_cli import main, output
 from flor_cli.commands import export, log, show
 from flor_cli.services import export as export_service, files, query, show as show_service
-from flor_cli.storage import cache, notes
+from flor_cli.storage import atomic, cache, notes
 from flor_cli.storage.git import Git
 Git(".").repo  # pygit2 loaded
 notes.STREAM_BYTES, notes.BATCH_LINES, output.PAGE_ROWS = 1 << 20, 2_000, 1_000
@@ -95,7 +95,7 @@ def test_export_of_many_files_runs_in_bounded_memory(tmp_path_factory, tmp_path:
     """What export holds per file, not the files: their bytes are not read or written
     here (a millisecond or more each), only their paths made."""
     repo = _recorded(tmp_path_factory, epochs=1, steps=60_000, files=60_000)
-    no_io = ("files.read = lambda *args: b'x'; files.write_whole = lambda target, data: None"
+    no_io = ("files.read = lambda *args: b'x'; atomic.write_whole = lambda target, data: None"
              "\nmain.main(sys.argv[2:])")
     exported = _under_limit(repo, "export", "sample", "-o", str(tmp_path / "out"),
                             script=UNDER_LIMIT.replace("main.main(sys.argv[2:])", no_io))

@@ -16,6 +16,7 @@ from typing import Iterable, Iterator, Sequence
 
 from flor_cli.errors import UserError
 from flor_cli.services import files, query
+from flor_cli.storage import atomic
 from flor_cli.storage.git import Git
 from flor_cli.storage.media import safe_file_name
 from flor_cli.storage.objects import stores
@@ -65,5 +66,5 @@ def _written(git: Git, logged: Iterable[files.LoggedFile], out: Path) -> Iterato
             copy += 1
             target = target.with_name(safe_file_name(f"{stem}.{copy}", suffix))
         taken.add(target.name)
-        files.write_whole(target, data)
+        atomic.write_whole(target, data)
         yield Exported(target)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -116,20 +115,3 @@ def displayable(git: Git, frame):
 def _shown(git: Git, value):
     ref = parse(value)
     return value if ref is None else Shown(git, ref)
-
-
-def write_whole(target: Path, data: bytes) -> None:
-    """Write ``data`` to ``target`` so that it appears whole or not at all (written aside,
-    then renamed), with the permissions ``open`` would have given it."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".flor-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)
-        os.replace(tmp, target)
-    except BaseException:
-        os.unlink(tmp)
-        raise

@@ -20,13 +20,13 @@ import os
 import re
 import shlex
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from flor_cli.errors import UserError
 from flor_cli.services import sync
 from flor_cli.storage import mirrors
+from flor_cli.storage.atomic import write_whole
 from flor_cli.storage.git import SHADOW_REF, Git
 
 # hook name -> its script in hooks/: post-merge and post-checkout do the same thing
@@ -65,7 +65,7 @@ def install(git: Git) -> list[HookState]:
         path = directory / name
         if _exists(path) and not _is_flor(path):
             os.rename(path, directory / (name + CHAINED))
-        _write_executable(path, script(name))
+        write_whole(path, script(name).encode(), mode=0o755)
     for remote in git.remotes():
         configured = git.fetch_refspecs(remote)
         for spec in mirrors.fetch_refspecs(remote):
@@ -158,9 +158,3 @@ def _is_flor(path: Path) -> bool:
         return False
 
 
-def _write_executable(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.chmod(tmp, 0o755)
-    os.replace(tmp, path)

@@ -238,7 +238,7 @@ def save(panel_list: Sequence[Panel], path: str) -> None:
     import io
     from pathlib import Path
 
-    from flor_cli.services.files import write_whole
+    from flor_cli.storage.atomic import write_whole
 
     target = Path(path)
     if target.suffix.lower() not in FILE_SUFFIXES:

@@ -21,6 +21,7 @@ from typing import Any
 
 from flor_cli.errors import UserError
 from flor_cli.services import files, plot, query
+from flor_cli.storage.atomic import write_whole
 from flor_cli.storage.git import Git
 
 MAX_IMAGES = 400             # thumbnails embedded; `flor export` writes all of them
@@ -156,5 +157,5 @@ def write(git: Git, path: Path, where: str | None = None) -> Path:
     path = Path(path)
     if not path.parent.resolve().is_dir():
         raise UserError(f"-o: no such directory: {path.parent}")
-    files.write_whole(path, render(build(git, where)).encode())
+    write_whole(path, render(build(git, where)).encode())
     return path

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from flor_cli.errors import UserError
 from flor_cli.sizes import size_text
+from flor_cli.storage.atomic import write_whole
 
 if TYPE_CHECKING:
     from flor_cli.storage.git import Git
@@ -153,13 +154,10 @@ def _load(git: Git) -> dict[str, str | None]:
 
 
 def _save(git: Git, known: dict[str, str | None]) -> None:
-    path = git.flor_dir / _CACHE
-    tmp = path.with_name(f".{_CACHE}-{os.getpid()}")
     try:
-        tmp.write_text(json.dumps(known))
-        os.replace(tmp, path)
+        write_whole(git.flor_dir / _CACHE, json.dumps(known).encode())
     except OSError:
-        tmp.unlink(missing_ok=True)  # a cache: the next run hashes again
+        pass  # a cache: the next run hashes again
 
 
 def _say(line: str) -> None:

@@ -14,9 +14,7 @@ one ``git for-each-ref``.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
+from flor_cli.storage.atomic import write_whole
 from flor_cli.storage.git import NOTES_REF, SHADOW_REF, Git
 
 _NOTES_MIRRORS = "refs/notes/remotes/*/flor"
@@ -73,8 +71,5 @@ def _merged(git: Git) -> dict[str, str]:
 def _remember(git: Git, tips: dict[str, str]) -> None:
     """Record merged mirror tips (atomically: concurrent commands may merge at once)."""
     merged = {**_merged(git), **tips}
-    path: Path = git.flor_dir / _STAMP
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{_STAMP}-{os.getpid()}")
-    tmp.write_text("".join(f"{tip} {ref}\n" for ref, tip in merged.items()))
-    os.replace(tmp, path)
+    text = "".join(f"{tip} {ref}\n" for ref, tip in merged.items())
+    write_whole(git.flor_dir / _STAMP, text.encode())
