@@ -846,3 +846,25 @@ def test_nested_workers_fast_forward_only_over_what_the_checkpoints_hold(
     (rp,) = note["replays"]
     assert rp["workers"] == 1 and "verify" not in rp
     assert [v for *_, v in values(note, ["fresh"], rp["rp"])].count(True) == 1
+
+
+def test_a_thinned_loop_re_executed_after_a_restore_reads_only_what_is_held(
+        tmp_path: Path) -> None:
+    """Epoch 1 is not checkpointed (thinned): skipping epoch 0 and re-executing epoch 1
+    runs its loop on what the restore left, which lacks the generator the loop reads
+    before binding it (state 26 after epoch 1 where a full run has 27). The plan says
+    so and re-executes."""
+    old = THINNED.replace('state = {"w": 0.0}', 'state = {"w": 0.0}\ngen = None').replace(
+        "            helper.bump()  # state in another module: not captured\n",
+        "            state[\"w\"] += 1 if gen is None else 2\n"
+        "            gen = (i for i in range(step))  # cannot be pickled\n")
+    new = after(old, ('flor.log("val", state["w"])', 'flor.log("w2", state["w"])'))
+    repo, run = record_then_edit(tmp_path, old, new, HELPER)
+    held = [r["c"]["epoch"] for r in show(repo, run)["records"] if r.get("t") == "ckpt"]
+    assert held == [0, 2]
+    row = dry_run(repo, "w2")
+    assert row["mode"] == "nested" and row["note"].startswith("reads gen,")
+    flor(repo, "replay", "w2", "--yes", "--no-verify")
+    note = show(repo, run)
+    (rp,) = note["replays"]
+    assert [v for *_, v in values(note, ["w2"], rp["rp"])] == [13.0, 27.0, 41.0]

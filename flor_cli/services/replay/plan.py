@@ -324,8 +324,8 @@ def _attach_code(git: Git, jobs: list[Job], names: list[str], rev: str | None,
         if job.mode == "prefix" and job.blocks > 1:
             job.mode = "skip"  # its main loop started once per block: stopping at the first
             # would miss what the script logs before the others
-        if job.mode == "skip":
-            unheld = unheld_reads(result, job.ckpts, job.checkpointing)
+        if job.mode == "skip":  # a loop with no checkpoint re-executes after restored ones
+            unheld = unheld_reads(result, job.ckpts, job.checkpointing, within=_thinned(job))
             if unheld:  # re-executed by one worker: others would fast-forward, restoring
                 job.mode = "nested"
                 job.why = (f"reads {', '.join(unheld)}, which the checkpoints do not hold: "
@@ -338,6 +338,13 @@ def _attach_code(git: Git, jobs: list[Job], names: list[str], rev: str | None,
             if unheld:
                 job.why = (f"reads {', '.join(unheld)}, which the checkpoints do not hold: "
                            "one worker re-executes every epoch")
+
+
+def _thinned(job: Job) -> bool:
+    """Whether some nested loop of the run has no checkpoint a worker can restore (thinned
+    out, objects missing): it re-executes, after restored ones."""
+    held = {notes.loop_key_of(c) for c in job.ckpts}
+    return any(notes.loop_key_of(r) not in held for r in job.times if r.get(TIMING) == NESTED)
 
 
 def _current_source(git: Git, script: str, rev: str | None) -> str:
