@@ -10,9 +10,12 @@ availability of a run whose objects were deleted behind its back: :func:`lost_ob
 The mode follows from where the requested statements land in each run's (transplanted)
 code, the most demanding level winning: prefix-only statements stop at the main loop,
 outer-loop and suffix statements skip nested loops by restoring checkpoints, and nested
-statements re-run the nested loops (epochs split across workers). A ``skip`` whose code
-reads something the checkpoints do not hold (see :mod:`reads`) becomes a re-execution,
-and the plan's note says which name forced it.
+statements re-run the nested loops (epochs split across workers, each after the first
+fast-forwarding to its epochs by restoring). A ``skip`` whose code reads something the
+checkpoints do not hold (see :mod:`reads`) becomes a re-execution, a ``nested`` run with
+several workers one worker re-executing every epoch; the plan's note says which name
+forced it. Each distinct code's first run that restores anything is verified
+(:func:`check_range`).
 """
 
 from __future__ import annotations
@@ -160,7 +163,7 @@ def make_plan(git: Git, names: Sequence[str], where: str | None = None, workers:
 
 def default_jobs(workers: int) -> int:
     """Runs at once when ``--jobs`` is not given: the cores this process may use, each
-    run taking ``workers`` of them (a verifying run one more, for one epoch), so that
+    run taking ``workers`` of them (a verifying run one more, for a few epochs), so that
     jobs x workers processes do not oversubscribe the machine; at least 1."""
     return max(1, usable_cores() // workers)
 
