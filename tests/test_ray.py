@@ -203,11 +203,12 @@ def test_ray_replay_submits_every_task_first_verifying_ones_and_needs_no_worktre
     assert tasks == [(1, "skip", None), (1, "nested", x1.check), (3, "skip", None),
                      (3, "nested", y1.check), (2, "skip", None)]
     # a worker nobody foresaw (x1 re-executed: its verification found a difference):
-    # code X's tasks that restore are cancelled, code Y's are not
+    # code X's tasks are cancelled (those that restore, and x1's check, moot now: here
+    # still pending), code Y's are not
     config = cluster.submitted[0]["replay"]._replace(mode="nested", range=[0, None],
                                                      journal=str(tmp_path / "j.jsonl"))
     launcher(x1, [], Path(), {"FLOR_REPLAY": config.to_json()}, tmp_path / "j.log")
-    assert sorted(cluster.cancelled) == [0, 4] and len(cluster.submitted) == 6
+    assert sorted(cluster.cancelled) == [0, 1, 4] and len(cluster.submitted) == 6
 
     plan, cluster, launcher = plan_and_launcher()
     outcome = execute(git, plan, launch=launcher)
@@ -259,3 +260,30 @@ def test_on_ray_a_failed_verifying_run_passes_its_check_on_and_cancels_nothing(
     (check,) = outcome.verified
     assert check.run == x2.run and check.failed is None and check.compared > 0
     assert cluster.cancelled == [] and len(cluster.submitted) == 5
+
+
+def test_on_ray_a_re_execution_cancels_its_code_s_nested_workers_that_fast_forward(
+        tmp_path: Path) -> None:
+    """--workers 2, nested: after a verification fails the code's runs re-execute with
+    one worker, so every pending task of theirs with an epoch range is moot (the second
+    worker restores to reach its epochs): cancelled, not left running to the end."""
+    from flor_cli.services.ray_engine import RayReplay
+    from flor_cli.services.replay import api
+
+    repo = make_repo(tmp_path / "repo", files={"train.py": SCRIPT})
+    flor(repo, "sweep", "train.py", "--grid", "scale=1,2")
+    flor(repo, "serve")
+    (repo / "train.py").write_text(SCRIPT.replace(
+        '            flor.log("loss", state["w"])\n',
+        '            flor.log("loss", state["w"])\n            flor.log("sq", state["w"] ** 2)\n'))
+    git = Git(repo)
+    plan = api.plan(git, ["sq"], workers=2)
+    x1, x2 = plan.runnable
+    assert (x1.mode, x1.workers, x1.check, x2.check) == ("nested", 2, [0, 2], None)
+    cluster = InProcessCluster()
+    launcher = RayReplay(cluster, git, plan, 0.0)
+    ranges = [c["replay"].range for c in cluster.submitted]
+    assert ranges == [[0, 1], [1, None], [0, 2], [0, 1], [1, None]]
+    config = cluster.submitted[0]["replay"]._replace(range=None, journal=str(tmp_path / "j"))
+    launcher(x1, [], Path(), {"FLOR_REPLAY": config.to_json()}, tmp_path / "j.log")
+    assert sorted(cluster.cancelled) == [0, 1, 2, 3, 4] and len(cluster.submitted) == 6

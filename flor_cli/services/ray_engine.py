@@ -192,9 +192,9 @@ class RayReplay:
 
     A worker execute asks for that was not foreseen is either a check passed on to the
     next run of a code whose verifying run failed (submitted then), or a re-execution
-    after a verification failed: then the tasks still pending that restore checkpoints
-    for that code are cancelled (their values would be discarded) and the worker is
-    submitted. Runs may be collected by several threads (``--jobs``): one lock
+    after a verification failed: then the tasks still pending for that code other than
+    one-worker re-executions are cancelled (their values would be discarded) and the
+    worker is submitted. Runs may be collected by several threads (``--jobs``): one lock
     keeps the pending tasks whole."""
 
     ships_code = True
@@ -244,8 +244,13 @@ class RayReplay:
         return TaskProcess(self.cluster, ref, Path(config.journal), log_path)
 
     def _drop_restoring(self, code: tuple | None) -> None:
-        """Cancel the pending tasks that restore checkpoints (mode skip) for ``code``."""
-        for key in [k for k in self.pending if k[1] == "skip" and self._code[k[0]] == code]:
+        """Cancel the pending tasks of ``code`` that a re-execution makes moot: its runs
+        now re-execute with one worker (execute), so all but such workers (mode nested,
+        no epoch range) go: those that restore (skip; nested workers after the first,
+        which fast-forward by restoring) and the ranges that came with them."""
+        whole = json.dumps(None)
+        for key in [k for k in self.pending if self._code[k[0]] == code
+                    and (k[1], k[2]) != ("nested", whole)]:
             self.cluster.ray.cancel(self.pending.pop(key), force=True)
 
     def cancel(self) -> None:
