@@ -77,3 +77,22 @@ def test_nested_workers_mind_only_what_a_loop_carries_from_its_last_iteration() 
     assert unheld_reads(CARRIED, ckpts, within=True) == ["hidden"]
     assert unheld_reads(CARRIED, ckpts) == []
     assert unheld_reads(CARRIED, OLD_RUN, within=True) == ["hidden"]
+
+
+def test_a_version_s_code_is_parsed_once_for_all_its_runs(monkeypatch) -> None:
+    """libcst takes ~0.1 s a parse; a plan checks every run, its version's runs sharing
+    one transplanted code."""
+    from flor_cli.services.replay import reads
+
+    made = []
+
+    class Counting(reads.Script):
+        def __init__(self, *args, **kwargs) -> None:
+            made.append(1)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(reads, "Script", Counting)
+    source = CALLS + "# a version of its own\n"
+    for _ in range(3):
+        assert unheld_reads(source, OLD_RUN) == ["count"]
+    assert len(made) == 1

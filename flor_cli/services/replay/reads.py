@@ -19,6 +19,7 @@ the script's functions the loop calls, as at run time), less the names that are 
 from __future__ import annotations
 
 import ast
+import functools
 from typing import Iterable
 
 from flor_cli.errors import UserError
@@ -42,7 +43,7 @@ def unheld_reads(source: str, ckpts: Iterable[dict], checkpointing: bool = True,
         return []
     try:
         tree = ast.parse(source)
-        lines = Script(source).nested_loop_lines(expect_block=checkpointing)
+        lines = _nested_loop_lines(source, checkpointing)
     except (SyntaxError, UserError):
         return []  # the planner reports a script that does not parse elsewhere
     leaves = [loop for loop in (loop_at(tree, line) for line in lines) if loop is not None]
@@ -57,6 +58,13 @@ def unheld_reads(source: str, ckpts: Iterable[dict], checkpointing: bool = True,
     if within:
         reads |= {name for loop in leaves for name in _carried_reads(loop)}
     return sorted(missing & reads)
+
+
+@functools.lru_cache(maxsize=64)
+def _nested_loop_lines(source: str, checkpointing: bool) -> tuple[int, ...]:
+    """discover's nested loops, once per transplanted code (libcst takes ~0.1 s a parse;
+    a plan asks for every run, and the runs of one version share their code)."""
+    return tuple(Script(source).nested_loop_lines(expect_block=checkpointing))
 
 
 def _static_effects(tree: ast.Module, leaves: list[ast.For | ast.AsyncFor]) -> set[str]:
