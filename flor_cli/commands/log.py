@@ -44,7 +44,7 @@ def command(pivot: bool, names: tuple[str, ...], where: str | None, sort: str | 
     from flor_cli.storage.journal import repository_to_read
 
     git = repository_to_read()  # runs that crashed are shown too
-    wanted = [n for name in names for n in name.split(",") if n]
+    wanted = query.split_names(names)
     if wanted and not pivot:
         raise click.UsageError("NAMEs go with --pivot")
     if aggs and pivot:

@@ -56,6 +56,7 @@ def command(names: tuple[str, ...], where: str | None, yes: bool, dry_run: bool,
     With nothing to replay, it says so and exits 0.
     """
     from flor_cli.prompt import confirmed
+    from flor_cli.services.query import split_names
     from flor_cli.services.replay import api
     from flor_cli.storage.journal import repository_to_read
 
@@ -71,8 +72,7 @@ def command(names: tuple[str, ...], where: str | None, yes: bool, dry_run: bool,
     def to_stderr(line: str) -> None:
         click.echo(line, err=True)
 
-    wanted = [n for name in names for n in name.split(",") if n]
-    done = api.replay(repository_to_read(), wanted, show=show,
+    done = api.replay(repository_to_read(), split_names(names), show=show,
                       confirm=None if yes else confirm, tell=to_stderr, warn=to_stderr,
                       dry_run=dry_run, where=where, workers=workers, rev=rev,
                       verify=not no_verify, jobs=jobs, fork=not no_fork, gpus=gpus, ray=ray,

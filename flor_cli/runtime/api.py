@@ -327,6 +327,7 @@ def replay(names: str | Sequence[str] = (), where: str | None = None, yes: bool 
     import pandas as pd
 
     from flor_cli.prompt import confirmed
+    from flor_cli.services.query import split_names
     from flor_cli.services.replay import api as service
 
     def show(plan: service.Plan) -> None:
@@ -338,7 +339,7 @@ def replay(names: str | Sequence[str] = (), where: str | None = None, yes: bool 
             raise UserError("replay not confirmed")
 
     if isinstance(names, str):
-        names = [n for n in names.split(",") if n]
+        names = split_names([names])
     done = service.replay(repository_to_read(), list(names), show=show,
                           confirm=None if yes else confirm, tell=print,
                           warn=lambda line: print(line, file=sys.stderr), where=where,

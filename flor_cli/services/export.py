@@ -35,7 +35,7 @@ def export(git: Git, names: Sequence[str], out: Path, where: str | None = None
     """Check the arguments (a :class:`UserError` before anything is written), then
     write the files out as the iterator is read: one logged value at a time, whatever
     the number logged."""
-    names = [n for name in names for n in name.split(",") if n]
+    names = query.split_names(names)
     logged_names = set(files.media_names(git))
     unknown = [n for n in names if n not in logged_names]
     if unknown:

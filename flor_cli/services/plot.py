@@ -86,7 +86,7 @@ def select_runs(git: Git, where: str | None = None, table: query.Table | None = 
 def panels(git: Git, names: Sequence[str], where: str | None = None, x: str | None = None,
            by: Sequence[str] = (), runs: Runs | None = None) -> list[Panel]:
     """One panel per name over the runs ``where`` selects."""
-    names = [n for name in names for n in name.split(",") if n]
+    names = query.split_names(names)
     if not names:
         raise UserError("name at least one logged value to plot")
     kinds: dict[str, set[str]] = defaultdict(set)

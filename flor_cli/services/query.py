@@ -22,6 +22,12 @@ from flor_cli.storage.git import Git
 Table = tuple[list[str], list[tuple]]
 
 
+def split_names(values: Iterable[str]) -> list[str]:
+    """NAME arguments as every command takes them: each may list several, comma-separated
+    (``loss,val_acc``); empty parts are dropped."""
+    return [n for value in values for n in value.split(",") if n]
+
+
 def parse_aggs(specs: Sequence[str]) -> tuple[dict[str, str], str]:
     """``--agg`` values: ``max`` (every name) or ``val_acc=max`` (one name), comma-separated
     or repeated; returns (per name, default)."""
