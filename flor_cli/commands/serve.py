@@ -30,12 +30,13 @@ def command(workers: int | None, gpus: str | None, wait: bool, ray: str | bool |
     Put --ray last, or write --ray=ADDRESS. --no-ray runs locally whatever git config
     flor.ray says.
     """
+    from flor_cli.cores import gpu_ids
     from flor_cli.services import serve
     from flor_cli.storage.git import Git
 
-    gpu_list = [g.strip() for g in (gpus or "").split(",") if g.strip()]
-    result = serve.serve(Git.discover("."), workers=workers, gpus=gpu_list, wait=wait, ray=ray,
-                         gpus_per_job=gpus_per_job, say=lambda line: click.echo(line, err=True))
+    result = serve.serve(Git.discover("."), workers=workers, gpus=gpu_ids(gpus), wait=wait,
+                         ray=ray, gpus_per_job=gpus_per_job,
+                         say=lambda line: click.echo(line, err=True))
     click.echo(f"{len(result.done)} done, {len(result.failed)} failed")
     if result.failed:
         sys.exit(1)

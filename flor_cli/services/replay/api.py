@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence
 
+from flor_cli.cores import gpu_ids
 from flor_cli.errors import UserError
 from flor_cli.services.replay.execute import Outcome
 from flor_cli.services.replay.plan import Plan, make_plan
@@ -106,7 +107,7 @@ def execute(git: Git, plan: Plan, *, gpus: str | Sequence[str] | None = None,
 
     address = ray_engine.address(git, ray)
     if address is None:
-        return run(git, plan, gpus=_gpu_list(gpus))
+        return run(git, plan, gpus=gpu_ids(gpus))
     cluster = ray_engine.Cluster(address)
     launcher = ray_engine.RayReplay(cluster, git, plan, gpus_per_job)
     try:
@@ -147,10 +148,3 @@ def diffs(plan: Plan) -> str:
             parts.append(f"# {job.script} @ {job.version[:7]} (runs: {', '.join(runs)})\n"
                          + (diff(job.old_source, job.source, job.script) or "(no change)\n"))
     return "".join(parts).rstrip("\n")
-
-
-def _gpu_list(gpus: str | Sequence[str] | None) -> list[str]:
-    if gpus is None:
-        return []
-    items = gpus.split(",") if isinstance(gpus, str) else [str(g) for g in gpus]
-    return [g.strip() for g in items if g.strip()]
