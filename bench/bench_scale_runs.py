@@ -108,9 +108,10 @@ def _connect_seconds(repo: Path, fresh: bool) -> float:
 
 
 def _sync_seconds(repo: Path) -> tuple[float, float]:
-    """Seconds of an incremental ``cache.connect`` in a fresh interpreter, and of the
-    part of it spent in the inserts and their commit (``_Rows.write``: the executemany
-    of every table; what the raw baseline times)."""
+    """Seconds of the incremental sync a read command makes (``cache.open_readonly``:
+    the sync, then a read-only connection) in a fresh interpreter, and of the part of it
+    spent in the inserts and their commit (``_Rows.write``: the executemany of every
+    table; what the raw baseline times)."""
     code = ("import sqlite3, time; from flor_cli.storage import cache\n"
             "from flor_cli.storage.git import Git\n"
             "g = Git('.'); g.repo; spent = [0.0]; write, connect = cache._Rows.write, sqlite3.connect\n"
@@ -123,7 +124,7 @@ def _sync_seconds(repo: Path) -> tuple[float, float]:
             "        return cursor\n"
             "cache._Rows.write = timed\n"
             "sqlite3.connect = lambda *a, **k: connect(*a, factory=Timed, **k)\n"
-            "t = time.perf_counter(); cache.connect(g).close()\n"
+            "t = time.perf_counter(); cache.open_readonly(g).close()\n"
             "print(time.perf_counter() - t, spent[0])")
     out = subprocess.run([PYTHON, "-c", code], cwd=repo, capture_output=True, text=True,
                          check=True, env=QUIET_ENV).stdout.split()
