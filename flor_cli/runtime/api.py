@@ -58,7 +58,10 @@ if "--kwargs" in sys.argv and sys.argv[0] != "-m" and not protocol.launched():
 _starting = threading.Lock()
 
 
-def _current() -> Session | None:
+def current_session() -> Session | None:
+    """The run this process records or replays, started by the first call that needs
+    one; None where flor records nothing here (a forked or multiprocessing child, a rank
+    other than 0, no git repository)."""
     global _session
     if _session is None and not _disabled:
         with _starting:
@@ -206,7 +209,7 @@ def log(name: str, value: Any) -> Any:
 
 def _log(name: str, value: Any) -> Any:
     """Everything but the hot path: starting the run, bad names, replay, other types."""
-    session = _session or _current()
+    session = _session or current_session()
     if type(name) is not str or not name:
         _check_name("log", name)
     if session is not None:
@@ -218,7 +221,7 @@ def arg(name: str, default: Any = MISSING) -> Any:
     """A hyper-parameter: ``--kwargs name=value`` cast to ``type(default)``, else default
     (without a default, as in FlorDB, the value must come from ``--kwargs`` or replay)."""
     _check_name("arg", name)
-    session = _current()
+    session = current_session()
     try:
         if session is None:  # not recording, but --kwargs still apply
             from flor_cli.runtime.args import resolve
@@ -234,7 +237,7 @@ def arg(name: str, default: Any = MISSING) -> Any:
 def loop(name: str, iterable: Iterable) -> Iterator:
     """Yield from ``iterable``; records inside carry ``{name: index}`` in their context."""
     _check_name("loop", name)
-    session = _current()
+    session = current_session()
     return iter(iterable) if session is None else session.loop(name, iterable)
 
 
@@ -246,7 +249,7 @@ class checkpointing:
         self.session: Session | None = None
 
     def __enter__(self) -> "checkpointing":
-        self.session = _current()
+        self.session = current_session()
         if self.session is not None:
             self.session.enter_checkpointing(self.objects)
         return self

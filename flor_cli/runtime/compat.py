@@ -54,7 +54,7 @@ class MTK:
     @staticmethod
     def loop(iterable: Iterable, name: str | None = None, probed: Any = None) -> Iterator:
         """``flor.loop`` named by its depth (``epoch``, then ``step``) unless named."""
-        session = _api()._current()
+        session = _api().current_session()
         if name is None:
             name = _loop_name(session.rule.depth, session.rule.base) if session else "epoch"
         return _api().loop(name, iterable)
@@ -83,7 +83,7 @@ class SkipBlock:
 def iteration(name: str, idx: int | None, value: Any = None) -> Iterator[None]:
     """FlorDB 4's ``with flor.iteration("epoch", i, None):``: records inside carry
     ``{name: idx}`` in their context, as inside ``flor.loop`` (the loop is the caller's)."""
-    session = _api()._current()
+    session = _api().current_session()
     if session is None:
         yield
         return
