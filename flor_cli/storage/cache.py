@@ -307,7 +307,7 @@ def _rebuild(git: Git, db: sqlite3.Connection, changes: list[tuple[str, str | No
     mine = changes[:half if helper else None]
     with _gc_paused(), progress.bar(len(mine), "building the cache", unit="run") as bar:
         try:
-            _insert_notes(git, db, _ticking(mine, bar), with_ckpts)
+            _insert_notes(git, db, _ticking(mine, bar), with_ckpts, empty=True)
             _record_availability(git, db, with_ckpts)
             if helper is not None:
                 attached = helper.merge_into(db)
@@ -339,8 +339,8 @@ _PARALLEL_BYTES = 16 << 20  # ~150,000 records: a second or two of work on one c
 
 
 def _insert_notes(git: Git, db: sqlite3.Connection, changes: Iterable[tuple[str, str | None]],
-                  with_ckpts: dict[str, list[str]], held: dict[str, str] | None = None
-                  ) -> list[str]:
+                  with_ckpts: dict[str, list[str]], held: dict[str, str] | None = None,
+                  empty: bool = False) -> list[str]:
     """The rows of each (annotated commit, note key) that is a flor run; the object
     digests of each run that took checkpoints go to ``with_ckpts``, whose availability
     the caller records (:func:`_record_availability`) once for all of them.
@@ -349,12 +349,14 @@ def _insert_notes(git: Git, db: sqlite3.Connection, changes: Iterable[tuple[str,
     (:class:`_Batch`). A note longer than :data:`notes.STREAM_BYTES` is read a batch of
     lines at a time (:func:`_insert_streamed`), so a run of 10^7 values needs no more memory
     than one of 10^5. ``held``: the run ids (-> commit) that the notes being replaced
-    held, which their commits keep (:func:`_claim`). Values are marked current
+    held, which their commits keep (:func:`_claim`); ``empty``: the tables hold no run
+    yet, so a run id is only claimed by a run inserted here (no query per note: 50,000
+    of them in each half of a rebuild of 100,000 runs). Values are marked current
     (:func:`mark_current`); returns the runs inserted whose summaries are left to
     :func:`summarize` (see :func:`_summaries`): those with replayed values, and long ones.
     """
     unsummed: list[str] = []
-    batch = _Batch(db, with_ckpts, held or {})
+    batch = _Batch(db, with_ckpts, held or {}, empty)
     for annotated, key in changes:
         if key is None:
             continue
@@ -364,6 +366,7 @@ def _insert_notes(git: Git, db: sqlite3.Connection, changes: Iterable[tuple[str,
             first = _next_log_rowid(db)
             run = _insert_streamed(git, db, annotated, key, with_ckpts, batch.claimed)
             if run is not None:
+                batch.inserted[run] = annotated
                 mark_current(db, run, first)
                 unsummed.append(run)
         else:
@@ -385,16 +388,18 @@ class _Batch:
     ROWS = 100_000  # log rows held (~20 MB) before they go in
 
     def __init__(self, db: sqlite3.Connection, with_ckpts: dict[str, list[str]],
-                 held: dict[str, str]):
-        self.db, self.with_ckpts = db, with_ckpts
+                 held: dict[str, str], empty: bool = False):
+        self.db, self.with_ckpts, self.empty = db, with_ckpts, empty
         self.notes: list[notes.RunNote] = []
         self.rows = _Rows()
         self.mine: dict[str, str] = {}  # run id -> commit, of the runs not inserted yet
-        self.claimed = ChainMap(self.mine, held)
+        # and, when the tables were empty, of every run inserted since (see _insert_notes)
+        self.inserted: dict[str, str] = {}
+        self.claimed = ChainMap(self.mine, self.inserted, held)
 
     def add(self, note: notes.RunNote) -> bool:
         """Take in a note's rows; True when the batch is full (flush it)."""
-        run = _claim(self.db, note, claimed=self.claimed)
+        run = _claim(self.db, note, claimed=self.claimed, known=self.empty)
         self.mine[run] = note.commit
         self.notes.append(note)
         self.rows.add(note, run, lambda rows: rows, orjson.dumps)
@@ -425,6 +430,8 @@ class _Batch:
                 mark_current(db, run, one)
         db.execute("RELEASE batch")
         self.notes, self.rows = [], _Rows()
+        if self.empty:
+            self.inserted.update(self.mine)
         self.mine.clear()
         return unsummed
 
@@ -565,7 +572,7 @@ def _build_part(root: str, path: str) -> None:
     db.execute("BEGIN")
     git, with_ckpts = Git(root), {}
     with _gc_paused():
-        _insert_notes(git, db, changes, with_ckpts)
+        _insert_notes(git, db, changes, with_ckpts, empty=True)
     _record_availability(git, db, with_ckpts)
     db.execute("COMMIT")
     db.close()
@@ -646,14 +653,15 @@ def text_of_int(value: int) -> str:
 
 
 def _claim(db: sqlite3.Connection, note: notes.RunNote, schema: str = "main",
-           claimed: Mapping[str, str] | None = None) -> str:
+           claimed: Mapping[str, str] | None = None, known: bool = False) -> str:
     """The id the note's rows go under: its run id, unless another shadow commit's run
     holds it already (a pulled note reusing a local id, by accident or not): in the
     table, or in ``claimed`` (run id -> commit: a batch's runs not inserted yet, and the
     runs of the notes a sync is replacing). The run that was there keeps it; the
-    newcomer is ``<run>@<its commit>``, with a warning."""
+    newcomer is ``<run>@<its commit>``, with a warning. ``known``: ``claimed`` holds
+    every run in the table (no query)."""
     run = note.run
-    held = (claimed[run],) if claimed and run in claimed else db.execute(
+    held = (claimed[run],) if claimed and run in claimed else None if known else db.execute(
         f"SELECT commit_id FROM {schema}.runs WHERE run=?", (run,)).fetchone()
     if held is None or held[0] == note.commit:
         return run
