@@ -80,7 +80,7 @@ def collect_objects(git: Git, options: Options) -> Done:
     cutoff = min([time.time(), *(s for s in started if isinstance(s, (int, float)))])
     count = size = 0
     for path in sorted(root.glob("??/*")) if root.is_dir() else ():
-        if path.name.startswith(".tmp-") or path.parent.name + path.name in needed:
+        if path.name.startswith(".") or path.parent.name + path.name in needed:
             continue
         stat = path.stat()
         if stat.st_mtime >= cutoff:

@@ -17,16 +17,15 @@ replay them and see their images from there.
 from __future__ import annotations
 
 import itertools
-import os
 import random
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
 from flor_cli.errors import UserError
 from flor_cli.storage import cache, media
+from flor_cli.storage.atomic import aside
 from flor_cli.storage.git import NOTES_REF, SHADOW_REF, Git
 from flor_cli.storage.journal import fold_orphans
 from flor_cli.storage.media import MEDIA_TYPES
@@ -171,19 +170,12 @@ def _unshared_digests(db) -> Iterator[str]:
 def _copy_object(src: ObjectStore, dst: ObjectStore, sha: str) -> None:
     """Copy by file, not through memory (checkpoints can be gigabytes); atomic by rename,
     so a clone reading the shared store never sees half an object; verified on the way,
-    so a damaged local object is never spread to everyone (BadObject)."""
-    target = dst.path(sha)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
-    try:
-        with open(src.path(sha), "rb") as source, os.fdopen(fd, "wb") as copy:
-            def chunks():
-                while chunk := source.read(1 << 20):
-                    copy.write(chunk)
-                    yield chunk
+    so a damaged local object is never spread to everyone (BadObject); readable by the
+    store's other users as any file the user writes is."""
+    with open(src.path(sha), "rb") as source, aside(dst.path(sha)) as copy:
+        def chunks():
+            while chunk := source.read(1 << 20):
+                copy.write(chunk)
+                yield chunk
 
-            ObjectStore.verify(sha, chunks())
-        os.replace(tmp, target)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+        ObjectStore.verify(sha, chunks())

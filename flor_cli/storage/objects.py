@@ -65,16 +65,13 @@ class ObjectStore:
     def put(self, data: bytes) -> str:
         # imported here: every flor run and training script loads this module, few write
         import hashlib
-        import tempfile
+
+        from flor_cli.storage.atomic import write_whole
 
         digest = hashlib.sha256(data).hexdigest()
         target = self.path(digest)
-        if not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, target)  # atomic: readers never see a half-written object
+        if not target.exists():  # readers never see a half-written object
+            write_whole(target, data)  # readable as the user's files are (a shared store)
         return digest
 
     def get(self, digest: str) -> bytes:
