@@ -9,11 +9,17 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+# A shell starts a background command (`make test &`, a CI runner's job) with SIGINT
+# ignored, and exec keeps an ignored signal ignored: every flor process a test presses
+# Ctrl-C on would ignore it. Handled here, it is back to the default in those processes.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures"
