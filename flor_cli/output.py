@@ -22,7 +22,7 @@ import sys
 import tempfile
 from contextlib import nullcontext
 from dataclasses import dataclass
-from itertools import islice
+from itertools import chain, islice
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import click
@@ -485,18 +485,16 @@ def _visible(value: Any) -> Any:
 
 
 def _cleaned(rows: Iterable[Sequence[Any]]) -> list[Sequence[Any]]:
-    """The rows, each cell :func:`_clean`; a row of plain cells (every row a SQLite
-    cursor gives: SQLite stores NaN as NULL) as it is, checked in C: at 100,000 runs a
-    call per cell was a third of ``flor log``'s output time."""
-    cleaned = []
-    for row in rows:
-        kinds = set(map(type, row))
-        if kinds <= _PLAIN_CELLS and (float not in kinds or not any(
-                map(math.isnan, filter(_FLOAT_CELL, row)))):
-            cleaned.append(row)
-        else:
-            cleaned.append([_clean(v) for v in row])
-    return cleaned
+    """The rows, each cell :func:`_clean`; rows of plain cells only (all that a SQLite
+    cursor gives: SQLite stores NaN as NULL) as they are, checked in C over the whole
+    page: at 100,000 runs a call per cell was a third of ``flor log``'s output time."""
+    rows = list(rows)
+    cells = list(chain.from_iterable(rows))
+    kinds = set(map(type, cells))
+    if kinds <= _PLAIN_CELLS and (float not in kinds or not any(
+            map(math.isnan, filter(_FLOAT_CELL, cells)))):
+        return rows
+    return [[_clean(v) for v in row] for row in rows]
 
 
 _PLAIN_CELLS = frozenset((str, int, float, type(None)))

@@ -397,24 +397,3 @@ def test_checkpoint_records_are_read_whatever_their_objects_kind(recorded) -> No
     ckpts = [r for r in json.loads(proc.stdout)["records"] if r["t"] == "ckpt"]
     assert len(ckpts) == 3 and all("__frame__" in c["objs"] for c in ckpts)
 
-
-def test_rows_read_ahead_come_whole_in_order_with_errors_raised_and_the_thread_stopped() -> None:
-    """`flor log` reads the cursor in a thread a page ahead of printing."""
-    import threading
-
-    from flor_cli.services.query import PAGE_ROWS, _read_ahead
-
-    before = threading.active_count()
-    rows = [(i, str(i)) for i in range(2 * PAGE_ROWS + 7)]
-    assert list(_read_ahead(iter(rows))) == rows
-
-    def failing():
-        yield from rows[:PAGE_ROWS + 1]
-        raise ValueError("met while reading")
-
-    with pytest.raises(ValueError, match="met while reading"):
-        list(_read_ahead(failing()))
-    ahead = _read_ahead(iter(rows))
-    assert next(ahead) == rows[0]
-    ahead.close()  # a consumer that stops early (a closed pipe) stops the thread
-    assert threading.active_count() == before

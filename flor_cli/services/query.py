@@ -7,12 +7,9 @@ connections (see :func:`cache.guard`), and any SQLite error becomes one line for
 from __future__ import annotations
 
 import json
-import queue
 import re
 import sqlite3
-import threading
 from contextlib import closing, contextmanager
-from itertools import islice
 from typing import Any, Iterable, Iterator, Sequence
 
 from flor_cli.errors import UserError
@@ -64,13 +61,11 @@ def runs(git: Git, where: str | None = None, sort: str | None = None,
 def runs_rows(git: Git, where: str | None = None, sort: str | None = None,
               limit: int | None = None, aggs: Sequence[str] = ()
               ) -> Iterator[tuple[list[str], Iterator[tuple]]]:
-    """:func:`runs`, its rows read as they are iterated, a page ahead
-    (:func:`_read_ahead`): ``with runs_rows(...) as (columns, rows)``."""
+    """:func:`runs`, its rows read as they are iterated (printed a page at a time):
+    ``with runs_rows(...) as (columns, rows)``."""
     with cache.connection(git, True, *parse_aggs(aggs)) as db:
-        columns, rows = _user_rows(db, "SELECT * FROM runs_wide" + _clauses(where, sort, limit),
-                                   *_options(where, sort))
-        with closing(_read_ahead(rows)) as ahead:
-            yield columns, ahead
+        yield _user_rows(db, "SELECT * FROM runs_wide" + _clauses(where, sort, limit),
+                         *_options(where, sort))
 
 
 def pivot(git: Git, names: Sequence[str], where: str | None = None, sort: str | None = None,
@@ -313,51 +308,6 @@ def _user_rows(db: sqlite3.Connection, text: str, what: str, users: str | None =
     except (sqlite3.Error, sqlite3.Warning) as e:  # Warning: e.g. two statements
         raise UserError(f"{what}: {_sql_reason(str(e), users)}") from None
     return [d[0] for d in cursor.description or ()], _user_errors(cursor, what, users)
-
-
-PAGE_ROWS = 10_000  # rows a reading thread fetches at a time (:func:`_read_ahead`)
-
-
-def _read_ahead(rows: Iterator[tuple]) -> Iterator[tuple]:
-    """``rows`` (a cursor of a connection :func:`cache.open_readonly` made), read by a
-    thread of its own a page ahead of the caller.
-
-    SQLite steps without holding the GIL, so the next page is read while this one is
-    printed: at 100,000 runs ``flor log`` took the sum of both (~0.5 s each). At most
-    two pages are held. An error met while reading is raised here; closing this
-    generator stops the thread before the caller closes the connection.
-    """
-    pages: queue.Queue = queue.Queue(maxsize=1)
-    stop = threading.Event()
-
-    def read() -> None:
-        try:
-            while not stop.is_set():
-                page = list(islice(rows, PAGE_ROWS))
-                pages.put(page)
-                if not page:
-                    return
-        except BaseException as e:  # noqa: BLE001 - handed to the caller's thread
-            pages.put(e)
-
-    thread = threading.Thread(target=read, name="flor-read-ahead", daemon=True)
-    thread.start()
-    try:
-        while True:
-            page = pages.get()
-            if isinstance(page, BaseException):
-                raise page
-            if not page:
-                return
-            yield from page
-    finally:
-        stop.set()
-        while thread.is_alive():  # a put may wait for room: make some
-            try:
-                pages.get(timeout=0.05)
-            except queue.Empty:
-                pass
-        thread.join()
 
 
 def _user_errors(cursor: Iterable[tuple], what: str, users: str) -> Iterator[tuple]:

@@ -318,6 +318,7 @@ def _rebuild(git: Git, db: sqlite3.Connection, changes: list[tuple[str, str | No
         finally:
             if helper is not None:
                 helper.discard()
+    _in_run_order(db)
     db.execute(f"PRAGMA cache_size=-{_INDEX_CACHE_KIB}")  # see _INDEX_CACHE_KIB
     # the helper is done: the sorter of each index build may use the other cores too
     db.execute(f"PRAGMA threads={min(4, usable_cores() - 1)}")
@@ -327,6 +328,23 @@ def _rebuild(git: Git, db: sqlite3.Connection, changes: list[tuple[str, str | No
         "SELECT run FROM runs WHERE run NOT IN (SELECT run FROM summaries)")])
     db.execute("PRAGMA cache_size=-2000")  # SQLite's default, for the rest of the connection
     return attached
+
+
+def _in_run_order(db: sqlite3.Connection) -> None:
+    """Rewrite the tables that ``flor log`` looks up run by run in run order.
+
+    A rebuild inserts runs in the order of their commits' ids, at random, so the B-trees
+    of these tables came out scattered and two neighbouring runs' rows on different
+    pages. Run ids begin with their start time, so ``runs_wide``'s newest-first scan
+    now reads each page once: at 100,000 runs its lookups took 0.72 s, 0.5 s in order.
+    An args table keeps each run's rows in flor.arg's order (the pivot's column order).
+    """
+    for table, order in (("summaries", "run, name"), ("args", "run, rowid"),
+                         ("availability", "run")):
+        db.execute(f"CREATE TEMP TABLE ordered AS SELECT * FROM main.{table} ORDER BY {order}")
+        db.execute(f"DELETE FROM main.{table}")
+        db.execute(f"INSERT INTO main.{table} SELECT * FROM temp.ordered")
+        db.execute("DROP TABLE temp.ordered")
 
 
 # The page cache of a rebuild's inserts, and of its index builds: SQLite's sorter may
@@ -1010,10 +1028,7 @@ def open_readonly(git: Git, aggs: dict[str, str] | None = None,
     try:  # opened before the writer closes, whose close is then not the database's last:
         # the last close copies the WAL into the file (a checkpoint: 0.4 s after a sync of
         # 1,000 runs into 100,000); it is left to a commit that fills WAL_PAGES.
-        # check_same_thread off: a reader may hand a cursor to one thread that reads it
-        # ahead of the caller (query._read_ahead); never two at once
-        db = sqlite3.connect(f"file:{path_of(git)}?mode=ro", uri=True, timeout=30,
-                             check_same_thread=False)
+        db = sqlite3.connect(f"file:{path_of(git)}?mode=ro", uri=True, timeout=30)
         db.execute("SELECT 1 FROM meta").fetchall()  # opened (SQLite opens lazily)
     finally:
         writer.close()
@@ -1157,7 +1172,8 @@ def create_runs_view(db: sqlite3.Connection, aggs: dict[str, str] | None = None,
     A view per connection, because its columns depend on which names have been logged.
     Its rows come newest first (by start time, finer than the ``time`` column shows).
     The summaries are looked up by (run, name), so reading it costs a few index probes
-    per run, whatever the number of records; the rows come in the order of the
+    per run, whatever the number of records: a LEFT JOIN per column (a correlated
+    subquery each cost a third more at 100,000 runs). The rows come in the order of the
     ``runs_start`` index, so ``LIMIT`` reads only the newest runs and no wide row is
     sorted (half of ``flor log``'s time at 100,000 runs).
     """
@@ -1165,6 +1181,7 @@ def create_runs_view(db: sqlite3.Connection, aggs: dict[str, str] | None = None,
     columns = list(RUNS_FIXED)
     selects = ["r.run", "datetime(r.start, 'unixepoch', 'localtime') AS time", "r.script",
                "r.branch", "r.status"]
+    joins = []
     if db.execute("SELECT 1 FROM tags LIMIT 1").fetchone():  # only once some run has one
         columns.append("tags")
         selects.append("(SELECT group_concat(tag, ' ') FROM (SELECT tag FROM tags t "
@@ -1172,20 +1189,23 @@ def create_runs_view(db: sqlite3.Connection, aggs: dict[str, str] | None = None,
     if db.execute("SELECT 1 FROM runs WHERE note IS NOT NULL LIMIT 1").fetchone():
         columns.append("note")
         selects.append("r.note")
-    wanted = [("arg", n, "(SELECT value FROM args a WHERE a.run=r.run AND a.name={q})")
-              for n in names_of(db, "arg")]
-    wanted += [("log", n, f"(SELECT {AGGREGATES[aggs.get(n, default)]} FROM summaries s "
-                          "WHERE s.run=r.run AND s.name={q})") for n in logged_names(db)]
-    for _, name, sql in wanted:
+    wanted = [("args", "value", n) for n in names_of(db, "arg")]
+    wanted += [("summaries", AGGREGATES[aggs.get(n, default)], n) for n in logged_names(db)]
+    for table, column, name in wanted:
         if name in columns or name == "checkpoints":
             continue
+        alias = f"c{len(joins)}"
         columns.append(name)
-        selects.append(f"{sql.format(q=quote_literal(name))} AS {quote_ident(name)}")
+        selects.append(f"{alias}.{column} AS {quote_ident(name)}")
+        joins.append(f"LEFT JOIN {table} {alias} ON {alias}.run = r.run "
+                     f"AND {alias}.name = {quote_literal(name)}")
     columns.append("checkpoints")  # whether a memoized replay is possible in this clone
-    selects.append("(SELECT CASE WHEN a.missing = 0 THEN 'here' ELSE 'missing' END "
-                   "FROM availability a WHERE a.run = r.run) AS checkpoints")
+    selects.append("CASE WHEN v.missing = 0 THEN 'here' WHEN v.missing IS NOT NULL "
+                   "THEN 'missing' END AS checkpoints")
+    joins.append("LEFT JOIN availability v ON v.run = r.run")
     db.execute("DROP VIEW IF EXISTS temp.runs_wide")
     db.execute(f"CREATE TEMP VIEW runs_wide AS SELECT {', '.join(selects)} FROM runs r "
+               f"{' '.join(joins)} "
                "ORDER BY r.start DESC, r.run DESC")  # newest first, to the microsecond
     return columns
 
