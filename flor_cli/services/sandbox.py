@@ -99,9 +99,24 @@ def _remove_home(git: Git, home: Path) -> None:
     shutil.rmtree(home, ignore_errors=True)
 
 
-# Where sandboxes are made: replay's runs, and flor serve's jobs (services/serve.py),
-# as (directory under .git/flor, pattern of a sandbox's name there).
+# Where sandboxes are made, as (directory under .git/flor, pattern of a sandbox's name
+# there): replay's runs (:func:`replay_home`), flor serve's jobs (:func:`job_home`).
 SANDBOX_HOMES = (("worktrees", "*"), ("serve", "job-*"))
+
+
+def replay_homes(git: Git) -> Path:
+    """The directory of replay's sandboxes (forked workers may read under it)."""
+    return git.flor_dir / SANDBOX_HOMES[0][0]
+
+
+def replay_home(git: Git, name: str) -> Path:
+    """Where replay makes the sandbox ``name`` of one run."""
+    return replay_homes(git) / name
+
+
+def job_home(git: Git, job_id: int, name: str) -> Path:
+    """Where flor serve makes the sandbox of queued job ``job_id`` (``name``: its run's)."""
+    return git.flor_dir / SANDBOX_HOMES[1][0] / f"job-{job_id}-{name}"
 
 
 def prune_stale_worktrees(git: Git) -> list[Path]:

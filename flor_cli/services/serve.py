@@ -246,9 +246,9 @@ class LocalEngine:
 
     def run(self, job: queue.QueuedJob, journal_path: Path, slot: int,
             stop: threading.Event) -> int:
-        from flor_cli.services.sandbox import Sandbox
+        from flor_cli.services.sandbox import Sandbox, job_home
 
-        home = self.git.flor_dir / "serve" / f"job-{job.id}-{journal_path.stem}"  # SANDBOX_HOMES
+        home = job_home(self.git, job.id, journal_path.stem)
         big = [e["path"] for e in job.big]  # left out of its tree, linked in as flor run saw them
         with Sandbox(self.git, home, job.commit, self.extra + big) as tree:
             cwd = tree / job.cwd

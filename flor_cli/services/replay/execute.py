@@ -52,7 +52,8 @@ from flor_cli.runtime.protocol import ReplayConfig, replay_env
 from flor_cli.services.replay.plan import (Job, Plan, check_range, lost_objects,
                                            worker_ranges)
 from flor_cli.services.sandbox import (OutsideTree, Sandbox, prune_stale_worktrees,
-                                       untracked_paths, write_script)
+                                       replay_home, replay_homes, untracked_paths,
+                                       write_script)
 from flor_cli.storage import bigfiles, notes
 from flor_cli.storage.git import Git
 from flor_cli.storage.journal import new_id
@@ -169,7 +170,7 @@ def _worktree(git: Git, name: str, commit: str, extra: list[str], launch: "Launc
     the commit's archive with the transplanted script in it)."""
     if getattr(launch, "ships_code", False):
         return nullcontext(None)
-    return Sandbox(git, git.flor_dir / "worktrees" / name, commit, extra)
+    return Sandbox(git, replay_home(git, name), commit, extra)
 
 
 def _slot_launcher(git: Git, plan: Plan, scratch: Path, slot: int,
@@ -180,7 +181,7 @@ def _slot_launcher(git: Git, plan: Plan, scratch: Path, slot: int,
         return _launch
     from flor_cli.services.replay.forks import ForkLauncher
 
-    return ForkLauncher(_launch, scratch, slot, [git.root, git.flor_dir / "worktrees"])
+    return ForkLauncher(_launch, scratch, slot, [git.root, replay_homes(git)])
 
 
 @dataclass
