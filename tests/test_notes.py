@@ -184,3 +184,10 @@ def test_a_log_whose_sequence_number_is_null_is_skipped_not_a_crash(capsys) -> N
     note = notes.parse("ab" * 20, text)
     assert note is not None and note.records == [{**LOG, "s": 3, "v": 0.25}]
     assert "sequence number" in capsys.readouterr().err
+
+
+def test_a_line_whose_kind_is_a_list_is_skipped_not_a_crash(capsys) -> None:
+    """Found by the property test: ``{"t": []}`` made the check of kinds hash a list."""
+    note = notes.parse("ab" * 20, lines(HEADER, {"t": []}, LOG))
+    assert note is not None and note.records == [LOG]
+    assert "line 2" in capsys.readouterr().err

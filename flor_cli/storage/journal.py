@@ -129,7 +129,7 @@ def _checked_batch(lines: list[bytes], name: str) -> bytes:
         kinds = list(map(_KIND_OF, values)) if len(values) == len(lines) else None
     except (orjson.JSONDecodeError, TypeError, KeyError):
         kinds = None
-    if kinds is not None and set(map(type, set(kinds))) == {str}:
+    if kinds is not None and set(map(type, kinds)) == {str}:
         if _HEADER_KINDS.isdisjoint(kinds):
             return data if data.endswith(b"\n") else data + b"\n"
         return b"".join(line if line.endswith(b"\n") else line + b"\n"

@@ -314,7 +314,7 @@ def _checked(values: list, source: str, torn: bool) -> tuple[list[dict], list[st
         kinds = list(map(_KIND_OF, values))
     except (KeyError, TypeError):
         kinds = None
-    if kinds is None or not set(map(type, set(kinds))) <= _STR or not _all_valid(values, kinds):
+    if kinds is None or not set(map(type, kinds)) <= _STR or not _all_valid(values, kinds):
         kept = []
         for number, v in enumerate(values, 1):
             if type(v) is dict and type(v.get(KIND)) is str:
