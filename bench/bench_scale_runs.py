@@ -110,11 +110,11 @@ def _connect_seconds(repo: Path, fresh: bool) -> float:
 def _sync_seconds(repo: Path) -> tuple[float, float]:
     """Seconds of the incremental sync a read command makes (``cache.open_readonly``:
     the sync, then a read-only connection) in a fresh interpreter, and of the part of it
-    spent in the inserts and their commit (``_Rows.write``: the executemany of every
+    spent in the inserts and their commit (``rows.Rows.write``: the executemany of every
     table; what the raw baseline times)."""
-    code = ("import sqlite3, time; from flor_cli.storage import cache\n"
+    code = ("import sqlite3, time; from flor_cli.storage import cache, rows\n"
             "from flor_cli.storage.git import Git\n"
-            "g = Git('.'); g.repo; spent = [0.0]; write, connect = cache._Rows.write, sqlite3.connect\n"
+            "g = Git('.'); g.repo; spent = [0.0]; write, connect = rows.Rows.write, sqlite3.connect\n"
             "def timed(self, *a):\n"
             "    t = time.perf_counter(); write(self, *a); spent[0] += time.perf_counter() - t\n"
             "class Timed(sqlite3.Connection):\n"
@@ -122,7 +122,7 @@ def _sync_seconds(repo: Path) -> tuple[float, float]:
             "        t = time.perf_counter(); cursor = super().execute(sql, *a)\n"
             "        spent[0] += time.perf_counter() - t if sql == 'COMMIT' else 0\n"
             "        return cursor\n"
-            "cache._Rows.write = timed\n"
+            "rows.Rows.write = timed\n"
             "sqlite3.connect = lambda *a, **k: connect(*a, factory=Timed, **k)\n"
             "t = time.perf_counter(); cache.open_readonly(g).close()\n"
             "print(time.perf_counter() - t, spent[0])")
@@ -146,7 +146,7 @@ def _raw_insert_seconds(repo: Path, indexes_first: bool, since: str | None = Non
     ``since``) into a scratch copy of the cache's tables: empty, or for an incremental
     sync a copy of the cache file as it was before (``base``), so that the rows go into
     tables and indexes of the same size as the cache's."""
-    from flor_cli.storage import cache, notes
+    from flor_cli.storage import cache, notes, rows
     from flor_cli.storage.git import Git
 
     g = Git(repo)
@@ -166,14 +166,14 @@ def _raw_insert_seconds(repo: Path, indexes_first: bool, since: str | None = Non
     db.execute("BEGIN")
     for annotated, blob in g.changed_notes(since, g.ref("refs/notes/flor")):
         note = notes.parse(annotated, g.blob_text(blob))
-        logs, args, timings, ckpts = cache._rows(note.run, note.records)
-        summaries = cache._summaries(note.run, logs)
-        header = (note.run, note.commit) + (None,) * (len(cache.RUN_COLUMNS) - 2)
+        logs, args, timings, ckpts = rows.record_rows(note.run, note.records)
+        summaries = rows.summaries_of(note.run, logs)
+        header = (note.run, note.commit) + (None,) * (len(rows.RUN_COLUMNS) - 2)
         started = time.perf_counter()
-        db.execute(f"INSERT INTO runs VALUES ({','.join('?' * len(cache.RUN_COLUMNS))})", header)
+        db.execute(f"INSERT INTO runs VALUES ({','.join('?' * len(rows.RUN_COLUMNS))})", header)
         db.executemany("INSERT INTO args VALUES (?,?,?)", args)
-        for size, rows in groupby(logs, len):  # the cache's own statements
-            db.executemany(cache._LOG_INSERT[size].format(schema="main"), list(rows))
+        for size, shaped in groupby(logs, len):  # the cache's own statements
+            db.executemany(rows.LOG_INSERT[size].format(schema="main"), list(shaped))
         db.executemany("INSERT INTO timings VALUES (?,?,?,?,?)", timings)
         db.executemany("INSERT INTO checkpoints VALUES (?,?,?,?,?,?)", ckpts)
         db.executemany("INSERT INTO summaries VALUES (?,?,?,?,?,?,?,?,?)", summaries)

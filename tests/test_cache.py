@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-from flor_cli.storage import cache, journal
+from flor_cli.storage import cache, journal, rows
 from flor_cli.storage.git import Git
 
 
@@ -121,9 +121,9 @@ def test_marking_current_values_reads_only_the_rows_just_inserted(repo: Path) ->
         db.execute("INSERT INTO replays VALUES (?, 'rp1', '[]', 'skip', 1.0, 2.0, 'ok')", (run,))
         db.execute("UPDATE logs SET rp = 'rp1' WHERE rowid = ?", (first,))
         db.set_trace_callback(statements.append)
-        cache.mark_current(db, run, first)
-        cache.mark_current(db, run, first, end=first + 5)
-        cache._mark_replayed(db, first)
+        rows.mark_current(db, run, first)
+        rows.mark_current(db, run, first, end=first + 5)
+        rows.mark_replayed(db, first)
         db.set_trace_callback(None)
         for sql in statements:
             plan = " / ".join(row[-1] for row in db.execute("EXPLAIN QUERY PLAN " + sql))
@@ -181,10 +181,10 @@ def test_summaries_made_as_rows_go_in_equal_what_sql_computes_from_the_rows() ->
                                 "c": {"epoch": step}})
                 seq += 1
     note = notes.RunNote("ab" * 20, {"run": "r1", "start": 1.0}, records)
-    assert cache._insert(db, note, {}) == "r1"
+    assert rows.insert(db, note, {}) == "r1"
     made = db.execute("SELECT * FROM summaries ORDER BY name").fetchall()
     assert {row[1] for row in made} == set(series)
-    cache.summarize(db, ["r1"])
+    rows.summarize(db, ["r1"])
     computed = db.execute("SELECT * FROM summaries ORDER BY name").fetchall()
 
     def same(a, b) -> bool:

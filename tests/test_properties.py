@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from flor_cli.runtime.session import Session
 from flor_cli.runtime.writer import LineFormatter
-from flor_cli.storage import cache, notes
+from flor_cli.storage import cache, notes, rows
 
 SETTINGS = settings(derandomize=True, max_examples=150, deadline=None, database=None,
                     suppress_health_check=[HealthCheck.too_slow])
@@ -76,7 +76,7 @@ def _store_and_read(value):
     note = notes.parse(COMMIT, "\n".join([HEADER, *lines]) + "\n")
     db = sqlite3.connect(":memory:", isolation_level=None)
     db.executescript(cache.SCHEMA)
-    cache._insert(db, note, {})
+    rows.insert(db, note, {})
     [record] = [r for r in note.records if r["t"] == "log"]
     row = db.execute("SELECT value FROM logs WHERE name='x'").fetchone()
     return record["v"], row[0]
@@ -141,8 +141,8 @@ def test_any_note_is_read_without_an_exception_and_the_cache_keeps_building(
     db = sqlite3.connect(":memory:", isolation_level=None)
     db.executescript(cache.SCHEMA)
     if note is not None:
-        cache._insert(db, note, {})
-        cache._insert(db, notes.parse("d" * 40, text), {})  # the same run id, another commit
+        rows.insert(db, note, {})
+        rows.insert(db, notes.parse("d" * 40, text), {})  # the same run id, another commit
         runs = [r for (r,) in db.execute("SELECT run FROM runs")]
         assert len(runs) == 2 and all(notes.is_id(r.split("@")[0]) for r in runs)
     for rec in (note.records if note else []):

@@ -32,6 +32,8 @@ from typing import Callable
 from flor_cli.sizes import size_text
 from flor_cli.storage import cache, notes
 from flor_cli.storage.git import Git
+from flor_cli.storage.live import live_runs
+from flor_cli.storage.rows import digests
 
 
 @dataclass(frozen=True)
@@ -69,14 +71,14 @@ def referenced(git: Git, keep_last: int | None) -> set[str]:
             contexts = list(dict.fromkeys(ctx for ctx, _ in reversed(records)))[:keep_last]
             records = [(ctx, objs) for ctx, objs in records if ctx in contexts]
         for _, objs in records:
-            needed.update(cache.digests(objs))
+            needed.update(digests(objs))
     return needed
 
 
 def collect_objects(git: Git, options: Options) -> Done:
     root = git.flor_dir / "objects"
     needed = referenced(git, options.keep_last)
-    started = [live.header.get("start") for live in cache.live_runs(git)]
+    started = [one.header.get("start") for one in live_runs(git)]
     cutoff = min([time.time(), *(s for s in started if isinstance(s, (int, float)))])
     count = size = 0
     for path in sorted(root.glob("??/*")) if root.is_dir() else ():

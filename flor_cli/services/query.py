@@ -15,6 +15,7 @@ from typing import Any, Iterable, Iterator, Sequence
 from flor_cli.errors import UserError
 from flor_cli.storage import cache
 from flor_cli.storage.git import Git
+from flor_cli.storage.live import live_runs
 
 Table = tuple[list[str], list[tuple]]
 
@@ -332,7 +333,7 @@ def _sql_reason(message: str, users: str) -> str:
 
 def running(git: Git) -> list[str]:
     """The runs in progress (their journals are being written)."""
-    return [live.run for live in cache.live_runs(git)]
+    return [one.run for one in live_runs(git)]
 
 
 def resolve_run(git: Git, ref: str, removed: bool = False) -> str:

@@ -10,6 +10,7 @@ from typing import Any, Callable, Iterator
 from flor_cli.errors import UserError
 from flor_cli.storage import cache, notes
 from flor_cli.storage.git import Git
+from flor_cli.storage.live import live_runs
 
 SUMMARY_COLUMNS = ("name", "count", "last", "min", "max", "mean")
 _TIMES = ("start", "end")  # header fields that are Unix times
@@ -38,7 +39,7 @@ def load(git: Git, run: str, records: bool = True
     among its records, and the others are only readable with ``records``. A shorter one
     is decoded whole (faster), its records one batch.
     """
-    live = [one for one in cache.live_runs(git) if one.run == run]  # before the sync
+    live = [one for one in live_runs(git) if one.run == run]  # before the sync
     with cache.connection(git) as db:
         row = db.execute("SELECT commit_id FROM runs WHERE run=?", (run,)).fetchone()
     if row is None and live:  # its note holds its args alone, as a long note's does

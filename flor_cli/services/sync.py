@@ -32,6 +32,7 @@ from flor_cli.storage.media import MEDIA_TYPES
 from flor_cli.storage.mirrors import merge as merge_mirrors
 from flor_cli.storage.mirrors import tracking_refs
 from flor_cli.storage.objects import BadObject, ObjectStore, stores
+from flor_cli.storage.rows import digests
 
 # A push that loses a race with another pusher merges what the remote gained and tries
 # again after a random wait that doubles up to a cap, so N pushers at once all get
@@ -159,7 +160,7 @@ def _unshared_digests(db) -> Iterator[str]:
     """The objects the shared store may lack: checkpoints' and logged images' and files'."""
     for (objs,) in db.execute("SELECT objs FROM checkpoints WHERE run IN "
                               "(SELECT run FROM availability WHERE unshared > 0)"):
-        yield from cache.digests(objs)
+        yield from digests(objs)
     marks = ",".join("?" * len(MEDIA_TYPES))
     for (value,) in db.execute(f"SELECT value FROM logs WHERE type IN ({marks})", MEDIA_TYPES):
         ref = media.parse(value)
