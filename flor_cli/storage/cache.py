@@ -18,7 +18,7 @@ Tables (documented for ``flor query``):
                    the row is one of its (run, name)'s current values, see below)
 * ``current_logs`` VIEW: the current values only. What every reader reads (``flor log``,
                    ``--pivot``, ``flor check``, ``flor.dataframe``): one answer per
-                   (run, name). The rule (:func:`current_sources`): the newest replay
+                   (run, name). The rule (:func:`rows.current_sources`): the newest replay
                    that wrote a name replaces earlier replays' and the recorded values
                    of that name for that run; names no replay wrote keep the recorded
                    values. The note keeps every value (the history).
@@ -365,8 +365,8 @@ def _insert_notes(git: Git, db: sqlite3.Connection, changes: Iterable[tuple[str,
     held, which their commits keep (:func:`claim`); ``empty``: the tables hold no run
     yet, so a run id is only claimed by a run inserted here (no query per note: 50,000
     of them in each half of a rebuild of 100,000 runs). Values are marked current
-    (:func:`mark_current`); returns the runs inserted whose summaries are left to
-    :func:`summarize` (see :func:`summaries_of`): those with replayed values, and long ones.
+    (:func:`rows.mark_current`); returns the runs inserted whose summaries are left to
+    :func:`rows.summarize` (see :func:`rows.summaries_of`): those with replayed values, and long ones.
     """
     unsummed: list[str] = []
     batch = _Batch(db, with_ckpts, held or {}, empty)
@@ -420,7 +420,7 @@ class _Batch:
 
     def flush(self) -> list[str]:
         """Insert what the batch holds (values marked current); returns the runs whose
-        summaries are left to :func:`summarize` (replayed ones)."""
+        summaries are left to :func:`rows.summarize` (replayed ones)."""
         if not self.notes:
             return []
         db, rows = self.db, self.rows
@@ -652,7 +652,7 @@ def _recheck(git: Git, db: sqlite3.Connection, condition: str,
 def open_readonly(git: Git, aggs: dict[str, str] | None = None,
                   default: str = "last") -> sqlite3.Connection:
     """A connection for reading and for user SQL: synced first, then opened read-only,
-    with the runs still running attached (:func:`attach_live`), ``runs_wide`` built with
+    with the runs still running attached (:func:`live.attach_live`), ``runs_wide`` built with
     the given summaries (:func:`create_runs_view`), and guarded."""
     from flor_cli.storage.live import attach_live, live_runs
 
