@@ -395,7 +395,7 @@ class _Batch:
     A run's rows take a dozen statements; at 100,000 small runs, paying each statement's
     cost once per run rather than once per batch was most of a cold rebuild. A batch
     SQLite refuses (a value it cannot bind as it is) is undone and its notes inserted one
-    at a time by :func:`_insert`, which makes such values bindable.
+    at a time by :func:`rows.insert`, which makes such values bindable.
     """
 
     ROWS = 100_000  # log rows held (~20 MB) before they go in
