@@ -396,4 +396,3 @@ def test_checkpoint_records_are_read_whatever_their_objects_kind(recorded) -> No
     assert "warning" not in proc.stderr, proc.stderr
     ckpts = [r for r in json.loads(proc.stdout)["records"] if r["t"] == "ckpt"]
     assert len(ckpts) == 3 and all("__frame__" in c["objs"] for c in ckpts)
-

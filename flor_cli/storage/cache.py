@@ -63,8 +63,8 @@ from flor_cli.storage import notes
 from flor_cli.storage.git import NOTES_REF, Git
 from flor_cli.storage.locks import exclusive
 from flor_cli.storage.objects import ObjectStore, stores
-from flor_cli.storage.rows import (Rows, add_digests, alias, claim, digests, insert,
-                                   mark_current, mark_replayed, next_log_rowid, summarize)
+from flor_cli.storage.rows import (Rows, add_digests, alias, claim, insert, mark_current,
+                                   mark_replayed, next_log_rowid, summarize)
 
 SCHEMA_VERSION = "5"  # 2: ctx by orjson (non-ASCII as UTF-8); 3: availability; 4: current
 # values (logs.cur, current_logs, summaries) and lifecycle (runs.note, removed, tags);
@@ -366,7 +366,8 @@ def _insert_notes(git: Git, db: sqlite3.Connection, changes: Iterable[tuple[str,
     yet, so a run id is only claimed by a run inserted here (no query per note: 50,000
     of them in each half of a rebuild of 100,000 runs). Values are marked current
     (:func:`rows.mark_current`); returns the runs inserted whose summaries are left to
-    :func:`rows.summarize` (see :func:`rows.summaries_of`): those with replayed values, and long ones.
+    :func:`rows.summarize` (see :func:`rows.summaries_of`): those with replayed values,
+    and long ones.
     """
     unsummed: list[str] = []
     batch = _Batch(db, with_ckpts, held or {}, empty)
@@ -439,7 +440,7 @@ class _Batch:
             for note in self.notes:
                 one = next_log_rowid(db)
                 run = insert(db, note, self.with_ckpts, claimed=self.claimed.parents,
-                              unsummed=unsummed)
+                             unsummed=unsummed)
                 mark_current(db, run, one)
         db.execute("RELEASE batch")
         self.notes, self.rows = [], Rows()
@@ -447,7 +448,6 @@ class _Batch:
             self.inserted.update(self.mine)
         self.mine.clear()
         return unsummed
-
 
 
 def note_bytes(git: Git, key: str | None) -> int:
@@ -478,7 +478,7 @@ def _insert_streamed(git: Git, db: sqlite3.Connection, annotated: str, key: str,
     for records in notes.record_batches(git.note_chunks(key), source):
         # each batch as a note of its own: the run's row again, its replays once
         run = insert(db, notes.RunNote(annotated, header, records, replays, events),
-                      with_ckpts, claimed=claimed if run is None else None, whole=False)
+                     with_ckpts, claimed=claimed if run is None else None, whole=False)
         replays = []
     return run
 

@@ -89,7 +89,7 @@ def attach_live(db: sqlite3.Connection, running: list[LiveRun]) -> list[str]:
         for records in chain(one.batches(), [[]]):  # [[]]: its row when it logged nothing
             if run is None or records:
                 run = insert(db, notes.RunNote("", one.header, records), {}, "live",
-                              whole=False)
+                             whole=False)
         mark_current(db, run, first, "live")
         ids.append(run)
     summarize(db, ids, schema="live")

@@ -40,8 +40,8 @@ def next_log_rowid(db: sqlite3.Connection, schema: str = "main") -> int:
 
 
 def insert(db: sqlite3.Connection, note: notes.RunNote, with_ckpts: dict[str, list[str]],
-            schema: str = "main", claimed: Mapping[str, str] | None = None,
-            whole: bool = True, unsummed: list[str] | None = None) -> str:
+           schema: str = "main", claimed: Mapping[str, str] | None = None,
+           whole: bool = True, unsummed: list[str] | None = None) -> str:
     """The run's rows, into the tables of ``schema`` (``live``: a run still running);
     returns its id. The object digests of its checkpoints, if it took any, go to
     ``with_ckpts`` under its run id. A value SQLite cannot bind as it is (an int beyond
@@ -98,7 +98,7 @@ def text_of_int(value: int) -> str:
 
 
 def claim(db: sqlite3.Connection, note: notes.RunNote, schema: str = "main",
-           claimed: Mapping[str, str] | None = None, known: bool = False) -> str:
+          claimed: Mapping[str, str] | None = None, known: bool = False) -> str:
     """The id the note's rows go under: its run id, unless another shadow commit's run
     holds it already (a pulled note reusing a local id, by accident or not): in the
     table, or in ``claimed`` (run id -> commit: a batch's runs not inserted yet, and the
@@ -115,10 +115,10 @@ def claim(db: sqlite3.Connection, note: notes.RunNote, schema: str = "main",
 
 def alias(run: str, commit: str, holder: str) -> str:
     """The id of commit ``commit``'s run, whose id ``run`` the run of ``holder`` has."""
-    alias = f"{run}@{commit[:10]}"
+    renamed = f"{run}@{commit[:10]}"
     notes.warn(f"the note of commit {commit[:10]} claims run id {run}, which is "
-               f"the run of commit {holder[:10]}: it is listed as {alias}")
-    return alias
+               f"the run of commit {holder[:10]}: it is listed as {renamed}")
+    return renamed
 
 
 class Rows:
@@ -139,7 +139,7 @@ class Rows:
 
     def add(self, note: notes.RunNote, run: str, bind, dumps, whole: bool = True) -> None:
         """A removed run is only listed in ``removed``: no reader sees it. ``whole``:
-        see :func:`_insert`."""
+        see :func:`insert`."""
         h, state = note.header, notes.lifecycle(note)
         if state.removed is not None:
             self.removed += bind([(run, note.commit, state.removed, int(state.purged))])
@@ -183,12 +183,9 @@ class Rows:
         db.executemany(f"INSERT OR IGNORE INTO {schema}.names VALUES (?,?)",
                        sorted(self.names))
 
-    def runs_inserted(self) -> list[str]:
-        return [row[0] for row in self.runs] + [row[0] for row in self.removed]
 
-
-def record_rows(run: str, records: list[dict], dumps=orjson.dumps) -> tuple[list[tuple], list[tuple], list[tuple],
-                                                  list[tuple]]:
+def record_rows(run: str, records: list[dict], dumps=orjson.dumps
+                ) -> tuple[list[tuple], list[tuple], list[tuple], list[tuple]]:
     """The logs, args, timings and checkpoints rows of one run's records.
 
     The hot loop of a rebuild (a million records). A log row without a replay id or a
@@ -235,7 +232,7 @@ _PLAIN = frozenset((float, int, str, type(None)))
 # By tuple length: (run, s, value, name, ctx, lvl) and (run, rp, s, name, value, ty, ctx, lvl).
 # Every row goes in current (cur = 1); mark_current then marks what a replay replaced.
 LOG_INSERT = {6: "INSERT INTO {schema}.logs VALUES (?1,NULL,?2,?4,?3,NULL,?5,?6,1)",
-               8: "INSERT INTO {schema}.logs VALUES (?,?,?,?,?,?,?,?,1)"}
+              8: "INSERT INTO {schema}.logs VALUES (?,?,?,?,?,?,?,?,1)"}
 _NAME, _LEVEL = itemgetter(3), itemgetter(-1)  # of both shapes of log rows
 _VALUE_OF_SHORT = itemgetter(2)  # the value of a 6-tuple log row
 
