@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
+from functools import reduce
 from itertools import groupby
-from operator import itemgetter
+from operator import add, itemgetter
 from typing import Any, Iterable, Mapping
 
 import orjson
@@ -266,7 +267,7 @@ def summary(values: list) -> tuple:
     of the numbers alone, their plain sum in order over their count (SQLite's avg)."""
     kinds = set(map(type, values))
     if kinds <= _NUMBERS and not (float in kinds and any(map(math.isnan, values))):
-        return values[0], values[-1], min(values), max(values), sum(values, 0.0) / len(values)
+        return values[0], values[-1], min(values), max(values), _sum(values) / len(values)
     stored = [None if v is None or (type(v) is float and math.isnan(v))
               else int(v) if type(v) is bool else v for v in values]
     numbers = [v for v in stored if type(v) in _NUMBERS]
@@ -274,7 +275,14 @@ def summary(values: list) -> tuple:
     return (stored[0], stored[-1],
             min(numbers) if numbers else min(texts, default=None),
             max(texts) if texts else max(numbers, default=None),
-            sum(numbers, 0.0) / len(numbers) if numbers else None)
+            _sum(numbers) / len(numbers) if numbers else None)
+
+
+def _sum(numbers: list) -> float:
+    """Their sum as SQLite's avg adds: one double, each number added in turn. Not the
+    builtin sum, which from Python 3.12 compensates the rounding of float additions
+    (flor runs on 3.11 and later) and would give a mean SQL does not."""
+    return reduce(add, numbers, 0.0)
 
 
 _NUMBERS = frozenset((int, float))
